@@ -1,0 +1,170 @@
+/**
+ * Restoring a backup into a database: verify the checksum first, then stream the file
+ * (gunzipped when compressed) into `psql -v ON_ERROR_STOP=1 --single-transaction`, so a restore
+ * either applies completely or not at all.
+ *
+ * Refuses a target that is the database the backup was taken from unless `yes` is given.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { execa } from 'execa';
+import type { RunContext } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import type { Backup } from '../domain/types.js';
+import { type ConnInfo, describeConn, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { probeServer, type ServerInfo, withClient } from '../pg/server.js';
+import { chooseTool } from '../pg/tools.js';
+import { formatBytes, formatDuration } from '../util/format.js';
+import { redact } from '../util/redact.js';
+import { resolveBackup, verifyOne } from './verify.js';
+
+export interface RestoreRequest {
+  /** A backup id or `latest`. */
+  backup: string;
+  /** Connection string of the target database. */
+  target: string;
+  /** Allow restoring into the database the backup came from. */
+  yes?: boolean;
+  /** Create the target database when it does not exist. */
+  create?: boolean;
+}
+
+export interface RestoreResult {
+  backupId: number;
+  file: string;
+  target: string;
+  database: string;
+  createdDatabase: boolean;
+  bytes: number;
+  tables: number | null;
+  rows: number | null;
+  durationMs: number;
+}
+
+/** Checks the backup can be restored at all (has a complete, uncorrupted file). */
+export function assertRestorable(b: Backup): void {
+  if (b.status === 'ok') return;
+  const why: Record<string, string> = {
+    corrupt: 'its file does not match the recorded checksum',
+    failed: 'the backup failed and has no file',
+    interrupted: 'the backup was interrupted and has no file',
+    pruned: 'it was pruned by retention and its file deleted',
+  };
+  throw new HbError(
+    b.status === 'corrupt' ? 'checksum-mismatch' : 'backup-not-restorable',
+    `backup ${b.id} cannot be restored: ${why[b.status] ?? b.status}`,
+    'pick an ok backup from `hybrid-backup list`',
+  );
+}
+
+/** Probes the target, creating the database first when asked to. */
+async function prepareTarget(ctx: RunContext, conn: ConnInfo, create: boolean): Promise<{ server: ServerInfo; created: boolean }> {
+  const timeout = ctx.config.dump.connectTimeoutSeconds;
+  try {
+    return { server: await probeServer(conn, timeout), created: false };
+  } catch (e) {
+    if (!(e instanceof HbError) || e.code !== 'db-not-found') throw e;
+    if (!create) {
+      throw new HbError('db-not-found', `the target ${describeConn(conn)} does not exist`, 'create it first (createdb), or pass --create to have restore create it');
+    }
+  }
+  const name = conn.database!;
+  await withClient(conn, { connectTimeoutSeconds: timeout, database: 'postgres' }, async (c) => {
+    await c.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+  });
+  ctx.log.info(`created database "${name}" for the restore`);
+  return { server: await probeServer(conn, timeout), created: true };
+}
+
+/** Streams a backup file into psql. */
+export async function runPsql(ctx: RunContext, b: Backup, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
+  const { dbname, env } = libpqArgs(conn);
+  const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', '-'], {
+    env: { ...env, PGAPPNAME: 'hybrid-backup-restore', PGOPTIONS: '-c client_min_messages=warning' },
+    extendEnv: true,
+    stdin: 'pipe',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    buffer: false,
+    reject: false,
+    cancelSignal: ctx.signal,
+    forceKillAfterDelay: 5000,
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString('utf8')).slice(-32 * 1024);
+  });
+  let read = 0;
+  const count = new Transform({
+    transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) {
+      read += chunk.length;
+      onBytes(read);
+      cb(null, chunk);
+    },
+  });
+  const stages = b.compression === 'gzip' ? [count, createGunzip()] : [count];
+  const [flow, exit] = await Promise.allSettled([pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), ...stages, child.stdin!]), child]);
+  const r = exit.status === 'fulfilled' ? exit.value : undefined;
+  if (ctx.signal.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the restore was stopped before it finished; psql rolled it back');
+  if (!r || r.failed) {
+    const lines = redact(stderr.trim()).split('\n').filter((l) => /ERROR|FATAL|error/i.test(l));
+    const detail = lines.slice(0, 3).join(' | ') || redact(stderr.trim()).split('\n').slice(-3).join(' | ') || (r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
+    throw new HbError('restore-failed', `restore into ${describeConn(conn)} failed and was rolled back: ${detail}`, 'the target must be empty of the backup\'s objects; restore into a fresh database (--create)');
+  }
+  if (flow.status === 'rejected') {
+    throw new HbError('restore-failed', `cannot read ${b.file}: ${(flow.reason as Error).message}`);
+  }
+}
+
+/** Restores a backup; see the module comment for what is checked first. */
+export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promise<RestoreResult> {
+  if (!req.target) throw new HbError('restore-target-missing', 'restore needs a target database', 'pass --target postgresql://user@host:5432/dbname');
+  const conn = parseConnInfo(req.target, '--target');
+  const b = resolveBackup(ctx, req.backup);
+  assertRestorable(b);
+  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn) });
+  const started = Date.now();
+  try {
+    const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+    if (!check.ok) {
+      throw new HbError('checksum-mismatch', `backup ${b.id} (${b.file}) fails its checksum: ${check.error}; nothing was restored`, 'the file is damaged; restore another backup');
+    }
+    const { server, created } = await prepareTarget(ctx, conn, !!req.create);
+    const source = ctx.ledger.backupSource(b.id);
+    const sameCluster = source?.sourceSystemId && server.systemId ? source.sourceSystemId === server.systemId : source?.source === safeUrl(conn);
+    if (sameCluster && server.database === b.database && !req.yes) {
+      throw new HbError(
+        'restore-target-is-source',
+        `refusing to restore backup ${b.id} into ${describeConn(conn)}: it is the database the backup was taken from`,
+        'restore into another database, or pass --yes if you really mean to restore over the source',
+      );
+    }
+    const psql = await chooseTool('psql', server.major, ctx.config.dump.pgBinDir);
+    const size = (await stat(b.file)).size;
+    const t0 = Date.now();
+    ctx.log.info(`restoring backup ${b.id} (${formatBytes(size)}) into ${safeUrl(conn)}`, { runId: run.id, backupId: b.id });
+    await runPsql(ctx, b, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
+    const result: RestoreResult = {
+      backupId: b.id,
+      file: b.file,
+      target: safeUrl(conn),
+      database: server.database,
+      createdDatabase: created,
+      bytes: size,
+      tables: b.tableCount,
+      rows: b.rowCount,
+      durationMs: Date.now() - started,
+    };
+    ctx.ledger.finishRun(run.id, 'ok', null, { durationMs: result.durationMs });
+    ctx.log.info(`restored backup ${b.id} into ${safeUrl(conn)} in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
+    return result;
+  } catch (e) {
+    const err = toHbError(e);
+    ctx.ledger.finishRun(run.id, err.code === 'dump-aborted' ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+    ctx.log.error(`restore of backup ${b.id} failed: ${err.message}`, { runId: run.id, code: err.code });
+    throw err;
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * Taking a local backup, end to end: validate, record the run, take the backup lock, preflight
+ * (server version, matching pg_dump, free space), dump to `<name>.partial`, fsync, rename, fsync
+ * the directory, write the `.meta.json` sidecar, record the backup.
+ *
+ * Guarantees: on success the file is durable under its final name and recorded `ok`; on any
+ * failure nothing is left under a final name, no `.partial` remains, and the attempt is recorded
+ * `failed` (or `interrupted` when stopped) with the error, redacted.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { RunContext } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import type { Backup, BackupKind } from '../domain/types.js';
+import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.js';
+import { dumpToPartial } from '../dump/pipeline.js';
+import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
+import type { NewBackup } from '../ledger/ledger.js';
+import { libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { probeServer, type ServerInfo } from '../pg/server.js';
+import { chooseTool } from '../pg/tools.js';
+import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
+import { formatBytes, formatCount, formatDuration } from '../util/format.js';
+import { acquireBackupLock } from './lock.js';
+
+export const MAX_DESCRIPTION = 500;
+
+export interface BackupRequest {
+  kind: BackupKind;
+  description?: string | null;
+}
+
+/**
+ * Checks a description: 1–500 characters, not only whitespace. Returned exactly as given.
+ * @throws HbError `description-invalid`
+ */
+export function validateDescription(description: string | null | undefined, required: boolean): string | null {
+  if (description === undefined || description === null) {
+    if (required) throw new HbError('description-invalid', 'a pre-change backup needs a description', 'say what is about to change, e.g. npm run backup:pre-change "Add orders.discount column"');
+    return null;
+  }
+  const chars = [...description].length;
+  if (description.trim() === '') {
+    throw new HbError('description-invalid', 'the description is empty', 'say what is about to change, in 1 to 500 characters');
+  }
+  if (chars > MAX_DESCRIPTION) {
+    throw new HbError('description-invalid', `the description is ${chars} characters long, more than ${MAX_DESCRIPTION}`, 'shorten it to at most 500 characters');
+  }
+  return description;
+}
+
+async function uniqueFinalPath(dir: string, createdAt: string, kind: BackupKind, description: string | null, compression: 'none' | 'gzip'): Promise<string> {
+  for (let attempt = 0; ; attempt++) {
+    const p = path.join(dir, backupFileName(createdAt, kind, description, compression, attempt));
+    if (!(await exists(p)) && !(await exists(p + PARTIAL_SUFFIX))) return p;
+  }
+}
+
+async function checkFreeSpace(ctx: RunContext): Promise<void> {
+  const last = ctx.ledger.latestBackup(['ok']);
+  if (!last) return;
+  const need = Math.ceil(last.bytes * ctx.config.dump.freeSpaceFactor);
+  const free = await freeBytes(ctx.config.backupDir);
+  if (free < need) {
+    throw new HbError(
+      'disk-space-low',
+      `only ${formatBytes(free)} free in ${ctx.config.backupDir}; the last backup took ${formatBytes(last.bytes)}, so the next needs about ${formatBytes(need)}`,
+      'free disk space or move BACKUP_DIR to a larger disk; retention (prune) removes old backups',
+    );
+  }
+}
+
+/** Takes a backup. Resolves with the recorded `ok` backup; throws the (recorded) failure. */
+export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<Backup> {
+  const description = validateDescription(req.description, req.kind === 'pre-change');
+  const { config, ledger, log } = ctx;
+  const { compression, profile } = config.dump;
+  if (profile !== 'full') {
+    throw new HbError('config-invalid', `dump.profile "${profile}" is not supported by this version of hybrid-backup`, 'set dump.profile to "full"');
+  }
+  await ensurePrivateDir(config.backupDir);
+  const conn = parseConnInfo(config.databaseUrl);
+
+  const run = ledger.startRun('backup', ctx.trigger, { kind: req.kind, description, compression, profile });
+  log.info(`backup run ${run.id} requested`, { runId: run.id, kind: req.kind, trigger: ctx.trigger });
+
+  let createdAt = run.startedAt;
+  let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression));
+  let server: ServerInfo | null = null;
+  let pgDumpVersion: string | null = null;
+  let renamed = false;
+  let release: (() => void) | undefined;
+  try {
+    release = await acquireBackupLock(ctx, run.id);
+    createdAt = new Date().toISOString();
+    const started = Date.now();
+
+    server = await probeServer(conn, config.dump.connectTimeoutSeconds);
+    const choice = await chooseTool('pg_dump', server.major, config.dump.pgBinDir);
+    pgDumpVersion = choice.tool.version;
+    if (choice.warning) {
+      log.warn(choice.warning, { runId: run.id });
+      ctx.reporter.notice(choice.warning);
+    }
+    await checkFreeSpace(ctx);
+
+    finalPath = await uniqueFinalPath(config.backupDir, createdAt, req.kind, description, compression);
+    const partialPath = finalPath + PARTIAL_SUFFIX;
+    ledger.setRunFiles(run.id, { partialPath, finalPath });
+    ledger.mergeRunDetails(run.id, { file: finalPath });
+    log.info(`dumping ${safeUrl(conn)} with ${choice.tool.path} into ${path.basename(finalPath)}`, { runId: run.id, serverVersion: server.version });
+
+    const { dbname, env } = libpqArgs(conn);
+    const out = await dumpToPartial({
+      pgDump: choice.tool.path,
+      args: ['--format=plain', '--no-password', `--dbname=${dbname}`],
+      env: { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds), PGAPPNAME: 'hybrid-backup' },
+      partialPath,
+      compression,
+      gzipLevel: config.dump.gzipLevel,
+      signal: ctx.signal,
+      onProgress: (bytes) => ctx.reporter.progress({ phase: 'dump', bytes, elapsedMs: Date.now() - started }),
+    });
+
+    await fs.rename(partialPath, finalPath);
+    renamed = true;
+    await fsyncDir(config.backupDir);
+
+    const finishedAt = new Date().toISOString();
+    const durationMs = Date.now() - started;
+    const sidecar: Sidecar = {
+      format: SIDECAR_FORMAT,
+      kind: req.kind,
+      description,
+      file: path.basename(finalPath),
+      bytes: out.bytes,
+      sha256: out.sha256,
+      compression,
+      profile,
+      createdAt,
+      finishedAt,
+      durationMs,
+      database: server.database,
+      serverVersion: server.version,
+      pgDumpVersion,
+      uncompressedBytes: out.rawBytes,
+      tableCount: Object.keys(out.tables).length,
+      rowCount: Object.values(out.tables).reduce((a, n) => a + n, 0),
+      tables: out.tables,
+    };
+    await atomicWriteFile(finalPath + SIDECAR_SUFFIX, `${JSON.stringify(sidecar, null, 2)}\n`);
+
+    const backup = ledger.recordBackup({
+      ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),
+      bytes: out.bytes,
+      sha256: out.sha256,
+      status: 'ok',
+      finishedAt,
+      durationMs,
+      tables: out.tables,
+      error: null,
+    });
+    log.info(
+      `backup ${backup.id} ok: ${path.basename(finalPath)}, ${formatBytes(out.bytes)}, ${formatCount(sidecar.tableCount)} tables, ${formatCount(sidecar.rowCount)} rows in ${formatDuration(durationMs)}`,
+      { runId: run.id, backupId: backup.id, bytes: out.bytes, sha256: out.sha256, durationMs },
+    );
+    return backup;
+  } catch (e) {
+    const err = toHbError(e);
+    if (renamed) {
+      // Renamed but not recorded: never leave an unconfirmed file under a final name.
+      await fs.rm(finalPath, { force: true });
+      await fs.rm(finalPath + SIDECAR_SUFFIX, { force: true });
+    }
+    await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
+    const status = err.code === 'dump-aborted' ? 'interrupted' : 'failed';
+    ledger.recordBackup({
+      ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),
+      bytes: 0,
+      sha256: null,
+      status,
+      finishedAt: new Date().toISOString(),
+      durationMs: null,
+      tables: null,
+      error: { code: err.code, message: err.message },
+    });
+    log.error(`backup run ${run.id} ${status}: ${err.message}`, { runId: run.id, code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
+    throw err;
+  } finally {
+    release?.();
+  }
+}
+
+function baseRecord(
+  runId: number,
+  kind: BackupKind,
+  description: string | null,
+  file: string,
+  compression: 'none' | 'gzip',
+  profile: 'full' | 'supabase',
+  createdAt: string,
+  server: ServerInfo | null,
+  pgDumpVersion: string | null,
+  conn: ReturnType<typeof parseConnInfo>,
+): Omit<NewBackup, 'bytes' | 'sha256' | 'status' | 'finishedAt' | 'durationMs' | 'tables' | 'error'> {
+  return {
+    runId,
+    kind,
+    description,
+    file,
+    compression,
+    profile,
+    createdAt,
+    database: server?.database ?? null,
+    source: safeUrl(conn),
+    sourceSystemId: server?.systemId ?? null,
+    serverVersion: server?.version ?? null,
+    pgDumpVersion,
+  };
+}

@@ -1,0 +1,96 @@
+/**
+ * Checking backup files against the ledger: re-hash each file (streamed) and compare with the
+ * recorded SHA-256. A mismatch or a missing file marks the backup `corrupt`; a corrupt backup
+ * whose file matches again (restored from elsewhere) becomes `ok` again.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { RunContext } from '../context.js';
+import { HbError } from '../domain/errors.js';
+import type { Backup, ProgressEvent } from '../domain/types.js';
+
+export interface VerifyResult {
+  id: number;
+  ok: boolean;
+  expected: string | null;
+  actual: string | null;
+  file: string;
+  bytes: number | null;
+  error?: string;
+}
+
+/** SHA-256 and size of a file, streamed. */
+export async function hashFile(file: string, onBytes?: (bytes: number) => void, signal?: AbortSignal): Promise<{ sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let last = 0;
+  const stream = createReadStream(file, { highWaterMark: 1 << 20, signal });
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+    if (onBytes && Date.now() - last > 250) {
+      last = Date.now();
+      onBytes(bytes);
+    }
+  }
+  onBytes?.(bytes);
+  return { sha256: hash.digest('hex'), bytes };
+}
+
+/** Re-hashes one backup's file and records what was found. */
+export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: ProgressEvent) => void): Promise<VerifyResult> {
+  const base = { id: b.id, expected: b.sha256, file: b.file };
+  let st;
+  try {
+    st = await stat(b.file);
+  } catch {
+    ctx.ledger.setBackupStatus(b.id, 'corrupt');
+    ctx.log.error(`backup ${b.id}: file ${b.file} is missing`, { backupId: b.id });
+    return { ...base, ok: false, actual: null, bytes: null, error: 'file missing' };
+  }
+  const started = Date.now();
+  const { sha256, bytes } = await hashFile(b.file, (n) => progress?.({ phase: 'verify', bytes: n, total: st.size, elapsedMs: Date.now() - started }), ctx.signal);
+  const ok = sha256 === b.sha256 && bytes === b.bytes;
+  if (ok) {
+    ctx.ledger.markChecked(b.id);
+    if (b.status === 'corrupt') ctx.ledger.setBackupStatus(b.id, 'ok');
+  } else {
+    ctx.ledger.setBackupStatus(b.id, 'corrupt');
+    ctx.log.error(`backup ${b.id}: ${b.file} does not match its checksum (expected ${b.sha256}, got ${sha256}; ${bytes} bytes, recorded ${b.bytes})`, { backupId: b.id });
+  }
+  const result: VerifyResult = { ...base, ok, actual: sha256, bytes };
+  if (!ok) result.error = sha256 === b.sha256 ? 'size differs from the ledger' : 'checksum mismatch';
+  return result;
+}
+
+/**
+ * Resolves `latest`, `all` or an id to the backups to check: `all` is every backup that should
+ * have a file (ok or corrupt).
+ * @throws HbError `backup-not-found`
+ */
+export function selectBackups(ctx: RunContext, which: string): Backup[] {
+  if (which === 'all') return ctx.ledger.listBackups({ statuses: ['ok', 'corrupt'] });
+  if (which === 'latest') {
+    const b = ctx.ledger.latestBackup(['ok', 'corrupt']);
+    if (!b) throw new HbError('backup-not-found', 'there is no backup yet', 'take one with: npm run backup:manual');
+    return [b];
+  }
+  return [resolveBackup(ctx, which)];
+}
+
+/**
+ * Finds a backup by id (or `latest`: the newest ok backup).
+ * @throws HbError `backup-not-found`, or `usage` for something that is not an id
+ */
+export function resolveBackup(ctx: RunContext, which: string): Backup {
+  if (which === 'latest') {
+    const b = ctx.ledger.latestBackup(['ok']);
+    if (!b) throw new HbError('backup-not-found', 'there is no ok backup yet', 'take one with: npm run backup:manual');
+    return b;
+  }
+  if (!/^\d+$/.test(which)) throw new HbError('usage', `"${which}" is not a backup id`, 'use a number from `hybrid-backup list`, or latest');
+  const b = ctx.ledger.getBackup(Number(which));
+  if (!b) throw new HbError('backup-not-found', `there is no backup ${which}`, 'see the ids with: hybrid-backup list');
+  return b;
+}

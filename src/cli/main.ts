@@ -1,0 +1,206 @@
+/**
+ * The `hybrid-backup` command line (commander): parses flags into each command's arguments,
+ * runs the command, prints the result (human text, or exactly one JSON document with --json)
+ * and maps errors to exit codes (SPEC: 0 ok, 1 failed, 2 bad usage or configuration).
+ */
+import { readFileSync } from 'node:fs';
+import { Command as Commander, CommanderError, Option } from 'commander';
+import { App } from '../app.js';
+import type { Command } from '../commands/command.js';
+import { findCommand } from '../commands/index.js';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { EXIT_FAILED, EXIT_USAGE, HbError, toHbError } from '../domain/errors.js';
+import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
+import { redact } from '../util/redact.js';
+import { TerminalReporter } from './progress.js';
+
+export interface GlobalOptions {
+  json?: boolean;
+  config?: string;
+  verbose?: boolean;
+}
+
+type Outcome = { ok: true; doc: unknown } | { ok: false; error: HbError };
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Writes text and resolves once it is flushed (so exit codes never cut output short). */
+function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
+  return new Promise((resolve) => {
+    if (!stream.write(text)) stream.once('drain', resolve);
+    else resolve();
+  });
+}
+
+/** One line: the message, and the hint when there is one. */
+export function errorLine(e: HbError): string {
+  return `hybrid-backup: ${redact(e.message)}${e.hint ? ` (hint: ${redact(e.hint)})` : ''}`;
+}
+
+async function printError(e: HbError, json: boolean): Promise<number> {
+  if (json) await write(process.stdout, `${JSON.stringify({ error: JSON.parse(redact(JSON.stringify(e.toJSON()))) }, null, 2)}\n`);
+  else await write(process.stderr, `${errorLine(e)}\n`);
+  if (e.code === 'internal' && e.cause instanceof Error && process.env.HYBRID_BACKUP_DEBUG) await write(process.stderr, `${redact(e.cause.stack ?? '')}\n`);
+  return e.exitCode;
+}
+
+function parseArgs(cmd: Command, raw: unknown): unknown {
+  const r = cmd.args.safeParse(raw);
+  if (r.success) return r.data;
+  const i = r.error.issues[0]!;
+  throw new HbError('usage', `invalid ${i.path.join('.') || 'arguments'} for ${cmd.name}: ${i.message.replace(/^Invalid input: /, '')}`, `see hybrid-backup ${cmd.name} --help`);
+}
+
+/** Loads the configuration and opens the app; errors here are usage/config errors (exit 2). */
+async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, config: Config, reporter: TerminalReporter): Promise<Outcome> {
+  let app: App | undefined;
+  const abort = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      reporter.notice(`${sig} received: stopping ${cmd.name} cleanly (again to force)`);
+      abort.abort();
+    } else {
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const args = parseArgs(cmd, rawArgs);
+    app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent' });
+    for (const r of app.ledger.recovered) reporter.notice(`run ${r.runId} (${r.job}) was left running by process ${r.pid ?? '?'}, which is gone: marked interrupted${r.removed.length ? `, removed ${r.removed.join(', ')}` : ''}`);
+    const ctx = app.context('cli', { reporter, signal: abort.signal });
+    const doc = await cmd.run(ctx, args);
+    return { ok: true, doc };
+  } catch (e) {
+    return { ok: false, error: toHbError(e) };
+  } finally {
+    reporter.clear();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await app?.close();
+  }
+}
+
+/** Runs one command as the CLI does and returns the exit code. */
+export async function execute(name: string, rawArgs: unknown, g: GlobalOptions): Promise<number> {
+  const cmd = findCommand(name);
+  if (!cmd) return printError(new HbError('usage', `unknown command ${name}`, 'see hybrid-backup --help'), !!g.json);
+  const json = !!g.json;
+  let config: Config;
+  try {
+    config = loadConfig({ configFile: g.config });
+  } catch (e) {
+    return printError(toHbError(e), json);
+  }
+  const reporter = new TerminalReporter(process.stderr, !json && !!process.stderr.isTTY);
+  const outcome = await runInProcess(cmd, rawArgs, g, config, reporter);
+  if (!outcome.ok) return printError(outcome.error, json);
+  if (json) await write(process.stdout, `${JSON.stringify(outcome.doc, null, 2)}\n`);
+  else await write(process.stdout, `${cmd.render(outcome.doc, { timeZone: config.timezone, now: Date.now() })}\n`);
+  return cmd.exitCode?.(outcome.doc) ?? 0;
+}
+
+function common(c: Commander): Commander {
+  return c
+    .option('--json', 'print exactly one JSON document on stdout')
+    .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
+    .option('-v, --verbose', 'log progress details to stderr');
+}
+
+const intArg = (v: string) => (/^\d+$/.test(v) ? Number(v) : Number.NaN);
+
+/** Builds the commander program; `run` receives the command name, its raw arguments and the global options. */
+export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions) => Promise<number>, setExit: (code: number) => void): Commander {
+  const program = new Commander('hybrid-backup')
+    .description('Two-layer backups for a PostgreSQL / Supabase database: local pg_dump backups checked every day, and a watch on Supabase\'s own backups.')
+    .version(packageVersion(), '-V, --version')
+    .exitOverride();
+  const act = (name: string, toArgs: (...a: any[]) => unknown) => async (...a: any[]) => {
+    const cmd = a[a.length - 1] as Commander;
+    setExit(await run(name, toArgs(...a.slice(0, -1)), cmd.opts() as GlobalOptions));
+  };
+
+  common(program.command('manual').argument('[description...]', 'what this backup is for (optional)'))
+    .description('take a local backup now (kind manual)')
+    .action(act('manual', (d: string[]) => ({ description: d.length ? d.join(' ') : undefined })));
+
+  common(program.command('pre-change').argument('[description...]', 'what is about to change (1-500 characters, required)'))
+    .description('take a backup before a risky change; exits 0 only once the file is durable and recorded')
+    .addHelpText('after', '\nExample, in a migration script:\n  npm run backup:pre-change "Add orders.discount column" && npm run migrate')
+    .action(act('pre-change', (d: string[]) => ({ description: d.length ? d.join(' ') : undefined })));
+
+  common(program.command('list'))
+    .description('list backups, newest first')
+    .addOption(new Option('--status <statuses>', `only these statuses, comma-separated (${BACKUP_STATUSES.join(', ')})`))
+    .addOption(new Option('--kind <kind>', 'only this kind').choices([...BACKUP_KINDS]))
+    .option('--limit <n>', 'at most n backups', intArg)
+    .action(
+      act('list', (o: { status?: string; kind?: string; limit?: number }) => ({
+        status: o.status?.split(',').map((s) => s.trim()),
+        kind: o.kind,
+        limit: o.limit,
+      })),
+    );
+
+  common(program.command('verify').argument('[which]', 'latest (default), all, or a backup id', 'latest'))
+    .description('re-hash backup files and compare them with the ledger; exit 1 if any does not match')
+    .action(act('verify', (which: string) => ({ which })));
+
+  common(program.command('restore').argument('<backup>', 'a backup id, or latest'))
+    .description('restore a backup into a database: checksum first, then psql in one transaction')
+    .requiredOption('--target <url>', 'connection string of the database to restore into')
+    .option('--yes', 'allow restoring into the database the backup was taken from')
+    .option('--create', 'create the target database if it does not exist')
+    .addHelpText('after', '\nExample:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create')
+    .action(act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean }) => ({ backup, target: o.target, yes: !!o.yes, create: !!o.create })));
+
+  common(program.command('runs'))
+    .description('the ledger\'s run history, newest first')
+    .option('--since <duration>', 'only runs started within this duration (24h, 7d) or since this time')
+    .option('--job <name>', 'only runs of this job (backup, prune, monitor, supabase-poll, restore-drill, restore, verify)')
+    .option('--limit <n>', 'at most n runs (default 100)', intArg)
+    .action(act('runs', (o: { since?: string; job?: string; limit?: number }) => ({ since: o.since, job: o.job, limit: o.limit })));
+
+  return program;
+}
+
+/** The CLI entry: parses argv, runs, exits with the command's code. */
+export async function main(argv: string[]): Promise<void> {
+  process.umask(0o077);
+  let code = 0;
+  const json = argv.includes('--json');
+  const program = buildProgram(execute, (c) => (code = c));
+  program.configureOutput({
+    outputError: (str, w) => {
+      if (!json) w(`hybrid-backup: ${str.replace(/^error: /, '').trim()} (hint: see hybrid-backup --help)\n`);
+    },
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
+        code = 0;
+      } else {
+        code = EXIT_USAGE;
+        if (json) await write(process.stdout, `${JSON.stringify({ error: { code: 'usage', message: e.message.replace(/^error: /, ''), hint: 'see hybrid-backup --help' } }, null, 2)}\n`);
+      }
+    } else {
+      const err = toHbError(e);
+      code = await printError(err, json);
+      if (err.code === 'internal') code = EXIT_FAILED;
+    }
+  }
+  process.exit(code);
+}

@@ -1,0 +1,40 @@
+/** `manual` and `pre-change`: take a local backup now. */
+import { z } from 'zod';
+import { takeBackup } from '../backup/take-backup.js';
+import type { Backup } from '../domain/types.js';
+import { formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
+import { defineCommand, type RenderView } from './command.js';
+
+function renderBackup(b: Backup, view: RenderView): string {
+  const lines = [
+    `backup ${b.id} ok (${b.kind}${b.description ? `: ${b.description}` : ''})`,
+    `  file     ${b.file}`,
+    `  size     ${formatBytes(b.bytes)}${b.compression === 'gzip' ? ' (gzip)' : ''}`,
+    `  sha256   ${b.sha256}`,
+    `  created  ${formatTime(b.createdAt, view.timeZone)}, took ${formatDuration(b.durationMs)}`,
+    `  content  ${formatCount(b.tableCount)} tables, ${formatCount(b.rowCount)} rows from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
+  ];
+  return lines.join('\n');
+}
+
+export const manualCommand = defineCommand({
+  name: 'manual',
+  summary: 'take a local backup now (kind manual)',
+  isBackup: true,
+  args: z.object({ description: z.string().optional() }),
+  async run(ctx, args): Promise<Backup> {
+    return takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
+  },
+  render: renderBackup,
+});
+
+export const preChangeCommand = defineCommand({
+  name: 'pre-change',
+  summary: 'take a local backup before a risky change (kind pre-change); exits 0 only once it is durable and recorded',
+  isBackup: true,
+  args: z.object({ description: z.string().optional() }),
+  async run(ctx, args): Promise<Backup> {
+    return takeBackup(ctx, { kind: 'pre-change', description: args.description });
+  },
+  render: renderBackup,
+});

@@ -1,0 +1,11 @@
+/** The command registry: every command the CLI and the control socket can run. */
+import { manualCommand, preChangeCommand } from './backup-commands.js';
+import type { Command } from './command.js';
+import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
+import { restoreCommand } from './restore-command.js';
+
+export const COMMANDS: readonly Command<any, any>[] = [manualCommand, preChangeCommand, listCommand, verifyCommand, restoreCommand, runsCommand];
+
+export function findCommand(name: string): Command<any, any> | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}

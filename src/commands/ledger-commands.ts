@@ -1,0 +1,108 @@
+/** `list`, `verify`, `runs`: read (and for verify, re-check) what the ledger knows. */
+import path from 'node:path';
+import { z } from 'zod';
+import { selectBackups, verifyOne, type VerifyResult } from '../backup/verify.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
+import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
+import { defineCommand } from './command.js';
+
+function truncate(s: string, n: number): string {
+  return s.length > n ? `${s.slice(0, n - 1)}…` : s;
+}
+
+export const listCommand = defineCommand({
+  name: 'list',
+  summary: 'list backups, newest first',
+  args: z.object({
+    status: z.array(z.enum(BACKUP_STATUSES)).optional(),
+    kind: z.enum(BACKUP_KINDS).optional(),
+    limit: z.int().positive().optional(),
+  }),
+  async run(ctx, args): Promise<{ backups: Backup[] }> {
+    return { backups: ctx.ledger.listBackups({ statuses: args.status, kind: args.kind, limit: args.limit }) };
+  },
+  render(doc, view) {
+    if (doc.backups.length === 0) return 'no backups yet; take one with: npm run backup:manual';
+    const rows = doc.backups.map((b) => [
+      String(b.id),
+      formatTime(b.createdAt, view.timeZone),
+      b.kind,
+      b.status + (b.pinned ? ' (pinned)' : ''),
+      b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-',
+      b.verifiedAt ? formatAge(b.verifiedAt, view.now) : '-',
+      b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '', 70) : truncate(b.description ?? path.basename(b.file), 70),
+    ]);
+    const ok = doc.backups.filter((b) => b.status === 'ok');
+    const total = ok.reduce((a, b) => a + b.bytes, 0);
+    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'DESCRIPTION / ERROR'], rows)}\n\n${doc.backups.length} backups, ${ok.length} ok (${formatBytes(total)})`;
+  },
+});
+
+export const verifyCommand = defineCommand({
+  name: 'verify',
+  summary: 're-hash backup files and compare with the ledger (latest, all, or an id)',
+  args: z.object({ which: z.string().default('latest') }),
+  async run(ctx, args): Promise<{ results: VerifyResult[] }> {
+    const backups = selectBackups(ctx, args.which);
+    const run = ctx.ledger.startRun('verify', ctx.trigger, { which: args.which });
+    try {
+      const results: VerifyResult[] = [];
+      for (const b of backups) results.push(await verifyOne(ctx, b, (e) => ctx.reporter.progress(e)));
+      const bad = results.filter((r) => !r.ok);
+      ctx.ledger.finishRun(run.id, bad.length ? 'failed' : 'ok', bad.length ? { code: 'checksum-mismatch', message: `${bad.length} of ${results.length} backups failed verification: ${bad.map((r) => r.id).join(', ')}` } : null, { checked: results.length });
+      return { results };
+    } catch (e) {
+      const err = toHbError(e);
+      ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+      throw err;
+    }
+  },
+  render(doc) {
+    if (doc.results.length === 0) return 'no backups to verify';
+    const lines = doc.results.map((r) =>
+      r.ok ? `ok        backup ${r.id}  ${path.basename(r.file)}  sha256 ${r.actual}` : `FAILED    backup ${r.id}  ${path.basename(r.file)}  ${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}`,
+    );
+    const bad = doc.results.filter((r) => !r.ok).length;
+    lines.push('', bad ? `${bad} of ${doc.results.length} backups FAILED verification` : `${doc.results.length} backup${doc.results.length === 1 ? '' : 's'} verified`);
+    return lines.join('\n');
+  },
+  exitCode: (doc) => (doc.results.every((r) => r.ok) ? 0 : 1),
+});
+
+export const runsCommand = defineCommand({
+  name: 'runs',
+  summary: 'the ledger\'s run history, newest first',
+  args: z.object({
+    since: z.string().optional(),
+    job: z.string().optional(),
+    limit: z.int().positive().default(100),
+  }),
+  async run(ctx, args): Promise<{ runs: Run[] }> {
+    let since: string | undefined;
+    if (args.since) {
+      const ms = parseDuration(args.since);
+      if (ms === null) {
+        const t = Date.parse(args.since);
+        if (Number.isNaN(t)) throw new HbError('usage', `--since "${args.since}" is neither a duration nor a time`, 'use a duration such as 24h, 7d, 30m, or an ISO time');
+        since = new Date(t).toISOString();
+      } else {
+        since = new Date(Date.now() - ms).toISOString();
+      }
+    }
+    return { runs: ctx.ledger.listRuns({ since, job: args.job, limit: args.limit }) };
+  },
+  render(doc, view) {
+    if (doc.runs.length === 0) return 'no runs recorded';
+    const rows = doc.runs.map((r) => [
+      String(r.id),
+      formatTime(r.startedAt, view.timeZone),
+      r.job,
+      r.trigger,
+      r.status,
+      r.finishedAt ? formatDuration(Date.parse(r.finishedAt) - Date.parse(r.startedAt)) : '-',
+      r.error ? truncate(`${r.error.code}: ${r.error.message}`, 90) : r.backupId ? `backup ${r.backupId}` : '',
+    ]);
+    return table(['RUN', 'STARTED', 'JOB', 'TRIGGER', 'STATUS', 'TOOK', 'RESULT'], rows);
+  },
+});

@@ -1,0 +1,28 @@
+/** `restore <id|latest> --target <url> [--yes] [--create]` */
+import { z } from 'zod';
+import { restoreBackup, type RestoreResult } from '../backup/restore.js';
+import { formatBytes, formatCount, formatDuration } from '../util/format.js';
+import { defineCommand } from './command.js';
+
+export const restoreCommand = defineCommand({
+  name: 'restore',
+  summary: 'restore a backup into a database (checksum first; all or nothing)',
+  args: z.object({
+    backup: z.string().default('latest'),
+    target: z.string().min(1),
+    yes: z.boolean().default(false),
+    create: z.boolean().default(false),
+  }),
+  async run(ctx, args): Promise<RestoreResult> {
+    return restoreBackup(ctx, args);
+  },
+  render(r) {
+    return [
+      `restored backup ${r.backupId} into database "${r.database}"${r.createdDatabase ? ' (created)' : ''}`,
+      `  from    ${r.file} (${formatBytes(r.bytes)}, checksum verified)`,
+      `  into    ${r.target}`,
+      `  content ${formatCount(r.tables)} tables, ${formatCount(r.rows)} rows, in one transaction`,
+      `  took    ${formatDuration(r.durationMs)}`,
+    ].join('\n');
+  },
+});

@@ -1,0 +1,166 @@
+/**
+ * Loading the configuration: defaults ← config file ← environment (and systemd credentials).
+ * The only module that reads the environment for options.
+ *
+ * @throws HbError `config-invalid`, `config-file-missing` or `config-file-unreadable` (exit 2),
+ *   with one line naming the key, what is wrong and the fix.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { z } from 'zod';
+import { HbError } from '../domain/errors.js';
+import { redactor } from '../util/redact.js';
+import { type Config, ENV_BINDINGS, type EnvBinding, configSchema } from './schema.js';
+
+export const DEFAULT_CONFIG_FILE = 'config/hybrid-backup.json';
+
+export interface LoadOptions {
+  /** `--config <file>`; wins over HYBRID_BACKUP_CONFIG. */
+  configFile?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+type Json = Record<string, unknown>;
+
+function getAt(obj: unknown, p: readonly PropertyKey[]): unknown {
+  let cur = obj;
+  for (const k of p) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return cur;
+}
+
+function setAt(obj: Json, p: readonly string[], value: unknown): void {
+  let cur = obj;
+  for (const k of p.slice(0, -1)) {
+    if (cur[k] === null || typeof cur[k] !== 'object' || Array.isArray(cur[k])) cur[k] = {};
+    cur = cur[k] as Json;
+  }
+  cur[p[p.length - 1]!] = value;
+}
+
+/** Walks the schema to the option at `p`, unwrapping defaults and optionals. */
+function schemaAt(p: readonly PropertyKey[]): z.ZodType | undefined {
+  let cur: any = configSchema;
+  const unwrap = (s: any) => {
+    while (s?._zod?.def?.innerType && ['default', 'prefault', 'optional', 'nullable'].includes(s._zod.def.type)) s = s._zod.def.innerType;
+    return s;
+  };
+  for (const k of p) {
+    cur = unwrap(cur);
+    if (!cur?.shape) return undefined;
+    cur = cur.shape[k as string];
+  }
+  return cur;
+}
+
+function describeOption(p: readonly PropertyKey[]): { description?: string; default?: unknown } {
+  const s: any = schemaAt(p);
+  if (!s) return {};
+  const def = s._zod?.def?.type === 'default' ? s._zod.def.defaultValue : undefined;
+  return { description: s.description, default: def };
+}
+
+function credential(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const dir = env.CREDENTIALS_DIRECTORY;
+  if (!dir) return undefined;
+  const file = path.join(dir, name);
+  if (!existsSync(file)) return undefined;
+  return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+}
+
+function formatValue(v: unknown): string {
+  const s = JSON.stringify(v);
+  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const cwd = opts.cwd ?? process.cwd();
+
+  // 1. The file: named explicitly (must exist) or the default (may be absent).
+  const named = opts.configFile ?? (env.HYBRID_BACKUP_CONFIG || undefined);
+  const file = named ? path.resolve(cwd, named) : path.resolve(cwd, DEFAULT_CONFIG_FILE);
+  let fileData: Json = {};
+  let fileUsed: string | null = null;
+  if (existsSync(file)) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new HbError('config-file-unreadable', `cannot read config file ${file}: ${(e as Error).message}`, 'check the file\'s permissions');
+    }
+    try {
+      const parsed: unknown = JSON.parse(text);
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error('the top level must be an object {…}');
+      fileData = parsed as Json;
+    } catch (e) {
+      throw new HbError('config-file-unreadable', `config file ${file} is not valid JSON: ${(e as Error).message}`, 'fix the JSON syntax; config/hybrid-backup.example.json shows every option');
+    }
+    fileUsed = file;
+  } else if (named) {
+    const via = opts.configFile ? '--config' : 'HYBRID_BACKUP_CONFIG';
+    throw new HbError('config-file-missing', `config file ${file} (from ${via}) does not exist`, 'check the path, or copy config/hybrid-backup.example.json there');
+  }
+
+  // 2. Secrets may not come from the file.
+  for (const b of ENV_BINDINGS) {
+    if (b.secret && getAt(fileData, b.path) !== undefined) {
+      throw new HbError(
+        'config-invalid',
+        `invalid configuration: ${b.path.join('.')} in ${file} holds a secret, and secrets are never read from the config file`,
+        `remove it from the file and set ${b.env} in the environment (or a systemd credential named ${b.env})`,
+      );
+    }
+  }
+
+  // 3. The environment (empty means unset), then systemd credentials for secrets.
+  const merged: Json = structuredClone(fileData);
+  const fromEnv = new Map<string, EnvBinding>();
+  for (const b of ENV_BINDINGS) {
+    const v = env[b.env] || (b.secret ? credential(env, b.env) : undefined);
+    if (v) {
+      setAt(merged, b.path, v);
+      fromEnv.set(b.path.join('.'), b);
+      if (b.secret) redactor.addSecret(v);
+    }
+  }
+
+  // 4. Validate and apply defaults.
+  const result = configSchema.safeParse(merged, { reportInput: true });
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys') {
+      const parent = issue.path.map(String);
+      const known = Object.keys((schemaAt(issue.path) as any)?._zod?.def?.innerType?.shape ?? (schemaAt(issue.path) as any)?.shape ?? {});
+      const key = [...parent, issue.keys[0]].join('.');
+      throw new HbError(
+        'config-invalid',
+        `invalid configuration: unknown key ${key} in ${file}`,
+        `remove it or use one of${parent.length ? ` ${parent.join('.')}.` : ' '}{${known.join(', ')}}`,
+      );
+    }
+    const key = issue.path.map(String).join('.');
+    const binding = fromEnv.get(key);
+    const source = binding ? `${binding.env} (environment)` : `${key} in ${file}`;
+    const value = getAt(merged, issue.path);
+    const shown = binding?.secret ? '' : ` is ${formatValue(value)}:`;
+    const problem = issue.message.replace(/^Invalid (input|option): /, '').replace(/^[A-Z]/, (c) => c.toLowerCase());
+    const d = describeOption(issue.path);
+    const fix = d.description ? `${key} is ${d.description}${d.default !== undefined ? `; default ${formatValue(d.default)}` : ''}` : undefined;
+    throw new HbError('config-invalid', `invalid configuration: ${source}${shown} ${problem}`, fix);
+  }
+  const raw = result.data;
+
+  // 5. Resolve derived values.
+  const backupDir = path.resolve(cwd, raw.backupDir);
+  return {
+    ...raw,
+    backupDir,
+    dump: { ...raw.dump, profile: raw.dump.profile ?? 'full' },
+    socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
+    source: { file: fileUsed },
+  };
+}

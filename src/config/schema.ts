@@ -1,0 +1,212 @@
+/**
+ * The one declaration of every option: its type, default and description (zod).
+ *
+ * Sources, later winning: these defaults, then the config file, then the environment
+ * ({@link ENV_BINDINGS}). Options marked secret may come only from the environment or systemd
+ * credentials, never from the config file.
+ */
+import { Cron } from 'croner';
+import { z } from 'zod';
+
+function systemTimeZone(): string {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+}
+
+function isTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isCron(expr: string): boolean {
+  try {
+    new Cron(expr, { paused: true }).stop();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const cron = (def: string, what: string) =>
+  z
+    .string()
+    .refine(isCron, { message: 'is not a cron expression (five fields: minute hour day-of-month month day-of-week)' })
+    .default(def)
+    .describe(`a cron expression for ${what}, in the configured timezone, e.g. "${def}"`);
+
+const dbUrl = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .optional()
+    .describe(`${what} (a postgres:// connection URL or libpq key=value string)`);
+
+const httpUrl = (what: string) =>
+  z
+    .string()
+    .refine((s) => /^https?:\/\/[^\s]+$/i.test(s), { message: 'is not an http(s) URL' })
+    .optional()
+    .describe(what);
+
+export const configSchema = z.strictObject({
+  databaseUrl: dbUrl('the database to back up; libpq defaults (PGHOST, PGUSER, …) when unset'),
+  backupDir: z
+    .string()
+    .min(1)
+    .default('./backups')
+    .describe('the directory for backups, the ledger, logs and reports (relative to the working directory)'),
+  timezone: z
+    .string()
+    .refine(isTimeZone, { message: 'is not an IANA time zone' })
+    .default(systemTimeZone())
+    .describe('the IANA time zone schedules are read in and times shown in, e.g. "Europe/Berlin"'),
+
+  log: z
+    .strictObject({
+      level: z
+        .enum(['error', 'warn', 'info', 'debug'])
+        .default('info')
+        .describe('the level of the JSON log files in the backup directory: error, warn, info or debug'),
+    })
+    .prefault({}),
+
+  dump: z
+    .strictObject({
+      profile: z
+        .enum(['full', 'supabase'])
+        .optional()
+        .describe('"full" (the whole database) or "supabase" (without the platform-managed schemas)'),
+      compression: z
+        .enum(['none', 'gzip'])
+        .default('none')
+        .describe('"none" (plain .sql files) or "gzip" (.sql.gz files)'),
+      gzipLevel: z.int().min(1).max(9).default(6).describe('the gzip level, 1-9, when compression is gzip'),
+      pgBinDir: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('a directory holding the pg_dump and psql to use instead of searching /usr/lib/postgresql/<major>/bin'),
+      lockWaitSeconds: z
+        .int()
+        .min(0)
+        .default(1800)
+        .describe('how many seconds a backup waits for another backup in the same directory before failing'),
+      freeSpaceFactor: z
+        .number()
+        .min(1)
+        .default(1.2)
+        .describe('the factor: a backup is refused when free space is below the last backup\'s size times it'),
+      connectTimeoutSeconds: z
+        .int()
+        .min(1)
+        .max(600)
+        .default(15)
+        .describe('how many seconds to wait for the database server to answer a connection'),
+    })
+    .prefault({}),
+
+  retention: z
+    .strictObject({
+      days: z.int().min(1).default(30).describe('the number of days to keep daily and manual backups'),
+      preChangeDays: z.int().min(1).default(30).describe('the number of days to keep pre-change backups'),
+      minKeep: z
+        .int()
+        .min(1)
+        .default(7)
+        .describe('the number of newest ok backups never pruned, whatever their age (at least 1)'),
+      keepWeekly: z.int().min(0).default(0).describe('the number of recent weeks whose newest ok backup is also kept'),
+      keepMonthly: z.int().min(0).default(0).describe('the number of recent months whose newest ok backup is also kept'),
+    })
+    .prefault({}),
+
+  schedules: z
+    .strictObject({
+      backup: cron('0 3 * * *', 'the daily local backup'),
+      prune: cron('30 3 * * *', 'the daily retention run (after the backup)'),
+      monitor: cron('0 7 * * *', 'the daily hybrid monitor'),
+      'supabase-poll': cron('0 */6 * * *', 'polling Supabase\'s managed backups'),
+      'restore-drill': cron('0 5 * * 0', 'the weekly restore drill'),
+    })
+    .prefault({}),
+
+  socket: z
+    .strictObject({
+      path: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('path of the control socket (default <backupDir>/hybrid-backup.sock)'),
+    })
+    .prefault({}),
+
+  supabase: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('whether to watch Supabase\'s managed backups (false: the managed layer is off)'),
+      projectRef: z
+        .string()
+        .regex(/^[a-z0-9]{20}$/, { message: 'is not a Supabase project ref (20 lowercase letters and digits)' })
+        .optional()
+        .describe('the project ref, the 20-character id in the dashboard URL'),
+      accessToken: z.string().min(1).optional().describe('a Supabase personal access token for the Management API'),
+      apiUrl: z
+        .string()
+        .refine((s) => /^https?:\/\/[^\s]+$/i.test(s), { message: 'is not an http(s) URL' })
+        .default('https://api.supabase.com')
+        .describe('the Management API base URL'),
+      url: httpUrl('the project URL (https://<ref>.supabase.co), for Storage'),
+      serviceRoleKey: z.string().min(1).optional().describe('the service-role key, for Storage'),
+      policy: z
+        .strictObject({
+          requirePitr: z.boolean().default(false).describe('whether point-in-time recovery must be enabled'),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+
+  restoreTest: z
+    .strictObject({
+      databaseUrl: dbUrl('a server where scratch databases may be created and dropped for restore drills'),
+    })
+    .prefault({}),
+
+  alerts: z
+    .strictObject({
+      webhookUrl: httpUrl('the URL alerts are POSTed to'),
+    })
+    .prefault({}),
+});
+
+/** The configuration as read from the sources, before derived values are resolved. */
+export type RawConfig = z.output<typeof configSchema>;
+
+/** The configuration the program runs with: paths absolute, derived values resolved. */
+export interface Config extends Omit<RawConfig, 'dump' | 'socket'> {
+  dump: RawConfig['dump'] & { profile: 'full' | 'supabase' };
+  socket: RawConfig['socket'] & { path: string };
+  /** Where this configuration came from, for messages. */
+  source: { file: string | null };
+}
+
+/** An environment variable bound to an option. */
+export interface EnvBinding {
+  env: string;
+  path: readonly string[];
+  /** Secrets may only come from the environment (or systemd credentials). */
+  secret: boolean;
+}
+
+export const ENV_BINDINGS: readonly EnvBinding[] = [
+  { env: 'DATABASE_URL', path: ['databaseUrl'], secret: true },
+  { env: 'BACKUP_DIR', path: ['backupDir'], secret: false },
+  { env: 'HYBRID_BACKUP_SOCKET', path: ['socket', 'path'], secret: false },
+  { env: 'SUPABASE_PROJECT_REF', path: ['supabase', 'projectRef'], secret: false },
+  { env: 'SUPABASE_ACCESS_TOKEN', path: ['supabase', 'accessToken'], secret: true },
+  { env: 'SUPABASE_API_URL', path: ['supabase', 'apiUrl'], secret: false },
+  { env: 'SUPABASE_URL', path: ['supabase', 'url'], secret: false },
+  { env: 'SUPABASE_SERVICE_ROLE_KEY', path: ['supabase', 'serviceRoleKey'], secret: true },
+  { env: 'RESTORE_TEST_DATABASE_URL', path: ['restoreTest', 'databaseUrl'], secret: true },
+  { env: 'ALERT_WEBHOOK_URL', path: ['alerts', 'webhookUrl'], secret: true },
+];

@@ -1,0 +1,29 @@
+/**
+ * What every operation runs with: the configuration, the open ledger, loggers, how it was
+ * triggered, a cancellation signal, and a reporter for progress and notices (a terminal, a
+ * socket client, or nobody).
+ */
+import type { Config } from './config/schema.js';
+import type { ProgressEvent, RunTrigger } from './domain/types.js';
+import type { Ledger } from './ledger/ledger.js';
+import type { Logger, Logs } from './log/logger.js';
+
+export interface Reporter {
+  /** Progress of a long operation; shown on terminals, streamed to socket clients. */
+  progress(e: ProgressEvent): void;
+  /** A one-line message the operator should see now (waiting for a lock, a warning). */
+  notice(message: string): void;
+}
+
+export const silentReporter: Reporter = { progress() {}, notice() {} };
+
+export interface RunContext {
+  config: Config;
+  ledger: Ledger;
+  logs: Logs;
+  /** The `backup` channel (backup.log). */
+  log: Logger;
+  trigger: RunTrigger;
+  signal: AbortSignal;
+  reporter: Reporter;
+}

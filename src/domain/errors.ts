@@ -1,0 +1,90 @@
+/**
+ * The error catalogue: every failure an operator can meet has a stable code, an exit code
+ * and a lowercase message naming the object, with an optional hint saying what to do.
+ *
+ * Anything thrown that is not a {@link HbError} is a bug: entry points print it with its stack
+ * and exit 1.
+ */
+
+/** Exit codes of the product (SPEC): 0 success, 1 the operation failed, 2 bad usage or configuration. */
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+/** Every error code, with the exit code it maps to. Declared as data so the catalogue is one table. */
+export const ERROR_CATALOGUE = {
+  // usage and configuration: nothing was done
+  'usage': { exit: EXIT_USAGE, summary: 'the command line is not valid' },
+  'config-invalid': { exit: EXIT_USAGE, summary: 'a configuration value is not valid' },
+  'config-file-missing': { exit: EXIT_USAGE, summary: 'the configuration file named does not exist' },
+  'config-file-unreadable': { exit: EXIT_USAGE, summary: 'the configuration file is not valid JSON or cannot be read' },
+  'description-invalid': { exit: EXIT_USAGE, summary: 'a backup description is empty or too long' },
+  'backup-not-found': { exit: EXIT_USAGE, summary: 'no backup with that id' },
+  'restore-target-is-source': { exit: EXIT_USAGE, summary: 'the restore target is the database the backup came from' },
+  'restore-target-missing': { exit: EXIT_USAGE, summary: 'restore needs --target' },
+  'database-url-invalid': { exit: EXIT_USAGE, summary: 'a connection string cannot be parsed' },
+  'service-running': { exit: EXIT_USAGE, summary: 'a service already answers on the control socket' },
+
+  // the operation failed
+  'db-auth-failed': { exit: EXIT_FAILED, summary: 'the database refused the credentials' },
+  'db-not-found': { exit: EXIT_FAILED, summary: 'the database does not exist on the server' },
+  'db-unreachable': { exit: EXIT_FAILED, summary: 'the database server cannot be reached' },
+  'db-error': { exit: EXIT_FAILED, summary: 'the database answered with an error' },
+  'pg-tool-not-found': { exit: EXIT_FAILED, summary: 'no suitable pg_dump or psql is installed' },
+  'pg-tool-too-old': { exit: EXIT_FAILED, summary: 'the installed client tools are older than the server' },
+  'disk-space-low': { exit: EXIT_FAILED, summary: 'not enough free space for the next backup' },
+  'dump-failed': { exit: EXIT_FAILED, summary: 'pg_dump exited with an error' },
+  'dump-empty': { exit: EXIT_FAILED, summary: 'pg_dump wrote nothing' },
+  'dump-incomplete': { exit: EXIT_FAILED, summary: 'the dump lacks pg_dump\'s closing line' },
+  'dump-write-failed': { exit: EXIT_FAILED, summary: 'the backup file could not be written' },
+  'dump-aborted': { exit: EXIT_FAILED, summary: 'the backup was stopped before it finished' },
+  'backup-lock-timeout': { exit: EXIT_FAILED, summary: 'another backup held the lock for too long' },
+  'backup-not-restorable': { exit: EXIT_FAILED, summary: 'the backup has no usable file' },
+  'checksum-mismatch': { exit: EXIT_FAILED, summary: 'a backup file does not match its recorded SHA-256' },
+  'file-missing': { exit: EXIT_FAILED, summary: 'a backup file is missing' },
+  'restore-failed': { exit: EXIT_FAILED, summary: 'psql failed while restoring' },
+  'ledger-too-new': { exit: EXIT_FAILED, summary: 'the ledger was written by a newer hybrid-backup' },
+  'ledger-unavailable': { exit: EXIT_FAILED, summary: 'the ledger cannot be opened' },
+  'interrupted': { exit: EXIT_FAILED, summary: 'the process running this stopped before it finished' },
+  'socket-error': { exit: EXIT_FAILED, summary: 'the control socket failed' },
+  'internal': { exit: EXIT_FAILED, summary: 'an unexpected error (a bug)' },
+} as const satisfies Record<string, { exit: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** An error meant for the operator: printed plainly, never with a stack. */
+export class HbError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string | undefined;
+
+  constructor(code: ErrorCode, message: string, hint?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'HbError';
+    this.code = code;
+    this.hint = hint;
+  }
+
+  get exitCode(): number {
+    return ERROR_CATALOGUE[this.code].exit;
+  }
+
+  /** The SPEC's `--json` error document body. */
+  toJSON(): { code: string; message: string; hint?: string } {
+    return this.hint ? { code: this.code, message: this.message, hint: this.hint } : { code: this.code, message: this.message };
+  }
+}
+
+export function isHbError(e: unknown): e is HbError {
+  return e instanceof HbError;
+}
+
+/** Wraps anything thrown into an HbError; unknown errors become `internal`, keeping the cause. */
+export function toHbError(e: unknown): HbError {
+  if (e instanceof HbError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new HbError('internal', message, 'this is a bug in hybrid-backup; the log has the stack', { cause: e });
+}
+
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CATALOGUE, code);
+}

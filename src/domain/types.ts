@@ -1,0 +1,76 @@
+/**
+ * Domain types shared by every layer: backups, runs, their kinds and statuses, and the
+ * progress events long operations emit. Pure data; nothing here does I/O.
+ */
+
+export const BACKUP_KINDS = ['daily', 'manual', 'pre-change'] as const;
+export type BackupKind = (typeof BACKUP_KINDS)[number];
+
+export const BACKUP_STATUSES = ['ok', 'failed', 'interrupted', 'pruned', 'corrupt'] as const;
+export type BackupStatus = (typeof BACKUP_STATUSES)[number];
+
+export const RUN_STATUSES = ['running', 'ok', 'failed', 'interrupted'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const RUN_TRIGGERS = ['schedule', 'socket', 'cli', 'startup'] as const;
+export type RunTrigger = (typeof RUN_TRIGGERS)[number];
+
+export type Compression = 'none' | 'gzip';
+export type DumpProfile = 'full' | 'supabase';
+
+/** A backup as the SPEC shows it (`--json`), plus the ledger's extra facts. */
+export interface Backup {
+  id: number;
+  kind: BackupKind;
+  description: string | null;
+  /** Absolute path of the backup file (where it is or would have been). */
+  file: string;
+  bytes: number;
+  /** SHA-256 of the file's bytes as stored; null when no file was completed. */
+  sha256: string | null;
+  /** When the dump started (ISO-8601 UTC). */
+  createdAt: string;
+  status: BackupStatus;
+  finishedAt: string | null;
+  durationMs: number | null;
+  compression: Compression;
+  profile: DumpProfile;
+  database: string | null;
+  serverVersion: string | null;
+  pgDumpVersion: string | null;
+  tableCount: number | null;
+  rowCount: number | null;
+  /** Set when a restore drill passed. */
+  verifiedAt: string | null;
+  /** Set when `verify` last found the file matching its checksum. */
+  checkedAt: string | null;
+  pinned: boolean;
+  runId: number | null;
+  error: { code: string; message: string } | null;
+}
+
+/** One entry of the ledger's run history. */
+export interface Run {
+  id: number;
+  job: string;
+  trigger: RunTrigger;
+  status: RunStatus;
+  startedAt: string;
+  finishedAt: string | null;
+  error?: { code: string; message: string };
+  backupId?: number | null;
+  details?: Record<string, unknown>;
+}
+
+/** Per-table row counts, keyed by the qualified table name exactly as pg_dump wrote it. */
+export type TableCounts = Record<string, number>;
+
+/** Progress of a long operation: emitted to terminals and streamed over the socket. */
+export interface ProgressEvent {
+  phase: 'dump' | 'restore' | 'verify' | 'upload' | 'download';
+  /** Bytes processed so far. */
+  bytes: number;
+  /** Total bytes, when known in advance. */
+  total?: number;
+  elapsedMs: number;
+}

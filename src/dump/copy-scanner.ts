@@ -1,0 +1,180 @@
+/**
+ * Reads a plain-format pg_dump stream as it passes and learns, without holding it: how many
+ * rows each table's COPY block carries, and whether the stream ended with pg_dump's closing
+ * `-- PostgreSQL database dump complete` line.
+ *
+ * In COPY text format every row is exactly one line (newlines inside values are escaped as
+ * `\n`), and a block ends with a line holding only `\.`, which no data row can be (a backslash
+ * in data is written `\\`). So counting rows is counting line ends inside a block.
+ */
+
+const NL = 0x0a;
+const BACKSLASH = 0x5c;
+const DOT = 0x2e;
+const COMPLETE_LINE = '-- PostgreSQL database dump complete';
+/** Longest statement line we keep to look for a COPY header; longer ones are not COPY headers we can parse. */
+const MAX_LINE = 4 * 1024 * 1024;
+const TAIL_BYTES = 8192;
+
+/**
+ * Parses the qualified table name at the start of a COPY header's remainder
+ * (`public.t (a, b) FROM stdin;`, `"my schema"."Odd ""name""" FROM stdin;`).
+ * Returns the name exactly as pg_dump quoted it, usable in SQL as is.
+ */
+export function parseCopyTarget(rest: string): string | null {
+  let i = 0;
+  const parts: string[] = [];
+  for (;;) {
+    if (rest[i] === '"') {
+      let j = i + 1;
+      for (;;) {
+        const q = rest.indexOf('"', j);
+        if (q < 0) return null;
+        if (rest[q + 1] === '"') {
+          j = q + 2;
+          continue;
+        }
+        parts.push(rest.slice(i, q + 1));
+        i = q + 1;
+        break;
+      }
+    } else {
+      const m = /^[^\s."(]+/.exec(rest.slice(i));
+      if (!m) return null;
+      parts.push(m[0]);
+      i += m[0].length;
+    }
+    if (rest[i] === '.') {
+      i++;
+      continue;
+    }
+    break;
+  }
+  return parts.join('.');
+}
+
+export class CopyScanner {
+  /** Rows per table, in the order the tables appeared. */
+  readonly tables: Record<string, number> = Object.create(null) as Record<string, number>;
+  /** Uncompressed bytes seen. */
+  bytes = 0;
+
+  private inCopy = false;
+  private current = '';
+  private rows = 0;
+  /** Inside a block: length of the current line so far, and its first two bytes. */
+  private lineLen = 0;
+  private b0 = -1;
+  private b1 = -1;
+  /** Outside a block: the pieces of the current statement line. */
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+  private tail: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    this.keepTail(chunk);
+    let pos = 0;
+    const n = chunk.length;
+    while (pos < n) {
+      if (this.inCopy) {
+        pos = this.scanCopy(chunk, pos);
+      } else {
+        const nl = chunk.indexOf(NL, pos);
+        if (nl < 0) {
+          this.addPending(chunk.subarray(pos));
+          return;
+        }
+        this.addPending(chunk.subarray(pos, nl));
+        this.endStatementLine();
+        pos = nl + 1;
+      }
+    }
+  }
+
+  /** Consumes COPY data lines from `pos`; returns where scanning stopped. */
+  private scanCopy(chunk: Buffer, pos: number): number {
+    const n = chunk.length;
+    while (pos < n) {
+      if (this.lineLen === 0) {
+        this.b0 = chunk[pos]!;
+        this.b1 = pos + 1 < n ? chunk[pos + 1]! : -1;
+      } else if (this.lineLen === 1) {
+        this.b1 = chunk[pos]!;
+      }
+      const nl = chunk.indexOf(NL, pos);
+      if (nl < 0) {
+        this.lineLen += n - pos;
+        return n;
+      }
+      const len = this.lineLen + (nl - pos);
+      if (len === 2 && this.b0 === BACKSLASH && this.b1 === DOT) {
+        this.tables[this.current] = (this.tables[this.current] ?? 0) + this.rows;
+        this.inCopy = false;
+        this.lineLen = 0;
+        return nl + 1;
+      }
+      this.rows++;
+      this.lineLen = 0;
+      pos = nl + 1;
+    }
+    return pos;
+  }
+
+  private addPending(b: Buffer): void {
+    if (this.pendingLen > MAX_LINE) return;
+    if (b.length) {
+      this.pending.push(Buffer.from(b)); // copy: the chunk's memory is reused downstream
+      this.pendingLen += b.length;
+    }
+  }
+
+  private endStatementLine(): void {
+    if (this.pendingLen <= MAX_LINE && this.pendingLen > 5) {
+      if (this.pending[0]![0] === 0x43 /* C */) {
+        const line = Buffer.concat(this.pending, this.pendingLen).toString('utf8');
+        if (line.startsWith('COPY ') && line.endsWith(' FROM stdin;')) {
+          const name = parseCopyTarget(line.slice(5));
+          if (name) {
+            this.current = name;
+            this.rows = 0;
+            this.lineLen = 0;
+            this.inCopy = true;
+            if (!(name in this.tables)) this.tables[name] = 0;
+          }
+        }
+      }
+    }
+    this.pending = [];
+    this.pendingLen = 0;
+  }
+
+  private keepTail(chunk: Buffer): void {
+    if (chunk.length >= TAIL_BYTES) {
+      this.tail = Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES));
+    } else {
+      const merged = Buffer.concat([this.tail, chunk]);
+      this.tail = merged.length > TAIL_BYTES ? merged.subarray(merged.length - TAIL_BYTES) : merged;
+    }
+  }
+
+  /** Whether the stream so far ends with pg_dump's closing comment (followed only by blank lines or `\unrestrict`). */
+  get complete(): boolean {
+    const text = this.tail.toString('utf8');
+    const at = text.lastIndexOf(`\n${COMPLETE_LINE}\n`);
+    if (at < 0) return false;
+    const after = text.slice(at + COMPLETE_LINE.length + 2);
+    return after.split('\n').every((l) => l === '' || l === '--' || l.startsWith('\\unrestrict '));
+  }
+
+  /** True while a COPY block is open (the stream stopped inside table data). */
+  get insideCopy(): boolean {
+    return this.inCopy;
+  }
+
+  get totalRows(): number {
+    let n = 0;
+    for (const v of Object.values(this.tables)) n += v;
+    return n;
+  }
+}

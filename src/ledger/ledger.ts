@@ -1,0 +1,485 @@
+/**
+ * The ledger: `BACKUP_DIR/ledger.db` (SQLite, WAL). Records every run of every job and every
+ * backup attempt, and holds the cross-process backup lock.
+ *
+ * Guarantees:
+ * - opening it migrates the schema forward and recovers from crashes: runs left `running` by a
+ *   process that no longer exists become `interrupted`, and their partial files are deleted;
+ * - writes are durable on return (synchronous=FULL);
+ * - error messages are redacted before they are stored.
+ */
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { HbError } from '../domain/errors.js';
+import type { Backup, BackupKind, BackupStatus, Compression, DumpProfile, Run, RunStatus, RunTrigger, TableCounts } from '../domain/types.js';
+import { redact } from '../util/redact.js';
+import { isAlive, selfIdentity } from '../util/process.js';
+import { MIGRATIONS } from './migrations.js';
+
+export const LEDGER_FILE = 'ledger.db';
+
+interface RunRow {
+  id: number;
+  job: string;
+  trigger: RunTrigger;
+  status: RunStatus;
+  started_at: string;
+  finished_at: string | null;
+  pid: number | null;
+  pid_start: string | null;
+  host: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  partial_path: string | null;
+  final_path: string | null;
+  backup_id: number | null;
+  details: string | null;
+}
+
+interface BackupRow {
+  id: number;
+  run_id: number | null;
+  kind: BackupKind;
+  description: string | null;
+  file: string;
+  bytes: number;
+  sha256: string | null;
+  compression: Compression;
+  profile: DumpProfile;
+  status: BackupStatus;
+  created_at: string;
+  finished_at: string | null;
+  duration_ms: number | null;
+  database: string | null;
+  source: string | null;
+  source_system_id: string | null;
+  server_version: string | null;
+  pg_dump_version: string | null;
+  table_count: number | null;
+  row_count: number | null;
+  verified_at: string | null;
+  checked_at: string | null;
+  pinned: number;
+  pruned_at: string | null;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+/** A backup attempt to record. */
+export interface NewBackup {
+  runId: number | null;
+  kind: BackupKind;
+  description: string | null;
+  file: string;
+  bytes: number;
+  sha256: string | null;
+  compression: Compression;
+  profile: DumpProfile;
+  status: BackupStatus;
+  createdAt: string;
+  finishedAt: string | null;
+  durationMs: number | null;
+  database: string | null;
+  source: string | null;
+  sourceSystemId: string | null;
+  serverVersion: string | null;
+  pgDumpVersion: string | null;
+  tables: TableCounts | null;
+  error: { code: string; message: string } | null;
+}
+
+/** Extra ledger facts about a backup that the SPEC shape does not carry. */
+export interface BackupSource {
+  source: string | null;
+  sourceSystemId: string | null;
+}
+
+export interface RecoveredRun {
+  runId: number;
+  job: string;
+  pid: number | null;
+  removed: string[];
+}
+
+export interface LockHolder {
+  runId: number | null;
+  pid: number;
+  host: string;
+  acquiredAt: string;
+  purpose: string | null;
+}
+
+function toBackup(r: BackupRow): Backup {
+  return {
+    id: r.id,
+    kind: r.kind,
+    description: r.description,
+    file: r.file,
+    bytes: r.bytes,
+    sha256: r.sha256,
+    createdAt: r.created_at,
+    status: r.status,
+    finishedAt: r.finished_at,
+    durationMs: r.duration_ms,
+    compression: r.compression,
+    profile: r.profile,
+    database: r.database,
+    serverVersion: r.server_version,
+    pgDumpVersion: r.pg_dump_version,
+    tableCount: r.table_count,
+    rowCount: r.row_count,
+    verifiedAt: r.verified_at,
+    checkedAt: r.checked_at,
+    pinned: r.pinned === 1,
+    runId: r.run_id,
+    error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
+  };
+}
+
+function toRun(r: RunRow): Run {
+  const run: Run = {
+    id: r.id,
+    job: r.job,
+    trigger: r.trigger,
+    status: r.status,
+    startedAt: r.started_at,
+    finishedAt: r.finished_at,
+  };
+  if (r.error_code) run.error = { code: r.error_code, message: r.error_message ?? '' };
+  if (r.backup_id !== null) run.backupId = r.backup_id;
+  if (r.details) run.details = JSON.parse(r.details) as Record<string, unknown>;
+  return run;
+}
+
+const now = () => new Date().toISOString();
+
+export class Ledger {
+  readonly file: string;
+  /** Runs this open found abandoned by dead processes and closed as interrupted. */
+  readonly recovered: RecoveredRun[];
+  private readonly db: Database.Database;
+  private closed = false;
+
+  private constructor(file: string, db: Database.Database) {
+    this.file = file;
+    this.db = db;
+    this.migrate();
+    this.recovered = this.recoverAbandoned();
+  }
+
+  /**
+   * Opens (creating if needed) the ledger in `dir`, which must exist.
+   * @throws HbError `ledger-too-new`, `ledger-unavailable`
+   */
+  static open(dir: string): Ledger {
+    const file = path.join(dir, LEDGER_FILE);
+    let db: Database.Database;
+    try {
+      db = new Database(file);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      db.pragma('busy_timeout = 15000');
+      db.pragma('foreign_keys = ON');
+    } catch (e) {
+      throw new HbError('ledger-unavailable', `cannot open ledger ${file}: ${(e as Error).message}`, 'check that the backup directory is writable by this user');
+    }
+    try {
+      return new Ledger(file, db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version > MIGRATIONS.length) {
+      throw new HbError(
+        'ledger-too-new',
+        `ledger ${this.file} has schema version ${version}, newer than this hybrid-backup knows (${MIGRATIONS.length})`,
+        'upgrade hybrid-backup; never downgrade it over a newer ledger',
+      );
+    }
+    if (version === MIGRATIONS.length) return;
+    const apply = this.db.transaction(() => {
+      // Re-read inside the write transaction: another process may have migrated meanwhile.
+      const v = this.db.pragma('user_version', { simple: true }) as number;
+      for (let i = v; i < MIGRATIONS.length; i++) {
+        this.db.exec(MIGRATIONS[i]!);
+        this.db.pragma(`user_version = ${i + 1}`);
+      }
+    });
+    apply.immediate();
+  }
+
+  /** Closes runs whose process died; deletes their partial files and unrecorded outputs. */
+  private recoverAbandoned(): RecoveredRun[] {
+    const out: RecoveredRun[] = [];
+    const running = this.db.prepare(`SELECT * FROM runs WHERE status = 'running'`).all() as RunRow[];
+    for (const r of running) {
+      if (isAlive({ pid: r.pid, start: r.pid_start, host: r.host })) continue;
+      const removed: string[] = [];
+      for (const f of [r.partial_path]) {
+        if (!f) continue;
+        try {
+          rmSync(f, { force: false });
+          removed.push(f);
+        } catch {
+          // already gone
+        }
+      }
+      // A final file renamed into place but never recorded was never confirmed to anyone.
+      if (r.final_path && r.backup_id === null) {
+        for (const f of [r.final_path, `${r.final_path}.meta.json`]) {
+          try {
+            rmSync(f, { force: false });
+            removed.push(f);
+          } catch {
+            // not there
+          }
+        }
+      }
+      const message = `process ${r.pid ?? '?'} stopped before the ${r.job} run finished`;
+      this.db.transaction(() => {
+        const changed = this.db
+          .prepare(`UPDATE runs SET status='interrupted', finished_at=?, error_code='interrupted', error_message=? WHERE id=? AND status='running'`)
+          .run(now(), message, r.id).changes;
+        if (changed === 0) return; // another process recovered it first
+        const d = r.details ? (JSON.parse(r.details) as Record<string, unknown>) : {};
+        if (r.job === 'backup' && r.backup_id === null && typeof d.kind === 'string') {
+          const id = this.insertBackupRow({
+            runId: r.id,
+            kind: d.kind as BackupKind,
+            description: (d.description as string | null) ?? null,
+            file: r.final_path ?? (d.file as string) ?? '',
+            bytes: 0,
+            sha256: null,
+            compression: (d.compression as Compression) ?? 'none',
+            profile: (d.profile as DumpProfile) ?? 'full',
+            status: 'interrupted',
+            createdAt: r.started_at,
+            finishedAt: now(),
+            durationMs: null,
+            database: null,
+            source: null,
+            sourceSystemId: null,
+            serverVersion: null,
+            pgDumpVersion: null,
+            tables: null,
+            error: { code: 'interrupted', message },
+          });
+          this.db.prepare('UPDATE runs SET backup_id=? WHERE id=?').run(id, r.id);
+        }
+      })();
+      out.push({ runId: r.id, job: r.job, pid: r.pid, removed });
+    }
+    // Locks held by dead processes are released too.
+    for (const l of this.db.prepare('SELECT * FROM locks').all() as Array<{ name: string; pid: number; pid_start: string | null; host: string }>) {
+      if (!isAlive({ pid: l.pid, start: l.pid_start, host: l.host })) this.db.prepare('DELETE FROM locks WHERE name=? AND pid=?').run(l.name, l.pid);
+    }
+    return out;
+  }
+
+  // ---- runs -------------------------------------------------------------------------------
+
+  startRun(job: string, trigger: RunTrigger, details?: Record<string, unknown>): Run {
+    const me = selfIdentity();
+    const startedAt = now();
+    const info = this.db
+      .prepare(`INSERT INTO runs (job, trigger, status, started_at, pid, pid_start, host, details) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)`)
+      .run(job, trigger, startedAt, me.pid, me.start, me.host, details ? JSON.stringify(redactDetails(details)) : null);
+    return this.getRun(Number(info.lastInsertRowid))!;
+  }
+
+  /** Records the files a run is writing, so a crash can be cleaned up. */
+  setRunFiles(runId: number, files: { partialPath?: string | null; finalPath?: string | null }): void {
+    this.db
+      .prepare('UPDATE runs SET partial_path = COALESCE(?, partial_path), final_path = COALESCE(?, final_path) WHERE id = ?')
+      .run(files.partialPath ?? null, files.finalPath ?? null, runId);
+  }
+
+  mergeRunDetails(runId: number, details: Record<string, unknown>): void {
+    const row = this.db.prepare('SELECT details FROM runs WHERE id=?').get(runId) as { details: string | null } | undefined;
+    const merged = { ...(row?.details ? (JSON.parse(row.details) as object) : {}), ...redactDetails(details) };
+    this.db.prepare('UPDATE runs SET details=? WHERE id=?').run(JSON.stringify(merged), runId);
+  }
+
+  finishRun(runId: number, status: Exclude<RunStatus, 'running'>, error?: { code: string; message: string } | null, details?: Record<string, unknown>): Run {
+    this.db.transaction(() => {
+      if (details) this.mergeRunDetails(runId, details);
+      this.db
+        .prepare(`UPDATE runs SET status=?, finished_at=?, error_code=?, error_message=? WHERE id=?`)
+        .run(status, now(), error?.code ?? null, error ? redact(error.message) : null, runId);
+    })();
+    return this.getRun(runId)!;
+  }
+
+  getRun(id: number): Run | undefined {
+    const r = this.db.prepare('SELECT * FROM runs WHERE id=?').get(id) as RunRow | undefined;
+    return r ? toRun(r) : undefined;
+  }
+
+  listRuns(filter: { since?: string; job?: string; limit?: number } = {}): Run[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.since) {
+      where.push('started_at >= ?');
+      args.push(filter.since);
+    }
+    if (filter.job) {
+      where.push('job = ?');
+      args.push(filter.job);
+    }
+    const sql = `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY started_at DESC, id DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, filter.limit ?? 1000) as RunRow[]).map(toRun);
+  }
+
+  // ---- backups ----------------------------------------------------------------------------
+
+  private insertBackupRow(b: NewBackup): number {
+    const info = this.db
+      .prepare(
+        `INSERT INTO backups (run_id, kind, description, file, bytes, sha256, compression, profile, status, created_at, finished_at,
+           duration_ms, database, source, source_system_id, server_version, pg_dump_version, table_count, row_count, error_code, error_message)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        b.runId,
+        b.kind,
+        b.description,
+        b.file,
+        b.bytes,
+        b.sha256,
+        b.compression,
+        b.profile,
+        b.status,
+        b.createdAt,
+        b.finishedAt,
+        b.durationMs,
+        b.database,
+        b.source,
+        b.sourceSystemId,
+        b.serverVersion,
+        b.pgDumpVersion,
+        b.tables ? Object.keys(b.tables).length : null,
+        b.tables ? Object.values(b.tables).reduce((a, n) => a + n, 0) : null,
+        b.error?.code ?? null,
+        b.error ? redact(b.error.message) : null,
+      );
+    const id = Number(info.lastInsertRowid);
+    if (b.tables) {
+      const ins = this.db.prepare('INSERT INTO backup_tables (backup_id, table_name, rows) VALUES (?, ?, ?)');
+      for (const [t, n] of Object.entries(b.tables)) ins.run(id, t, n);
+    }
+    return id;
+  }
+
+  /**
+   * Records a backup attempt and closes its run, in one transaction: the run is `ok` when the
+   * backup is, `failed` otherwise.
+   */
+  recordBackup(b: NewBackup): Backup {
+    const id = this.db.transaction(() => {
+      const id = this.insertBackupRow(b);
+      if (b.runId !== null) {
+        const runStatus: RunStatus = b.status === 'ok' ? 'ok' : b.status === 'interrupted' ? 'interrupted' : 'failed';
+        this.db
+          .prepare(`UPDATE runs SET status=?, finished_at=?, error_code=?, error_message=?, backup_id=? WHERE id=?`)
+          .run(runStatus, b.finishedAt ?? now(), b.error?.code ?? null, b.error ? redact(b.error.message) : null, id, b.runId);
+      }
+      return id;
+    })();
+    return this.getBackup(id)!;
+  }
+
+  getBackup(id: number): Backup | undefined {
+    const r = this.db.prepare('SELECT * FROM backups WHERE id=?').get(id) as BackupRow | undefined;
+    return r ? toBackup(r) : undefined;
+  }
+
+  backupSource(id: number): BackupSource | undefined {
+    const r = this.db.prepare('SELECT source, source_system_id FROM backups WHERE id=?').get(id) as { source: string | null; source_system_id: string | null } | undefined;
+    return r ? { source: r.source, sourceSystemId: r.source_system_id } : undefined;
+  }
+
+  /** The newest backup in one of `statuses`. */
+  latestBackup(statuses: readonly BackupStatus[] = ['ok']): Backup | undefined {
+    const r = this.db
+      .prepare(`SELECT * FROM backups WHERE status IN (${statuses.map(() => '?').join(',')}) ORDER BY created_at DESC, id DESC LIMIT 1`)
+      .get(...statuses) as BackupRow | undefined;
+    return r ? toBackup(r) : undefined;
+  }
+
+  /** Backups, newest first. */
+  listBackups(filter: { statuses?: readonly BackupStatus[]; kind?: BackupKind; limit?: number } = {}): Backup[] {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.statuses?.length) {
+      where.push(`status IN (${filter.statuses.map(() => '?').join(',')})`);
+      args.push(...filter.statuses);
+    }
+    if (filter.kind) {
+      where.push('kind = ?');
+      args.push(filter.kind);
+    }
+    const sql = `SELECT * FROM backups ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC${filter.limit ? ' LIMIT ?' : ''}`;
+    if (filter.limit) args.push(filter.limit);
+    return (this.db.prepare(sql).all(...args) as BackupRow[]).map(toBackup);
+  }
+
+  tableCounts(backupId: number): TableCounts {
+    const rows = this.db.prepare('SELECT table_name, rows FROM backup_tables WHERE backup_id=? ORDER BY table_name').all(backupId) as Array<{ table_name: string; rows: number }>;
+    return Object.fromEntries(rows.map((r) => [r.table_name, r.rows]));
+  }
+
+  setBackupStatus(id: number, status: BackupStatus): void {
+    this.db.prepare('UPDATE backups SET status=? WHERE id=?').run(status, id);
+  }
+
+  markChecked(id: number, at = now()): void {
+    this.db.prepare('UPDATE backups SET checked_at=? WHERE id=?').run(at, id);
+  }
+
+  markVerified(id: number, at = now()): void {
+    this.db.prepare('UPDATE backups SET verified_at=? WHERE id=?').run(at, id);
+  }
+
+  // ---- the backup lock --------------------------------------------------------------------
+
+  /**
+   * Takes the named lock for this process if it is free or its holder is dead. Atomic across
+   * processes (an IMMEDIATE transaction). Returns null on success, else the live holder.
+   */
+  tryLock(name: string, runId: number | null, purpose: string): LockHolder | null {
+    const me = selfIdentity();
+    const take = this.db.transaction((): LockHolder | null => {
+      const cur = this.db.prepare('SELECT * FROM locks WHERE name=?').get(name) as
+        | { run_id: number | null; pid: number; pid_start: string | null; host: string; acquired_at: string; purpose: string | null }
+        | undefined;
+      if (cur && !(cur.pid === me.pid && cur.host === me.host) && isAlive({ pid: cur.pid, start: cur.pid_start, host: cur.host })) {
+        return { runId: cur.run_id, pid: cur.pid, host: cur.host, acquiredAt: cur.acquired_at, purpose: cur.purpose };
+      }
+      this.db
+        .prepare('INSERT OR REPLACE INTO locks (name, run_id, pid, pid_start, host, acquired_at, purpose) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(name, runId, me.pid, me.start, me.host, now(), purpose);
+      return null;
+    });
+    return take.immediate();
+  }
+
+  unlock(name: string): void {
+    const me = selfIdentity();
+    this.db.prepare('DELETE FROM locks WHERE name=? AND pid=? AND host=?').run(name, me.pid, me.host);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.db.close();
+  }
+}
+
+function redactDetails(d: Record<string, unknown>): Record<string, unknown> {
+  return JSON.parse(redact(JSON.stringify(d))) as Record<string, unknown>;
+}

@@ -1,0 +1,77 @@
+/**
+ * The ledger's schema, as an ordered list of migrations. `PRAGMA user_version` holds how many
+ * have been applied. Append only: a released migration is never edited.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: runs, backups, per-table row counts, the cross-process backup lock
+  `
+  CREATE TABLE runs (
+    id             INTEGER PRIMARY KEY,
+    job            TEXT NOT NULL,
+    trigger        TEXT NOT NULL CHECK (trigger IN ('schedule','socket','cli','startup')),
+    status         TEXT NOT NULL CHECK (status IN ('running','ok','failed','interrupted')),
+    started_at     TEXT NOT NULL,
+    finished_at    TEXT,
+    pid            INTEGER,
+    pid_start      TEXT,
+    host           TEXT,
+    error_code     TEXT,
+    error_message  TEXT,
+    partial_path   TEXT,
+    final_path     TEXT,
+    backup_id      INTEGER,
+    details        TEXT
+  );
+  CREATE INDEX runs_started ON runs (started_at);
+  CREATE INDEX runs_job ON runs (job, started_at);
+  CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+
+  CREATE TABLE backups (
+    id                INTEGER PRIMARY KEY,
+    run_id            INTEGER REFERENCES runs (id),
+    kind              TEXT NOT NULL CHECK (kind IN ('daily','manual','pre-change')),
+    description       TEXT,
+    file              TEXT NOT NULL,
+    bytes             INTEGER NOT NULL DEFAULT 0,
+    sha256            TEXT,
+    compression       TEXT NOT NULL CHECK (compression IN ('none','gzip')),
+    profile           TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('ok','failed','interrupted','pruned','corrupt')),
+    created_at        TEXT NOT NULL,
+    finished_at       TEXT,
+    duration_ms       INTEGER,
+    database          TEXT,
+    source            TEXT,
+    source_system_id  TEXT,
+    server_version    TEXT,
+    pg_dump_version   TEXT,
+    table_count       INTEGER,
+    row_count         INTEGER,
+    verified_at       TEXT,
+    checked_at        TEXT,
+    pinned            INTEGER NOT NULL DEFAULT 0,
+    pruned_at         TEXT,
+    error_code        TEXT,
+    error_message     TEXT
+  );
+  CREATE INDEX backups_created ON backups (created_at);
+  CREATE INDEX backups_status ON backups (status, created_at);
+
+  CREATE TABLE backup_tables (
+    backup_id   INTEGER NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+    table_name  TEXT NOT NULL,
+    rows        INTEGER NOT NULL,
+    PRIMARY KEY (backup_id, table_name)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE locks (
+    name         TEXT PRIMARY KEY,
+    run_id       INTEGER,
+    pid          INTEGER NOT NULL,
+    pid_start    TEXT,
+    host         TEXT NOT NULL,
+    acquired_at  TEXT NOT NULL,
+    purpose      TEXT
+  );
+  `,
+];

@@ -1,0 +1,165 @@
+/**
+ * Connection strings: parsed once into a {@link ConnInfo} that can produce what each consumer
+ * needs — a `pg` client config, the environment and `--dbname` for libpq tools (pg_dump, psql)
+ * with the password moved out of the command line, and a display form without secrets.
+ *
+ * Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings. An absent string
+ * means libpq's own defaults (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD).
+ */
+import { existsSync } from 'node:fs';
+import type { ClientConfig } from 'pg';
+import { HbError } from '../domain/errors.js';
+import { redactor } from '../util/redact.js';
+
+export interface ConnInfo {
+  host: string | undefined;
+  port: number | undefined;
+  user: string | undefined;
+  database: string | undefined;
+  password: string | undefined;
+  /** Every other parameter (sslmode, application_name, options, …), libpq names. */
+  params: Record<string, string>;
+  /** Whether the values came from a connection string (false: libpq environment defaults). */
+  explicit: boolean;
+}
+
+const KV_RE = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('((?:[^'\\]|\\.)*)'|[^\s]*)/y;
+
+function parseKeyValue(s: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let pos = 0;
+  while (pos < s.length) {
+    if (/^\s*$/.test(s.slice(pos))) break;
+    KV_RE.lastIndex = pos;
+    const m = KV_RE.exec(s);
+    if (!m) throw new Error(`cannot parse near "${s.slice(pos, pos + 20)}"`);
+    const [, key, raw, quoted] = m;
+    out[key!.toLowerCase()] = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : raw!;
+    pos = KV_RE.lastIndex;
+  }
+  return out;
+}
+
+function parseUrl(s: string): Record<string, string> {
+  const u = new URL(s);
+  const out: Record<string, string> = {};
+  if (u.hostname) out.host = decodeURIComponent(u.hostname.replace(/^\[(.*)\]$/, '$1'));
+  if (u.port) out.port = u.port;
+  if (u.username) out.user = decodeURIComponent(u.username);
+  if (u.password) out.password = decodeURIComponent(u.password);
+  const db = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  if (db) out.dbname = db;
+  for (const [k, v] of u.searchParams) out[k === 'database' ? 'dbname' : k] = v;
+  return out;
+}
+
+/**
+ * Parses a connection string. Registers the password as a secret so no later output shows it.
+ * @throws HbError `database-url-invalid` naming the variable, never the string itself.
+ */
+export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', env: NodeJS.ProcessEnv = process.env): ConnInfo {
+  let kv: Record<string, string>;
+  let explicit = true;
+  if (!str) {
+    explicit = false;
+    kv = {};
+    if (env.PGHOST) kv.host = env.PGHOST;
+    if (env.PGPORT) kv.port = env.PGPORT;
+    if (env.PGUSER) kv.user = env.PGUSER;
+    if (env.PGDATABASE) kv.dbname = env.PGDATABASE;
+    if (env.PGPASSWORD) kv.password = env.PGPASSWORD;
+  } else {
+    try {
+      kv = /^postgres(ql)?:\/\//i.test(str) ? parseUrl(str) : parseKeyValue(str);
+    } catch (e) {
+      throw new HbError(
+        'database-url-invalid',
+        `${what} is not a valid connection string: ${(e as Error).message.replace(str, '<hidden>')}`,
+        'use the form postgresql://user:password@host:5432/dbname, or libpq key=value pairs',
+      );
+    }
+  }
+  const { host, port, user, dbname, password, ...params } = kv;
+  redactor.addSecret(password);
+  let portNum: number | undefined;
+  if (port !== undefined && port !== '') {
+    portNum = Number(port);
+    if (!Number.isInteger(portNum) || portNum <= 0 || portNum > 65535) {
+      throw new HbError('database-url-invalid', `${what} has an invalid port "${port}"`, 'the port is a number such as 5432');
+    }
+  }
+  return { host: host || undefined, port: portNum, user: user || undefined, database: dbname || undefined, password, params, explicit };
+}
+
+function defaultSocketDir(): string {
+  return existsSync('/var/run/postgresql') ? '/var/run/postgresql' : '/tmp';
+}
+
+/** The effective host, port, user and database, filling libpq's defaults. */
+export function effective(c: ConnInfo): { host: string; port: number; user: string; database: string } {
+  const user = c.user ?? process.env.PGUSER ?? process.env.USER ?? 'postgres';
+  return {
+    host: c.host ?? process.env.PGHOST ?? defaultSocketDir(),
+    port: c.port ?? (process.env.PGPORT ? Number(process.env.PGPORT) : 5432),
+    user,
+    database: c.database ?? process.env.PGDATABASE ?? user,
+  };
+}
+
+/** A safe description: `database "app" on db.example.com:5432 as postgres`. */
+export function describeConn(c: ConnInfo): string {
+  const e = effective(c);
+  return `database "${e.database}" on ${e.host}:${e.port} as ${e.user}`;
+}
+
+/** A URL without the password, for showing and recording. */
+export function safeUrl(c: ConnInfo): string {
+  const e = effective(c);
+  const host = e.host.startsWith('/') ? '' : e.host.includes(':') ? `[${e.host}]` : e.host;
+  const q = new URLSearchParams();
+  if (e.host.startsWith('/')) q.set('host', e.host);
+  for (const [k, v] of Object.entries(c.params)) if (k !== 'password') q.set(k, v);
+  const qs = q.toString();
+  return `postgresql://${encodeURIComponent(e.user)}@${host}:${e.port}/${encodeURIComponent(e.database)}${qs ? `?${qs}` : ''}`;
+}
+
+function quoteKv(v: string): string {
+  return /^[^\s'\\]+$/.test(v) && v !== '' ? v : `'${v.replace(/(['\\])/g, '\\$1')}'`;
+}
+
+/**
+ * What a libpq tool needs: `--dbname` as a key=value string without the password, and the
+ * password in PGPASSWORD (so it never shows in `ps`).
+ */
+export function libpqArgs(c: ConnInfo, overrideDatabase?: string): { dbname: string; env: Record<string, string> } {
+  const e = effective(c);
+  const parts: string[] = [`host=${quoteKv(e.host)}`, `port=${e.port}`, `user=${quoteKv(e.user)}`, `dbname=${quoteKv(overrideDatabase ?? e.database)}`];
+  for (const [k, v] of Object.entries(c.params)) if (k !== 'password') parts.push(`${k}=${quoteKv(v)}`);
+  const env: Record<string, string> = {};
+  if (c.password !== undefined) env.PGPASSWORD = c.password;
+  return { dbname: parts.join(' '), env };
+}
+
+/** A node-postgres client config equivalent to the connection string (libpq's sslmode semantics). */
+export function pgClientConfig(c: ConnInfo, opts: { connectTimeoutSeconds: number; database?: string; applicationName?: string }): ClientConfig {
+  const e = effective(c);
+  const sslmode = c.params.sslmode ?? process.env.PGSSLMODE;
+  let ssl: ClientConfig['ssl'] = false;
+  if (sslmode === 'require') ssl = { rejectUnauthorized: false };
+  else if (sslmode === 'verify-ca' || sslmode === 'verify-full') ssl = { rejectUnauthorized: true };
+  return {
+    host: e.host,
+    port: e.port,
+    user: e.user,
+    database: opts.database ?? e.database,
+    password: c.password ?? process.env.PGPASSWORD,
+    ssl,
+    connectionTimeoutMillis: opts.connectTimeoutSeconds * 1000,
+    application_name: opts.applicationName ?? 'hybrid-backup',
+  };
+}
+
+/** Whether a host is one of Supabase's (direct `db.<ref>.supabase.co` or the poolers). */
+export function isSupabaseHost(host: string | undefined): boolean {
+  return !!host && /(^|\.)supabase\.(co|com)$/i.test(host);
+}

@@ -1,0 +1,112 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
+import { HbError } from '../../src/domain/errors.js';
+import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+
+const dirs: string[] = [];
+function project(config?: unknown): string {
+  const d = tempDir('hbcfg');
+  dirs.push(d);
+  if (config !== undefined) {
+    mkdirSync(path.join(d, 'config'));
+    writeFileSync(path.join(d, 'config/hybrid-backup.json'), typeof config === 'string' ? config : JSON.stringify(config));
+  }
+  return d;
+}
+afterAll(() => dirs.forEach(removeDir));
+
+function loadError(cwd: string, env: NodeJS.ProcessEnv = {}, configFile?: string): HbError {
+  try {
+    loadConfig({ cwd, env, configFile });
+  } catch (e) {
+    return e as HbError;
+  }
+  throw new Error('expected loadConfig to fail');
+}
+
+describe('configuration', () => {
+  it('has the SPEC defaults', () => {
+    const cwd = project();
+    const c = loadConfig({ cwd, env: {} });
+    expect(c.retention).toMatchObject({ days: 30, preChangeDays: 30, minKeep: 7 });
+    expect(c.dump).toMatchObject({ profile: 'full', compression: 'none' });
+    expect(c.supabase.enabled).toBe(true);
+    expect(c.supabase.policy.requirePitr).toBe(false);
+    expect(c.supabase.apiUrl).toBe('https://api.supabase.com');
+    expect(c.backupDir).toBe(path.join(cwd, 'backups'));
+    expect(c.socket.path).toBe(path.join(cwd, 'backups', 'hybrid-backup.sock'));
+    expect(Object.keys(c.schedules).sort()).toEqual(['backup', 'monitor', 'prune', 'restore-drill', 'supabase-poll']);
+  });
+
+  it('merges a partial file over the defaults, and the environment over the file', () => {
+    const cwd = project({ retention: { days: 14 }, dump: { compression: 'gzip' }, backupDir: 'from-file' });
+    const c = loadConfig({ cwd, env: { BACKUP_DIR: '/srv/from-env', HYBRID_BACKUP_SOCKET: '/run/hb.sock' } });
+    expect(c.retention).toMatchObject({ days: 14, preChangeDays: 30, minKeep: 7 });
+    expect(c.dump.compression).toBe('gzip');
+    expect(c.backupDir).toBe('/srv/from-env');
+    expect(c.socket.path).toBe('/run/hb.sock');
+  });
+
+  it('reads --config, then HYBRID_BACKUP_CONFIG', () => {
+    const cwd = project();
+    writeFileSync(path.join(cwd, 'a.json'), JSON.stringify({ retention: { minKeep: 3 } }));
+    writeFileSync(path.join(cwd, 'b.json'), JSON.stringify({ retention: { minKeep: 4 } }));
+    expect(loadConfig({ cwd, env: { HYBRID_BACKUP_CONFIG: 'b.json' }, configFile: 'a.json' }).retention.minKeep).toBe(3);
+    expect(loadConfig({ cwd, env: { HYBRID_BACKUP_CONFIG: 'b.json' } }).retention.minKeep).toBe(4);
+    expect(loadError(cwd, {}, 'missing.json').code).toBe('config-file-missing');
+  });
+
+  it('takes secrets from systemd credentials when the environment has none', () => {
+    const cwd = project();
+    const creds = path.join(cwd, 'creds');
+    mkdirSync(creds);
+    writeFileSync(path.join(creds, 'DATABASE_URL'), 'postgresql://u:credpass@h/db\n');
+    expect(loadConfig({ cwd, env: { CREDENTIALS_DIRECTORY: creds } }).databaseUrl).toBe('postgresql://u:credpass@h/db');
+  });
+
+  it.each([
+    [{ retention: { days: 'thirty' } }, /retention\.days in .* is "thirty": expected number, received string/, /retention\.days is the number of days to keep/],
+    [{ retention: { minKeep: 0 } }, /retention\.minKeep .* is 0: too small/, /default 7/],
+    [{ dump: { compression: 'zstd' } }, /dump\.compression .* is "zstd": expected one of "none"\|"gzip"/, /plain \.sql files/],
+    [{ schedules: { backup: 'every day' } }, /schedules\.backup .* is "every day": is not a cron expression/, /cron expression/],
+    [{ timezone: 'Mars/Olympus' }, /timezone .* is "Mars\/Olympus": is not an IANA time zone/, /Europe\/Berlin/],
+    [{ retention: { dayz: 3 } }, /unknown key retention\.dayz/, /days, preChangeDays, minKeep/],
+    [{ supabase: { accessToken: 'sbp_x' } }, /supabase\.accessToken .* holds a secret/, /SUPABASE_ACCESS_TOKEN/],
+  ])('rejects %j naming the key, the problem and the fix', (cfg, message, hint) => {
+    const e = loadError(project(cfg));
+    expect(e.code).toMatch(/^config-/);
+    expect(e.exitCode).toBe(2);
+    expect(e.message).toMatch(message);
+    expect(e.hint).toMatch(hint);
+  });
+
+  it('names the environment variable when a value from it is bad, without echoing secrets', () => {
+    const e = loadError(project(), { SUPABASE_PROJECT_REF: 'NOT A REF' });
+    expect(e.message).toMatch(/SUPABASE_PROJECT_REF \(environment\)/);
+    const w = loadError(project(), { ALERT_WEBHOOK_URL: 'not-a-url-secret-part' });
+    expect(w.message).toMatch(/ALERT_WEBHOOK_URL/);
+    expect(w.message).not.toMatch(/secret-part/);
+  });
+
+  it('rejects a file that is not JSON', () => {
+    expect(loadError(project('{ "retention": ')).code).toBe('config-file-unreadable');
+  });
+
+  it('stops the CLI with exit 2 and one line before doing anything', async () => {
+    const cwd = project({ retention: { days: -1 } });
+    const backupDir = path.join(cwd, 'b');
+    const r = await runCli(['list'], { BACKUP_DIR: backupDir }, { cwd });
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/retention\.days .* is -1/);
+    expect(r.stderr).toMatch(/hint: retention\.days is/);
+    // nothing was done: not even the backup directory was created
+    expect(() => readLedger(backupDir, 'select 1')).toThrow();
+    const j = await runCli(['list', '--json'], { BACKUP_DIR: backupDir }, { cwd });
+    expect(j.exitCode).toBe(2);
+    expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'config-invalid' });
+  });
+});

@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { CopyScanner, parseCopyTarget } from '../../src/dump/copy-scanner.js';
+
+const DUMP = [
+  '--',
+  '-- PostgreSQL database dump',
+  '--',
+  '',
+  'CREATE TABLE public.t (a integer, b text);',
+  '',
+  'COPY public.t (a, b) FROM stdin;',
+  '1\tone',
+  '2\ttwo\\nlines',
+  '3\t\\N',
+  '\\.',
+  '',
+  'COPY "my schema"."Odd ""name""" (x) FROM stdin;',
+  '\\\\.',
+  '',
+  '\\.',
+  '',
+  'COPY public.empty (a) FROM stdin;',
+  '\\.',
+  '',
+  '--',
+  '-- PostgreSQL database dump complete',
+  '--',
+  '',
+  '\\unrestrict abc123',
+  '',
+].join('\n');
+
+function scan(text: string, chunk: number): CopyScanner {
+  const s = new CopyScanner();
+  const buf = Buffer.from(text);
+  for (let i = 0; i < buf.length; i += chunk) s.push(buf.subarray(i, i + chunk));
+  return s;
+}
+
+describe('CopyScanner', () => {
+  it.each([1, 2, 3, 7, 64, 100000])('counts rows per table and sees the closing line with %i-byte chunks', (size) => {
+    const s = scan(DUMP, size);
+    expect(s.tables).toEqual({ 'public.t': 3, '"my schema"."Odd ""name"""': 2, 'public.empty': 0 });
+    expect(s.totalRows).toBe(5);
+    expect(s.complete).toBe(true);
+    expect(s.insideCopy).toBe(false);
+    expect(s.bytes).toBe(Buffer.byteLength(DUMP));
+  });
+
+  it('reports a stream cut inside table data as incomplete', () => {
+    const cut = DUMP.slice(0, DUMP.indexOf('3\t\\N'));
+    const s = scan(cut, 5);
+    expect(s.complete).toBe(false);
+    expect(s.insideCopy).toBe(true);
+  });
+
+  it('reports a stream cut before the closing line as incomplete', () => {
+    const s = scan(DUMP.slice(0, DUMP.indexOf('-- PostgreSQL database dump complete')), 4096);
+    expect(s.complete).toBe(false);
+    expect(s.insideCopy).toBe(false);
+  });
+
+  it('does not take a closing line followed by more SQL as complete', () => {
+    const s = scan(`${DUMP}CREATE TABLE x ();\n`, 4096);
+    expect(s.complete).toBe(false);
+  });
+
+  it('counts an empty line inside a block as a row (one empty text value)', () => {
+    const s = scan('COPY public.one (v) FROM stdin;\n\n\n\\.\n--\n-- PostgreSQL database dump complete\n--\n\n', 3);
+    expect(s.tables).toEqual({ 'public.one': 2 });
+  });
+
+  it('adds rows of a table whose data comes in more than one block', () => {
+    const s = scan('COPY public.a (v) FROM stdin;\n1\n\\.\nCOPY public.a (v) FROM stdin;\n2\n3\n\\.\n', 2);
+    expect(s.tables).toEqual({ 'public.a': 3 });
+  });
+});
+
+describe('parseCopyTarget', () => {
+  it('keeps the identifier quoting pg_dump used', () => {
+    expect(parseCopyTarget('public.t (a) FROM stdin;')).toBe('public.t');
+    expect(parseCopyTarget('"a b"."c.d" (x) FROM stdin;')).toBe('"a b"."c.d"');
+    expect(parseCopyTarget('"q""uote".plain FROM stdin;')).toBe('"q""uote".plain');
+    expect(parseCopyTarget('"unterminated (x)')).toBeNull();
+  });
+});
