@@ -10,7 +10,7 @@ import type { Command } from '../commands/command.js';
 import { findCommand } from '../commands/index.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { EXIT_FAILED, EXIT_USAGE, HbError, toHbError } from '../domain/errors.js';
+import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
 import { redact } from '../util/redact.js';
 import { TerminalReporter } from './progress.js';
@@ -56,6 +56,8 @@ function parseArgs(cmd: Command, raw: unknown): unknown {
   const r = cmd.args.safeParse(raw);
   if (r.success) return r.data;
   const i = r.error.issues[0]!;
+  const params = (i as { params?: { code?: string; hint?: string } }).params;
+  if (i.code === 'custom' && params?.code && isErrorCode(params.code)) throw new HbError(params.code, i.message, params.hint);
   throw new HbError('usage', `invalid ${i.path.join('.') || 'arguments'} for ${cmd.name}: ${i.message.replace(/^Invalid input: /, '')}`, `see hybrid-backup ${cmd.name} --help`);
 }
 

@@ -1,9 +1,25 @@
 /** `manual` and `pre-change`: take a local backup now. */
 import { z } from 'zod';
-import { takeBackup } from '../backup/take-backup.js';
+import { takeBackup, validateDescription } from '../backup/take-backup.js';
+import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
+
+/** The description argument, checked before anything is done (exit 2 and nothing recorded when bad). */
+function description(required: boolean) {
+  return z
+    .string()
+    .optional()
+    .superRefine((v, ctx) => {
+      try {
+        validateDescription(v, required);
+      } catch (e) {
+        if (!(e instanceof HbError)) throw e;
+        ctx.addIssue({ code: 'custom', message: e.message, params: { code: e.code, hint: e.hint } });
+      }
+    });
+}
 
 function renderBackup(b: Backup, view: RenderView): string {
   const lines = [
@@ -21,7 +37,7 @@ export const manualCommand = defineCommand({
   name: 'manual',
   summary: 'take a local backup now (kind manual)',
   isBackup: true,
-  args: z.object({ description: z.string().optional() }),
+  args: z.object({ description: description(false) }),
   async run(ctx, args): Promise<Backup> {
     return takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
   },
@@ -32,7 +48,7 @@ export const preChangeCommand = defineCommand({
   name: 'pre-change',
   summary: 'take a local backup before a risky change (kind pre-change); exits 0 only once it is durable and recorded',
   isBackup: true,
-  args: z.object({ description: z.string().optional() }),
+  args: z.object({ description: description(true) }),
   async run(ctx, args): Promise<Backup> {
     return takeBackup(ctx, { kind: 'pre-change', description: args.description });
   },

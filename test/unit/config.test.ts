@@ -1,9 +1,9 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { HbError } from '../../src/domain/errors.js';
-import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { readLedger, removeDir, ROOT, runCli, tempDir } from '../helpers/cli.js';
 
 const dirs: string[] = [];
 function project(config?: unknown): string {
@@ -108,5 +108,12 @@ describe('configuration', () => {
     const j = await runCli(['list', '--json'], { BACKUP_DIR: backupDir }, { cwd });
     expect(j.exitCode).toBe(2);
     expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'config-invalid' });
+  });
+});
+
+describe('config/hybrid-backup.example.json', () => {
+  it('is valid as shipped', () => {
+    const cwd = project(readFileSync(path.join(ROOT, 'config/hybrid-backup.example.json'), 'utf8'));
+    expect(loadConfig({ cwd, env: {} }).timezone).toBe('Europe/Berlin');
   });
 });

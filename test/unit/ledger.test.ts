@@ -1,0 +1,82 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Ledger } from '../../src/ledger/ledger.js';
+import { MIGRATIONS } from '../../src/ledger/migrations.js';
+import { removeDir, tempDir } from '../helpers/cli.js';
+
+const dirs: string[] = [];
+const dir = () => {
+  const d = tempDir('hbled');
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach(removeDir));
+
+/** A pid that certainly belonged to a process that has exited. */
+async function deadPid(): Promise<number> {
+  const p = execa('true');
+  await p;
+  return p.pid!;
+}
+
+describe('ledger', () => {
+  it('creates a WAL database at the newest schema version, and reopens it unchanged', () => {
+    const d = dir();
+    const l = Ledger.open(d);
+    l.close();
+    const db = new Database(path.join(d, 'ledger.db'));
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
+    db.close();
+    Ledger.open(d).close();
+  });
+
+  it('refuses a ledger written by a newer version', () => {
+    const d = dir();
+    Ledger.open(d).close();
+    const db = new Database(path.join(d, 'ledger.db'));
+    db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
+    db.close();
+    expect(() => Ledger.open(d)).toThrow(/newer than this hybrid-backup knows/);
+  });
+
+  it('marks runs of dead processes interrupted and deletes their partial files; leaves live ones alone', async () => {
+    const d = dir();
+    const l = Ledger.open(d);
+    const mine = l.startRun('backup', 'cli', { kind: 'manual', description: 'live' });
+    const orphan = l.startRun('backup', 'schedule', { kind: 'daily', description: null });
+    const partial = path.join(d, 'x.sql.partial');
+    writeFileSync(partial, 'half');
+    l.setRunFiles(orphan.id, { partialPath: partial, finalPath: path.join(d, 'x.sql') });
+    l.close();
+    const db = new Database(path.join(d, 'ledger.db'));
+    db.prepare('update runs set pid = ? where id = ?').run(await deadPid(), orphan.id);
+    db.close();
+
+    const again = Ledger.open(d);
+    expect(again.recovered).toEqual([{ runId: orphan.id, job: 'backup', pid: expect.any(Number), removed: [partial] }]);
+    expect(existsSync(partial)).toBe(false);
+    expect(again.getRun(orphan.id)).toMatchObject({ status: 'interrupted', error: { code: 'interrupted' } });
+    expect(again.getRun(mine.id)!.status).toBe('running');
+    expect(again.listBackups()).toMatchObject([{ kind: 'daily', status: 'interrupted' }]);
+    again.close();
+  });
+
+  it('hands the backup lock to one process at a time, and takes it over from a dead holder', async () => {
+    const d = dir();
+    const l = Ledger.open(d);
+    expect(l.tryLock('backup', 1, 'backup run 1')).toBeNull();
+    expect(l.tryLock('backup', 2, 'backup run 2')).toBeNull(); // re-entrant for the same process
+    const db = new Database(path.join(d, 'ledger.db'));
+    db.prepare('update locks set pid = 1, pid_start = null').run(); // pid 1 is alive and not us
+    expect(l.tryLock('backup', 3, 'backup run 3')).toMatchObject({ pid: 1, purpose: 'backup run 2' });
+    db.prepare('update locks set pid = ?').run(await deadPid());
+    db.close();
+    expect(l.tryLock('backup', 4, 'backup run 4')).toBeNull();
+    l.unlock('backup');
+    l.close();
+  });
+});
