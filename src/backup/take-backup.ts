@@ -88,6 +88,8 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
   let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression));
   let server: ServerInfo | null = null;
   let pgDumpVersion: string | null = null;
+  /** Set once this run has claimed its file name (under the lock): only then are files ours to remove. */
+  let owned = false;
   let renamed = false;
   let release: (() => void) | undefined;
   try {
@@ -105,6 +107,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     await checkFreeSpace(ctx);
 
     finalPath = await uniqueFinalPath(config.backupDir, createdAt, req.kind, description, compression);
+    owned = true;
     const partialPath = finalPath + PARTIAL_SUFFIX;
     ledger.setRunFiles(run.id, { partialPath, finalPath });
     ledger.mergeRunDetails(run.id, { file: finalPath });
@@ -172,7 +175,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       await fs.rm(finalPath, { force: true });
       await fs.rm(finalPath + SIDECAR_SUFFIX, { force: true });
     }
-    await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
+    if (owned) await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
     const status = err.code === 'dump-aborted' ? 'interrupted' : 'failed';
     ledger.recordBackup({
       ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),

@@ -72,7 +72,8 @@ describe('one backup at a time', () => {
     const second = await runCli(['manual'], s.env(impatient));
     expect(second.exitCode).toBe(1);
     expect(second.stderr).toMatch(/gave up after waiting 1\.\ds for backup run 1/);
-    expect((await first).exitCode).toBe(0);
+    const firstResult = await first;
+    expect(firstResult.exitCode, String(firstResult.stderr)).toBe(0);
     expect(readLedger(s.backupDir, 'select status, error_code from runs order by id')).toEqual([
       { status: 'ok', error_code: null },
       { status: 'failed', error_code: 'backup-lock-timeout' },
