@@ -81,11 +81,12 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
   await ensurePrivateDir(config.backupDir);
   const conn = parseConnInfo(config.databaseUrl);
 
-  const run = ledger.startRun('backup', ctx.trigger, { kind: req.kind, description, compression, profile });
+  let createdAt = new Date().toISOString();
+  // Provisional until the lock is held and the name is claimed; recorded for failed attempts.
+  let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression));
+  const run = ledger.startRun('backup', ctx.trigger, { kind: req.kind, description, compression, profile, file: finalPath });
   log.info(`backup run ${run.id} requested`, { runId: run.id, kind: req.kind, trigger: ctx.trigger });
 
-  let createdAt = run.startedAt;
-  let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression));
   let server: ServerInfo | null = null;
   let pgDumpVersion: string | null = null;
   /** Set once this run has claimed its file name (under the lock): only then are files ours to remove. */
@@ -110,7 +111,6 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     owned = true;
     const partialPath = finalPath + PARTIAL_SUFFIX;
     ledger.setRunFiles(run.id, { partialPath, finalPath });
-    ledger.mergeRunDetails(run.id, { file: finalPath });
     log.info(`dumping ${safeUrl(conn)} with ${choice.tool.path} into ${path.basename(finalPath)}`, { runId: run.id, serverVersion: server.version });
 
     const { dbname, env } = libpqArgs(conn);

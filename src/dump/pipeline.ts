@@ -1,13 +1,12 @@
 /**
  * The dump pipeline: pg_dump's stdout streamed — never held whole — through the COPY scanner,
- * optionally gzip, and SHA-256 into `<final>.partial`, then fsynced. Memory stays bounded by the
+ * optionally gzip, and SHA-256 into `<final>.partial` (coalesced 1 MiB writes), then fsynced. Memory stays bounded by the
  * stream buffers whatever the database size.
  *
  * This module only produces a complete, synced partial file or throws; naming, renaming and
  * recording are the caller's.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,9 +14,9 @@ import { createGzip } from 'node:zlib';
 import { execa } from 'execa';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
-import { fsyncFile } from '../util/fs.js';
 import { redact } from '../util/redact.js';
 import { CopyScanner } from './copy-scanner.js';
+import { FileSink } from './file-sink.js';
 
 export interface DumpSpec {
   /** pg_dump executable. */
@@ -73,10 +72,28 @@ function describeExit(r: { exitCode?: number | undefined; signal?: string | unde
 export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const scanner = new CopyScanner();
   const hash = createHash('sha256');
-  let stored = 0;
   let stderrTail = '';
   let lastProgress = 0;
   const every = spec.progressEveryMs ?? 250;
+
+  const inspect = (chunk: Buffer) => {
+    scanner.push(chunk);
+    if (spec.onProgress) {
+      const t = Date.now();
+      if (t - lastProgress >= every) {
+        lastProgress = t;
+        spec.onProgress(scanner.bytes);
+      }
+    }
+  };
+  const gzip = spec.compression === 'gzip';
+  let sink: FileSink;
+  try {
+    // Plain: the sink sees pg_dump's bytes, so it inspects and hashes them in one step.
+    sink = new FileSink(spec.partialPath, 0o600, gzip ? (c) => hash.update(c) : (c) => (inspect(c), hash.update(c)));
+  } catch (e) {
+    throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
+  }
 
   const child = execa(spec.pgDump, spec.args, {
     env: spec.env,
@@ -94,28 +111,10 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
     stderrTail = (stderrTail + d.toString('utf8')).slice(-STDERR_KEEP);
   });
 
-  const inspect = (chunk: Buffer) => {
-    scanner.push(chunk);
-    if (spec.onProgress) {
-      const t = Date.now();
-      if (t - lastProgress >= every) {
-        lastProgress = t;
-        spec.onProgress(scanner.bytes);
-      }
-    }
-  };
-  const store = (chunk: Buffer) => {
-    hash.update(chunk);
-    stored += chunk.length;
-  };
-  const out = createWriteStream(spec.partialPath, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 });
-  const stages =
-    spec.compression === 'gzip'
-      ? [new Tap(inspect), createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 }), new Tap(store)]
-      : [new Tap((c) => (inspect(c), store(c)))];
+  const stages = gzip ? [new Tap(inspect), createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 })] : [];
 
   const [flow, exit] = await Promise.allSettled([
-    pipeline([child.stdout!, ...stages, out]).catch((e: unknown) => {
+    pipeline([child.stdout!, ...stages, sink]).catch((e: unknown) => {
       // Our side failed (disk full, …): stop pg_dump rather than let it block on a full pipe.
       child.kill('SIGTERM');
       throw e;
@@ -156,13 +155,8 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
       ),
     );
   }
-  try {
-    await fsyncFile(spec.partialPath);
-  } catch (e) {
-    return fail(new HbError('dump-write-failed', `cannot sync ${spec.partialPath}: ${(e as Error).message}`));
-  }
   spec.onProgress?.(scanner.bytes);
-  return { bytes: stored, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables }, stderr };
+  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables }, stderr };
 }
 
 function hintForStderr(stderr: string): string | undefined {

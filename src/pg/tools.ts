@@ -92,6 +92,12 @@ export async function findTools(name: string, pgBinDir?: string): Promise<PgTool
  * @throws HbError `pg-tool-not-found` when none is installed, `pg-tool-too-old` when only older ones are.
  */
 export async function chooseTool(name: string, serverMajor: number, pgBinDir?: string): Promise<ToolChoice> {
+  if (!pgBinDir) {
+    // The usual place first: one `--version` instead of asking every installed copy.
+    const usual = path.join('/usr/lib/postgresql', String(serverMajor), 'bin', name);
+    const t = isExecutable(usual) ? await describeTool(name, usual) : null;
+    if (t?.major === serverMajor) return { tool: t };
+  }
   const tools = await findTools(name, pgBinDir);
   const where = pgBinDir ? `in ${pgBinDir} (dump.pgBinDir)` : 'in /usr/lib/postgresql/*/bin or on PATH';
   const pkg = `postgresql-client-${serverMajor}`;

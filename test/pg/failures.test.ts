@@ -3,7 +3,8 @@
  * file name, no .partial left, the attempt recorded as failed with its reason — and no secret
  * anywhere.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
@@ -204,5 +205,23 @@ describe('a failing backup leaves nothing behind and records why', () => {
       { status: 'ok', error_code: null },
       { status: 'failed', error_code: 'disk-space-low' },
     ]);
+  });
+
+  it('a full disk mid-dump: exit 1, dump-write-failed, the partial removed, the ledger still written', async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test mounts a 3 MB tmpfs and needs root (CI runs as root)');
+    const s = setup();
+    await psql(db.url, `create table if not exists filler as select g, repeat(md5(g::text), 4) as v from generate_series(1, 60000) g;`);
+    mkdirSync(s.backupDir);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=3m,mode=0700', 'tmpfs', s.backupDir]);
+    try {
+      expect((await runCli(['list'], s.env())).exitCode).toBe(0); // the ledger exists before the disk fills
+      const r = await runCli(['manual'], s.env());
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(/cannot write .*\.partial: ENOSPC.*hint: free disk space/);
+      expectFailedAttempt(s.backupDir, 'dump-write-failed', /ENOSPC/);
+    } finally {
+      await execa('umount', [s.backupDir]);
+      await psql(db.url, 'drop table filler;');
+    }
   });
 });

@@ -1,0 +1,212 @@
+/**
+ * Benchmarks (`npm run bench [suite…]`). Measured side by side in one run, alternating pairs,
+ * reporting medians and ratios, so a noisy shared machine affects both sides alike.
+ *
+ * Suites:
+ *   dump   hybrid-backup manual vs bare `pg_dump -f` (plain), gzip mode vs `pg_dump | gzip -6`,
+ *          and the peak RSS of the hybrid-backup process.
+ *
+ * Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
+ * BENCH_SIZE_MB (table data to generate, default 1024), BENCH_PAIRS (default 3),
+ * BENCH_KEEP_DB=1 keeps (and reuses) the generated database.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import pg from 'pg';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = path.join(ROOT, 'dist/src/cli.js');
+const ADMIN = process.env.BENCH_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
+const SIZE_MB = Number(process.env.BENCH_SIZE_MB ?? 1024);
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 3);
+
+function dbUrl(name: string): string {
+  const u = new URL(ADMIN);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function sql(url: string, text: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await c.query(text);
+  } finally {
+    await c.end();
+  }
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
+const sec = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+/** Builds a database of about `sizeMb` of table data: narrow and wide rows, jsonb, text. */
+async function buildDatabase(name: string, sizeMb: number): Promise<number> {
+  const url = dbUrl(name);
+  const exists = (await sql(ADMIN, `select 1 from pg_database where datname = '${name}'`)).rowCount;
+  if (exists && process.env.BENCH_KEEP_DB) {
+    const r = await sql(url, `select coalesce(sum(pg_table_size(c.oid)), 0)::bigint as b from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'r'`);
+    const b = Number(r.rows[0].b);
+    if (Math.abs(b / 1024 / 1024 - sizeMb) / sizeMb < 0.2) return b;
+  }
+  await sql(ADMIN, `drop database if exists "${name}" with (force)`);
+  await sql(ADMIN, `create database "${name}"`);
+  // bytes per row, roughly, on disk
+  const share = { narrow: 0.3, wide: 0.3, docs: 0.25, texts: 0.15 };
+  const perRow = { narrow: 52, wide: 410, docs: 512, texts: 2200 };
+  const rows = (k: keyof typeof share) => Math.max(1000, Math.round((sizeMb * 1024 * 1024 * share[k]) / perRow[k]));
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('set synchronous_commit = off');
+    await c.query(`create table narrow (id bigint primary key, a int, b int, at timestamptz)`);
+    await c.query(`create table wide (id bigint primary key, ${Array.from({ length: 10 }, (_, i) => `c${i} text`).join(', ')})`);
+    await c.query(`create table docs (id bigint primary key, doc jsonb)`);
+    await c.query(`create table texts (id bigint primary key, body text)`);
+    // stored as written (no TOAST compression), so table size and dump size stay comparable
+    await c.query(`alter table texts alter column body set storage external`);
+    const batch = 200_000;
+    const fill = async (table: string, n: number, select: string) => {
+      for (let from = 1; from <= n; from += batch) {
+        const to = Math.min(n, from + batch - 1);
+        await c.query(`insert into ${table} select ${select} from generate_series(${from}, ${to}) g`);
+      }
+    };
+    await fill('narrow', rows('narrow'), `g, (g * 7) % 1000, g % 13, timestamptz '2024-01-01' + g * interval '1 second'`);
+    await fill('wide', rows('wide'), `g, ${Array.from({ length: 10 }, (_, i) => `md5((g + ${i})::text) || ' ' || (g % 97)::text`).join(', ')}`);
+    await fill('docs', rows('docs'), `g, jsonb_build_object('id', g, 'name', 'user ' || g, 'tags', jsonb_build_array('a', 'b', g % 10), 'profile', jsonb_build_object('bio', repeat(md5(g::text), 10), 'score', g % 1000))`);
+    // texts compress the way real prose does: repetitive, not random
+    await fill('texts', rows('texts'), `g, repeat('The quick brown fox ' || (g % 1000)::text || ' jumps over the lazy dog. ', 45)`);
+    await c.query('vacuum analyze');
+    const r = await c.query(`select sum(pg_table_size(c.oid))::bigint as b from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and c.relkind = 'r'`);
+    return Number(r.rows[0].b);
+  } finally {
+    await c.end();
+  }
+}
+
+/** Runs a command, timing it; for `rssPid: true` samples the process's VmHWM until it exits. */
+async function timed(cmd: string, args: string[], opts: { env?: Record<string, string>; shell?: boolean; rss?: boolean } = {}): Promise<{ ms: number; peakRss: number }> {
+  const t0 = process.hrtime.bigint();
+  const child = execa(cmd, args, { env: opts.env, shell: opts.shell, stdout: 'ignore', stderr: 'pipe' });
+  let peak = 0;
+  let timer: NodeJS.Timeout | undefined;
+  if (opts.rss && child.pid) {
+    const pid = child.pid;
+    timer = setInterval(() => {
+      try {
+        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+      } catch {
+        // exited
+      }
+    }, 20);
+  }
+  try {
+    await child;
+  } finally {
+    if (timer) clearInterval(timer);
+  }
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, peakRss: peak };
+}
+
+async function dumpSuite(): Promise<string> {
+  const name = 'hb_bench_dump';
+  console.error(`building a database with about ${SIZE_MB} MB of table data…`);
+  const bytes = await buildDatabase(name, SIZE_MB);
+  const url = dbUrl(name);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bench-'));
+  const env = (compression: string) => {
+    const cfg = path.join(work, `${compression}.json`);
+    writeFileSync(cfg, JSON.stringify({ dump: { compression, freeSpaceFactor: 1 } }));
+    return { ...process.env, DATABASE_URL: url, BACKUP_DIR: path.join(work, 'backups'), HYBRID_BACKUP_CONFIG: cfg } as Record<string, string>;
+  };
+  const major = Math.floor(Number((await sql(url, `select current_setting('server_version_num') as v`)).rows[0].v) / 10000);
+  const pgDump = `/usr/lib/postgresql/${major}/bin/pg_dump`;
+  const clean = () => rmSync(path.join(work, 'backups'), { recursive: true, force: true });
+  const out = path.join(work, 'bare.sql');
+
+  const results: Record<string, number[]> = { bare: [], bareSync: [], hb: [], bareGz: [], hbGz: [] };
+  const rss: number[] = [];
+  const fixed: Record<string, number[]> = { bare: [], hb: [] };
+  try {
+    for (let i = 0; i < PAIRS; i++) {
+      const pairs: Array<[string, () => Promise<{ ms: number; peakRss: number }>]> = [
+        ['bare', () => timed(pgDump, ['--format=plain', '-f', out, '-d', url])],
+        ['hb', () => timed('node', [CLI, 'manual', 'bench'], { env: env('none'), rss: true })],
+        // the same durability as hybrid-backup: the file fsynced before the command returns
+        ['bareSync', () => timed('sh', ['-c', `${pgDump} --format=plain -f '${out}' -d '${url}' && sync '${out}'`])],
+        ['bareGz', () => timed('bash', ['-c', `set -o pipefail; ${pgDump} --format=plain -d '${url}' | gzip -6 > '${out}.gz'`])],
+        ['hbGz', () => timed('node', [CLI, 'manual', 'bench'], { env: env('gzip'), rss: true })],
+      ];
+      // alternate the order inside each pair
+      const order = i % 2 === 0 ? [0, 1, 2, 3, 4] : [1, 0, 2, 4, 3];
+      for (const j of order) {
+        const [key, run] = pairs[j]!;
+        const r = await run();
+        results[key]!.push(r.ms);
+        if (r.peakRss) rss.push(r.peakRss);
+        console.error(`  pair ${i + 1}: ${key.padEnd(6)} ${sec(r.ms)}${r.peakRss ? `  peak RSS ${mb(r.peakRss)}` : ''}`);
+        rmSync(out, { force: true });
+        rmSync(`${out}.gz`, { force: true });
+        clean();
+      }
+    }
+    // Fixed cost: both tools on an empty database.
+    const empty = 'hb_bench_empty';
+    await sql(ADMIN, `drop database if exists "${empty}" with (force)`);
+    await sql(ADMIN, `create database "${empty}"`);
+    const emptyEnv = { ...env('none'), DATABASE_URL: dbUrl(empty), BACKUP_DIR: path.join(os.tmpdir(), `hb-bench-empty-${process.pid}`) };
+    for (let i = 0; i < 5; i++) {
+      fixed.bare!.push((await timed(pgDump, ['--format=plain', '-f', `${emptyEnv.BACKUP_DIR}.sql`, '-d', dbUrl(empty)])).ms);
+      fixed.hb!.push((await timed('node', [CLI, 'manual'], { env: emptyEnv })).ms);
+    }
+    rmSync(emptyEnv.BACKUP_DIR, { recursive: true, force: true });
+    rmSync(`${emptyEnv.BACKUP_DIR}.sql`, { force: true });
+    await sql(ADMIN, `drop database if exists "${empty}" with (force)`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    if (!process.env.BENCH_KEEP_DB) await sql(ADMIN, `drop database if exists "${name}" with (force)`);
+  }
+  const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const plainRatio = m.hb! / m.bare!;
+  const gzRatio = m.hbGz! / m.bareGz!;
+  const peak = Math.max(...rss);
+  const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  return [
+    `### dump (${mb(bytes)} of table data, ${PAIRS} alternating pairs, medians)`,
+    '',
+    '| measurement | hybrid-backup | baseline | ratio | target |',
+    '|---|---|---|---|---|',
+    `| plain dump | ${sec(m.hb!)} | ${sec(m.bare!)} (\`pg_dump -f\`) | ${plainRatio.toFixed(3)} | ≤ 1.05, ${verdict(plainRatio <= 1.05)} |`,
+    `| plain dump, same durability | ${sec(m.hb!)} | ${sec(m.bareSync!)} (\`pg_dump -f && sync file\`) | ${(m.hb! / m.bareSync!).toFixed(3)} | (context) |`,
+    `| fixed cost: empty database | ${sec(median(fixed.hb!))} | ${sec(median(fixed.bare!))} (\`pg_dump -f\`) | +${sec(median(fixed.hb!) - median(fixed.bare!))} | (context) |`,
+    `| gzip dump | ${sec(m.hbGz!)} | ${sec(m.bareGz!)} (\`pg_dump \\| gzip -6\`) | ${gzRatio.toFixed(3)} | ≤ 1.05, ${verdict(gzRatio <= 1.05)} |`,
+    `| peak RSS of the hybrid-backup process | ${mb(peak)} | | | ≤ 150 MB, ${verdict(peak <= 150 * 1024 * 1024)} |`,
+    '',
+    `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries({ ...results, fixedBare: fixed.bare!, fixedHb: fixed.hb! }).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+  ].join('\n');
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite };
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);
+  const cpu = os.cpus()[0]?.model ?? 'unknown cpu';
+  const header = `machine: ${os.cpus().length} × ${cpu}, ${mb(os.totalmem())} RAM, Node ${process.version}, ${new Date().toISOString()}`;
+  const parts = [header, ''];
+  for (const s of wanted) {
+    const fn = SUITES[s];
+    if (!fn) throw new Error(`unknown suite ${s}; suites: ${Object.keys(SUITES).join(', ')}`);
+    parts.push(await fn(), '');
+  }
+  console.log(parts.join('\n'));
+}
+
+await main();
