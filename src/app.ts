@@ -3,10 +3,11 @@
  * dependencies. No module-level state beyond the redactor's secret list.
  */
 import type { Config } from './config/schema.js';
-import { type Reporter, type RunContext, silentReporter } from './context.js';
+import { type Reporter, type RunContext, type ServiceView, silentReporter } from './context.js';
 import type { RunTrigger } from './domain/types.js';
 import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
+import { FifoMutex } from './util/fifo-mutex.js';
 import { ensurePrivateDir } from './util/fs.js';
 
 export interface AppOptions {
@@ -15,6 +16,8 @@ export interface AppOptions {
 
 export class App {
   private closing: Promise<void> | undefined;
+  /** One backup at a time in this process, in order; the ledger lock covers other processes. */
+  readonly backupSlot = new FifoMutex();
 
   private constructor(
     readonly config: Config,
@@ -43,7 +46,7 @@ export class App {
     return new App(config, ledger, logs);
   }
 
-  context(trigger: RunTrigger, opts: { reporter?: Reporter; signal?: AbortSignal; config?: Config } = {}): RunContext {
+  context(trigger: RunTrigger, opts: { reporter?: Reporter; signal?: AbortSignal; config?: Config; service?: ServiceView } = {}): RunContext {
     return {
       config: opts.config ?? this.config,
       ledger: this.ledger,
@@ -52,6 +55,8 @@ export class App {
       trigger,
       signal: opts.signal ?? new AbortController().signal,
       reporter: opts.reporter ?? silentReporter,
+      backupSlot: this.backupSlot,
+      ...(opts.service ? { service: opts.service } : {}),
     };
   }
 

@@ -7,6 +7,7 @@ import type { Config } from './config/schema.js';
 import type { ProgressEvent, RunTrigger } from './domain/types.js';
 import type { Ledger } from './ledger/ledger.js';
 import type { Logger, Logs } from './log/logger.js';
+import type { FifoMutex } from './util/fifo-mutex.js';
 
 export interface Reporter {
   /** Progress of a long operation; shown on terminals, streamed to socket clients. */
@@ -17,6 +18,14 @@ export interface Reporter {
 
 export const silentReporter: Reporter = { progress() {}, notice() {} };
 
+/** What a running service tells about itself (absent when a command runs in-process). */
+export interface ServiceView {
+  pid: number;
+  startedAt: string;
+  /** Live job state: running now, next time. */
+  jobState(name: string): { running: boolean; nextRun: string | null } | undefined;
+}
+
 export interface RunContext {
   config: Config;
   ledger: Ledger;
@@ -26,4 +35,7 @@ export interface RunContext {
   trigger: RunTrigger;
   signal: AbortSignal;
   reporter: Reporter;
+  /** Serialises this process's backups, in the order they were asked for. */
+  backupSlot: FifoMutex;
+  service?: ServiceView;
 }

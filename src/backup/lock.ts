@@ -1,32 +1,65 @@
 /**
- * One backup at a time per backup directory, across processes: the ledger's `backup` lock.
- * A second backup waits (telling the operator once, then every minute) up to
- * `dump.lockWaitSeconds`, then fails with `backup-lock-timeout`.
+ * One backup at a time per backup directory: first this process's FIFO queue (so a service
+ * runs its backups in the order they were asked for), then the ledger's `backup` lock (across
+ * processes). A backup waits (telling the operator once, then every minute) up to
+ * `dump.lockWaitSeconds` in all, then fails with `backup-lock-timeout`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RunContext } from '../context.js';
 import { HbError } from '../domain/errors.js';
+import { MutexAborted } from '../util/fifo-mutex.js';
 import { formatDuration } from '../util/format.js';
 
 export const BACKUP_LOCK = 'backup';
 
-/** Takes the backup lock for `runId`; returns a release function. */
+function timeoutError(waitedMs: number, who: string): HbError {
+  return new HbError(
+    'backup-lock-timeout',
+    `gave up after waiting ${formatDuration(waitedMs)} for ${who} to finish`,
+    'one backup runs at a time per backup directory; raise dump.lockWaitSeconds or try again later',
+  );
+}
+
+/** Takes this process's backup slot, then the ledger lock, for `runId`; returns a release function for both. */
 export async function acquireBackupLock(ctx: RunContext, runId: number): Promise<() => void> {
   const waitMs = ctx.config.dump.lockWaitSeconds * 1000;
   const start = Date.now();
+  let releaseSlot: () => void;
+  try {
+    releaseSlot = await ctx.backupSlot.acquire({
+      signal: ctx.signal,
+      timeoutMs: waitMs,
+      onWait: (ahead) => {
+        const msg = `waiting for ${ahead} earlier backup${ahead === 1 ? '' : 's'} in this service to finish; will wait up to ${formatDuration(waitMs)}`;
+        ctx.reporter.notice(msg);
+        ctx.log.info(msg, { runId });
+      },
+    });
+  } catch (e) {
+    if (e instanceof MutexAborted) throw new HbError('dump-aborted', 'the backup was stopped while waiting for earlier backups to finish');
+    if (e instanceof HbError) throw e;
+    throw timeoutError(Date.now() - start, 'earlier backups in this service');
+  }
+  try {
+    const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs);
+    return () => {
+      releaseLock();
+      releaseSlot();
+    };
+  } catch (e) {
+    releaseSlot();
+    throw e;
+  }
+}
+
+async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, waitMs: number): Promise<() => void> {
   let lastNotice = 0;
   for (let attempt = 0; ; attempt++) {
     const holder = ctx.ledger.tryLock(BACKUP_LOCK, runId, `backup run ${runId}`);
     if (!holder) return () => ctx.ledger.unlock(BACKUP_LOCK);
     const waited = Date.now() - start;
     const who = `${holder.purpose ?? 'another backup'} (pid ${holder.pid}, since ${holder.acquiredAt})`;
-    if (waited >= waitMs) {
-      throw new HbError(
-        'backup-lock-timeout',
-        `gave up after waiting ${formatDuration(waited)} for ${who} to finish`,
-        'one backup runs at a time per backup directory; raise dump.lockWaitSeconds or try again later',
-      );
-    }
+    if (waited >= waitMs) throw timeoutError(waited, who);
     if (attempt === 0 || Date.now() - lastNotice >= 60_000) {
       lastNotice = Date.now();
       const msg = `waiting for ${who} to finish; will wait up to ${formatDuration(waitMs - waited)}`;

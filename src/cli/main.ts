@@ -6,22 +6,26 @@
 import { readFileSync } from 'node:fs';
 import { Command as Commander, CommanderError, Option } from 'commander';
 import { App } from '../app.js';
-import type { Command } from '../commands/command.js';
+import { type Command, parseCommandArgs } from '../commands/command.js';
 import { findCommand } from '../commands/index.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
 import { redact } from '../util/redact.js';
+import { runDaemon } from '../service/daemon.js';
 import { TerminalReporter } from './progress.js';
+import { viaSocket } from './socket-client.js';
 
 export interface GlobalOptions {
   json?: boolean;
   config?: string;
   verbose?: boolean;
+  /** Run in this process even when a service answers on the socket. */
+  direct?: boolean;
 }
 
-type Outcome = { ok: true; doc: unknown } | { ok: false; error: HbError };
+type Outcome = { ok: true; doc: unknown; exitCode?: number } | { ok: false; error: HbError };
 
 function packageVersion(): string {
   try {
@@ -52,15 +56,6 @@ async function printError(e: HbError, json: boolean): Promise<number> {
   return e.exitCode;
 }
 
-function parseArgs(cmd: Command, raw: unknown): unknown {
-  const r = cmd.args.safeParse(raw);
-  if (r.success) return r.data;
-  const i = r.error.issues[0]!;
-  const params = (i as { params?: { code?: string; hint?: string } }).params;
-  if (i.code === 'custom' && params?.code && isErrorCode(params.code)) throw new HbError(params.code, i.message, params.hint);
-  throw new HbError('usage', `invalid ${i.path.join('.') || 'arguments'} for ${cmd.name}: ${i.message.replace(/^Invalid input: /, '')}`, `see hybrid-backup ${cmd.name} --help`);
-}
-
 /** Loads the configuration and opens the app; errors here are usage/config errors (exit 2). */
 async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, config: Config, reporter: TerminalReporter): Promise<Outcome> {
   let app: App | undefined;
@@ -78,7 +73,7 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const args = parseArgs(cmd, rawArgs);
+    const args = parseCommandArgs(cmd, rawArgs);
     app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent' });
     for (const r of app.ledger.recovered) reporter.notice(`run ${r.runId} (${r.job}) was left running by process ${r.pid ?? '?'}, which is gone: marked interrupted${r.removed.length ? `, removed ${r.removed.join(', ')}` : ''}`);
     const ctx = app.context('cli', { reporter, signal: abort.signal });
@@ -94,6 +89,29 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
   }
 }
 
+/**
+ * Sends the command to a running service; undefined when none answers on the socket.
+ * Ctrl-C only disconnects: work the service started goes on.
+ */
+async function runViaService(cmd: Command, rawArgs: unknown, config: Config, reporter: TerminalReporter): Promise<Outcome | undefined> {
+  const onSignal = () => {
+    reporter.notice(`disconnecting; the service carries on with ${cmd.name}`);
+    process.exit(130);
+  };
+  process.on('SIGINT', onSignal);
+  try {
+    const r = await viaSocket(config.socket.path, { command: cmd.name, args: (rawArgs ?? {}) as Record<string, unknown> }, reporter);
+    if (!r.answered) return undefined;
+    reporter.clear();
+    const res = r.result;
+    if (res.ok) return { ok: true, doc: res.doc, exitCode: res.exitCode };
+    const code = res.error && isErrorCode(res.error.code) ? res.error.code : 'socket-error';
+    return { ok: false, error: new HbError(code, res.error?.message ?? 'the service reported a failure', res.error?.hint) };
+  } finally {
+    process.off('SIGINT', onSignal);
+  }
+}
+
 /** Runs one command as the CLI does and returns the exit code. */
 export async function execute(name: string, rawArgs: unknown, g: GlobalOptions): Promise<number> {
   const cmd = findCommand(name);
@@ -106,18 +124,28 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
     return printError(toHbError(e), json);
   }
   const reporter = new TerminalReporter(process.stderr, !json && !!process.stderr.isTTY);
-  const outcome = await runInProcess(cmd, rawArgs, g, config, reporter);
+  let outcome: Outcome | undefined;
+  if (!g.direct) {
+    try {
+      outcome = await runViaService(cmd, rawArgs, config, reporter);
+    } catch (e) {
+      reporter.clear();
+      return printError(toHbError(e), json);
+    }
+  }
+  outcome ??= await runInProcess(cmd, rawArgs, g, config, reporter);
   if (!outcome.ok) return printError(outcome.error, json);
   if (json) await write(process.stdout, `${JSON.stringify(outcome.doc, null, 2)}\n`);
   else await write(process.stdout, `${cmd.render(outcome.doc, { timeZone: config.timezone, now: Date.now() })}\n`);
-  return cmd.exitCode?.(outcome.doc) ?? 0;
+  return outcome.exitCode ?? cmd.exitCode?.(outcome.doc) ?? 0;
 }
 
 function common(c: Commander): Commander {
   return c
     .option('--json', 'print exactly one JSON document on stdout')
     .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
-    .option('-v, --verbose', 'log progress details to stderr');
+    .option('-v, --verbose', 'log progress details to stderr')
+    .option('--direct', 'run in this process even when a service answers on the control socket');
 }
 
 const intArg = (v: string) => (/^\d+$/.test(v) ? Number(v) : Number.NaN);
@@ -173,6 +201,33 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--job <name>', 'only runs of this job (backup, prune, monitor, supabase-poll, restore-drill, restore, verify)')
     .option('--limit <n>', 'at most n runs (default 100)', intArg)
     .action(act('runs', (o: { since?: string; job?: string; limit?: number }) => ({ since: o.since, job: o.job, limit: o.limit })));
+
+  common(program.command('prune'))
+    .description('apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed')
+    .option('--dry-run', 'show what would be deleted; change nothing')
+    .option('--as-of <time>', 'plan as if it were this ISO-8601 time (with --dry-run, for planning)')
+    .action(act('prune', (o: { dryRun?: boolean; asOf?: string }) => ({ dryRun: !!o.dryRun, asOf: o.asOf })));
+
+  common(program.command('pin').argument('<id>', 'backup id'))
+    .description('keep a backup whatever its age; retention never deletes a pinned backup')
+    .action(act('pin', (id: string) => ({ id })));
+
+  common(program.command('unpin').argument('<id>', 'backup id'))
+    .description('let retention treat a pinned backup normally again')
+    .action(act('unpin', (id: string) => ({ id })));
+
+  common(program.command('schedule'))
+    .description('the scheduled jobs: cron expression, next run, last result')
+    .action(act('schedule', () => ({})));
+
+  program
+    .command('daemon')
+    .description('run the resident service in the foreground: schedules, retention, and the control socket (npm start)')
+    .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
+    .action(async (o: { config?: string }) => {
+      const r = await runDaemon({ configFile: o.config, version: packageVersion() });
+      if (r.error) setExit(await printError(r.error, false));
+    });
 
   return program;
 }

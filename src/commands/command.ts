@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import type { RunContext } from '../context.js';
+import { HbError, isErrorCode } from '../domain/errors.js';
 
 export interface RenderView {
   timeZone: string;
@@ -27,4 +28,17 @@ export interface Command<S extends z.ZodType = z.ZodType, D = unknown> {
 /** Helps TypeScript infer a command's argument and document types. */
 export function defineCommand<S extends z.ZodType, D>(c: Command<S, D>): Command<S, D> {
   return c;
+}
+
+/**
+ * Validates raw arguments (from flags or a socket request) against a command's schema.
+ * @throws HbError `usage`, or the code a refinement names (e.g. `description-invalid`)
+ */
+export function parseCommandArgs(cmd: Command, raw: unknown): unknown {
+  const r = cmd.args.safeParse(raw);
+  if (r.success) return r.data;
+  const i = r.error.issues[0]!;
+  const params = (i as { params?: { code?: string; hint?: string } }).params;
+  if (i.code === 'custom' && params?.code && isErrorCode(params.code)) throw new HbError(params.code, i.message, params.hint);
+  throw new HbError('usage', `invalid ${i.path.join('.') || 'arguments'} for ${cmd.name}: ${i.message.replace(/^Invalid input: /, '')}`, `see hybrid-backup ${cmd.name} --help`);
 }

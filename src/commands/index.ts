@@ -3,8 +3,21 @@ import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
 import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreCommand } from './restore-command.js';
+import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
+import { scheduleCommand } from './schedule-command.js';
 
-export const COMMANDS: readonly Command<any, any>[] = [manualCommand, preChangeCommand, listCommand, verifyCommand, restoreCommand, runsCommand];
+export const COMMANDS: readonly Command<any, any>[] = [
+  manualCommand,
+  preChangeCommand,
+  listCommand,
+  verifyCommand,
+  restoreCommand,
+  runsCommand,
+  pruneCommand,
+  pinCommand,
+  unpinCommand,
+  scheduleCommand,
+];
 
 export function findCommand(name: string): Command<any, any> | undefined {
   return COMMANDS.find((c) => c.name === name);

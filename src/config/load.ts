@@ -124,7 +124,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     if (v) {
       setAt(merged, b.path, v);
       fromEnv.set(b.path.join('.'), b);
-      if (b.secret) redactor.addSecret(v);
+      if (b.connection) redactor.addConnectionSecret(v);
+      else if (b.secret) redactor.addSecret(v);
     }
   }
 

@@ -138,7 +138,24 @@ export const configSchema = z.strictObject({
         .string()
         .min(1)
         .optional()
-        .describe('path of the control socket (default <backupDir>/hybrid-backup.sock)'),
+        .describe('the path of the control socket (default <backupDir>/hybrid-backup.sock)'),
+      group: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('a group whose members may use the control socket (mode 0660); unset: only the service\'s user (0600)'),
+      idleTimeoutSeconds: z.int().min(1).default(60).describe('seconds after which a silent control client is disconnected'),
+      maxConnections: z.int().min(1).default(64).describe('the most control clients connected at once'),
+    })
+    .prefault({}),
+
+  service: z
+    .strictObject({
+      shutdownGraceSeconds: z
+        .int()
+        .min(0)
+        .default(60)
+        .describe('seconds a stopping service lets running work finish before aborting it'),
     })
     .prefault({}),
 
@@ -196,10 +213,12 @@ export interface EnvBinding {
   path: readonly string[];
   /** Secrets may only come from the environment (or systemd credentials). */
   secret: boolean;
+  /** A connection string: only its password is secret (the rest is shown, e.g. in logs). */
+  connection?: boolean;
 }
 
 export const ENV_BINDINGS: readonly EnvBinding[] = [
-  { env: 'DATABASE_URL', path: ['databaseUrl'], secret: true },
+  { env: 'DATABASE_URL', path: ['databaseUrl'], secret: true, connection: true },
   { env: 'BACKUP_DIR', path: ['backupDir'], secret: false },
   { env: 'HYBRID_BACKUP_SOCKET', path: ['socket', 'path'], secret: false },
   { env: 'SUPABASE_PROJECT_REF', path: ['supabase', 'projectRef'], secret: false },
@@ -207,6 +226,6 @@ export const ENV_BINDINGS: readonly EnvBinding[] = [
   { env: 'SUPABASE_API_URL', path: ['supabase', 'apiUrl'], secret: false },
   { env: 'SUPABASE_URL', path: ['supabase', 'url'], secret: false },
   { env: 'SUPABASE_SERVICE_ROLE_KEY', path: ['supabase', 'serviceRoleKey'], secret: true },
-  { env: 'RESTORE_TEST_DATABASE_URL', path: ['restoreTest', 'databaseUrl'], secret: true },
+  { env: 'RESTORE_TEST_DATABASE_URL', path: ['restoreTest', 'databaseUrl'], secret: true, connection: true },
   { env: 'ALERT_WEBHOOK_URL', path: ['alerts', 'webhookUrl'], secret: true },
 ];

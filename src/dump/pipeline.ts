@@ -110,11 +110,14 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   child.stderr!.on('data', (d: Buffer) => {
     stderrTail = (stderrTail + d.toString('utf8')).slice(-STDERR_KEEP);
   });
+  // On abort stop listening at once: children of a killed wrapper script may keep stderr open.
+  spec.signal?.addEventListener('abort', () => child.stderr?.destroy(), { once: true });
 
   const stages = gzip ? [new Tap(inspect), createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 })] : [];
 
   const [flow, exit] = await Promise.allSettled([
-    pipeline([child.stdout!, ...stages, sink]).catch((e: unknown) => {
+    // The signal also ends the pipe: a pg_dump wrapper's children may hold it open after the kill.
+    pipeline([child.stdout!, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
       // Our side failed (disk full, …): stop pg_dump rather than let it block on a full pipe.
       child.kill('SIGTERM');
       throw e;

@@ -441,6 +441,29 @@ export class Ledger {
     this.db.prepare('UPDATE backups SET checked_at=? WHERE id=?').run(at, id);
   }
 
+  markPruned(id: number, at = now()): void {
+    this.db.prepare(`UPDATE backups SET status='pruned', pruned_at=? WHERE id=? AND status='ok'`).run(at, id);
+  }
+
+  setPinned(id: number, pinned: boolean): void {
+    this.db.prepare('UPDATE backups SET pinned=? WHERE id=?').run(pinned ? 1 : 0, id);
+  }
+
+  /** The newest finished backup run started by the schedule (or its start-up catch-up), up to `beforeIso`. */
+  newestScheduledBackupRun(beforeIso: string): Run | undefined {
+    const r = this.db
+      .prepare(`SELECT * FROM runs WHERE job='backup' AND trigger IN ('schedule','startup') AND status != 'running' AND started_at <= ? ORDER BY started_at DESC, id DESC LIMIT 1`)
+      .get(beforeIso) as RunRow | undefined;
+    return r ? toRun(r) : undefined;
+  }
+
+  /** The newest run of a job, optionally only with some triggers. */
+  lastRun(job: string, triggers?: readonly string[]): Run | undefined {
+    const where = triggers?.length ? ` AND trigger IN (${triggers.map(() => '?').join(',')})` : '';
+    const r = this.db.prepare(`SELECT * FROM runs WHERE job=?${where} ORDER BY started_at DESC, id DESC LIMIT 1`).get(job, ...(triggers ?? [])) as RunRow | undefined;
+    return r ? toRun(r) : undefined;
+  }
+
   markVerified(id: number, at = now()): void {
     this.db.prepare('UPDATE backups SET verified_at=? WHERE id=?').run(at, id);
   }

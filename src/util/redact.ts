@@ -40,6 +40,22 @@ export class Redactor {
     }
   }
 
+  /**
+   * Registers the password of a connection string (URL or libpq key=value); the whole string
+   * when no password can be found in it, to be safe.
+   */
+  addConnectionSecret(conn: string): void {
+    let password: string | undefined;
+    try {
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(conn)) password = decodeURIComponent(new URL(conn).password) || undefined;
+      else password = /\bpassword\s*=\s*(?:'((?:[^'\\]|\\.)*)'|(\S+))/.exec(conn)?.slice(1).find((x) => x !== undefined)?.replace(/\\(.)/g, '$1');
+    } catch {
+      password = undefined;
+    }
+    if (password) this.addSecret(password);
+    else if (/password/i.test(conn)) this.addSecret(conn);
+  }
+
   redact(text: string): string {
     let out = text;
     for (const s of this.secrets) {

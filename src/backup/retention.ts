@@ -1,0 +1,178 @@
+/**
+ * Retention: which backups may go, and removing them.
+ *
+ * Rules (only `ok` backups count, and only they are ever deleted):
+ * - a backup older than `retention.days` (`retention.preChangeDays` for pre-change backups) is
+ *   deleted unless it is one of the newest `retention.minKeep` ok backups, pinned, or the newest ok
+ *   backup of one of the last `keepWeekly` weeks / `keepMonthly` months (in the configured zone);
+ * - nothing is pruned while the newest finished scheduled backup failed: pruning after silent
+ *   failures is how backup tools lose every backup;
+ * - only files the ledger lists are touched, and only inside the backup directory.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { RunContext } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import type { Backup } from '../domain/types.js';
+import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { formatTime } from '../util/format.js';
+
+export interface RetentionPolicy {
+  days: number;
+  preChangeDays: number;
+  minKeep: number;
+  keepWeekly: number;
+  keepMonthly: number;
+  timeZone: string;
+}
+
+export interface PlannedDeletion {
+  backup: Backup;
+  reason: string;
+}
+
+export interface PlannedKeep {
+  backup: Backup;
+  reasons: string[];
+}
+
+export interface RetentionPlan {
+  asOf: string;
+  delete: PlannedDeletion[];
+  keep: PlannedKeep[];
+}
+
+const DAY = 86_400_000;
+
+/** Calendar parts of an instant in a time zone. */
+function localParts(iso: string, timeZone: string): { year: number; month: number; day: number } {
+  const parts = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(new Date(iso));
+  const get = (t: string) => Number(parts.find((p) => p.type === t)!.value);
+  return { year: get('year'), month: get('month'), day: get('day') };
+}
+
+/** ISO-8601 week label (`2026-W48`) of an instant, in a time zone. */
+export function isoWeek(iso: string, timeZone: string): string {
+  const { year, month, day } = localParts(iso, timeZone);
+  const d = new Date(Date.UTC(year, month - 1, day));
+  const dow = d.getUTCDay() || 7;
+  d.setUTCDate(d.getUTCDate() + 4 - dow); // the Thursday of this week decides its year
+  const weekYear = d.getUTCFullYear();
+  const week = Math.ceil(((d.getTime() - Date.UTC(weekYear, 0, 1)) / DAY + 1) / 7);
+  return `${weekYear}-W${String(week).padStart(2, '0')}`;
+}
+
+export function monthLabel(iso: string, timeZone: string): string {
+  const { year, month } = localParts(iso, timeZone);
+  return `${year}-${String(month).padStart(2, '0')}`;
+}
+
+/** The labels of the `n` most recent periods up to and including `asOf`'s. */
+function recentLabels(asOf: Date, n: number, label: (iso: string) => string, stepDays: number): Set<string> {
+  const out = new Set<string>();
+  for (let i = 0; out.size < n && i < n * 40; i++) out.add(label(new Date(asOf.getTime() - i * stepDays * DAY).toISOString()));
+  return out;
+}
+
+/**
+ * Decides, without touching anything, what retention would delete at `asOf` among `backups`
+ * (any statuses; only ok ones created at or before `asOf` are considered).
+ */
+export function planRetention(backups: readonly Backup[], asOf: Date, p: RetentionPolicy): RetentionPlan {
+  const ok = backups
+    .filter((b) => b.status === 'ok' && Date.parse(b.createdAt) <= asOf.getTime())
+    .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.id - a.id);
+  const reasons = new Map<number, string[]>(ok.map((b) => [b.id, []]));
+  const why = (b: Backup, r: string) => reasons.get(b.id)!.push(r);
+
+  ok.slice(0, p.minKeep).forEach((b, i) => why(b, `one of the newest ${p.minKeep} ok backups (#${i + 1})`));
+  for (const b of ok) if (b.pinned) why(b, 'pinned');
+  const gfs = (n: number, label: (iso: string) => string, step: number, what: string) => {
+    if (n <= 0) return;
+    const wanted = recentLabels(asOf, n, label, step);
+    const seen = new Set<string>();
+    for (const b of ok) {
+      const l = label(b.createdAt);
+      if (wanted.has(l) && !seen.has(l)) {
+        seen.add(l);
+        why(b, `${what} keep (${l})`);
+      }
+    }
+  };
+  gfs(p.keepWeekly, (iso) => isoWeek(iso, p.timeZone), 7, 'weekly');
+  gfs(p.keepMonthly, (iso) => monthLabel(iso, p.timeZone), 28, 'monthly');
+
+  const plan: RetentionPlan = { asOf: asOf.toISOString(), delete: [], keep: [] };
+  for (const b of ok) {
+    const limit = b.kind === 'pre-change' ? p.preChangeDays : p.days;
+    const ageDays = (asOf.getTime() - Date.parse(b.createdAt)) / DAY;
+    const r = reasons.get(b.id)!;
+    if (ageDays <= limit) r.unshift(`within ${limit} days (${ageDays.toFixed(1)} days old)`);
+    if (r.length) plan.keep.push({ backup: b, reasons: r });
+    else plan.delete.push({ backup: b, reason: `${ageDays.toFixed(1)} days old, older than ${limit} days${b.kind === 'pre-change' ? ' (pre-change)' : ''}` });
+  }
+  return plan;
+}
+
+/** @throws HbError `prune-refused` when the newest finished scheduled backup failed. */
+export function assertSafeToPrune(ctx: RunContext, asOf: Date): void {
+  const newest = ctx.ledger.newestScheduledBackupRun(asOf.toISOString());
+  if (newest && newest.status !== 'ok') {
+    throw new HbError(
+      'prune-refused',
+      `not pruning: the newest scheduled backup (run ${newest.id}, ${formatTime(newest.startedAt, ctx.config.timezone)}) ${newest.status}${newest.error ? `: ${newest.error.message}` : ''}`,
+      'fix the backup first (see `hybrid-backup runs --job backup`); retention resumes after the next good scheduled backup',
+    );
+  }
+}
+
+export interface PruneOutcome {
+  plan: RetentionPlan;
+  dryRun: boolean;
+}
+
+/** Applies retention (or only plans it, with `dryRun`). Records a `prune` run unless dry. */
+export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Date }): Promise<PruneOutcome> {
+  const asOf = opts.asOf ?? new Date();
+  const { retention, timezone, backupDir } = ctx.config;
+  const policy: RetentionPolicy = { ...retention, timeZone: timezone };
+  if (opts.dryRun) {
+    assertSafeToPrune(ctx, asOf);
+    return { plan: planRetention(ctx.ledger.listBackups(), asOf, policy), dryRun: true };
+  }
+  const run = ctx.ledger.startRun('prune', ctx.trigger, { asOf: asOf.toISOString() });
+  try {
+    assertSafeToPrune(ctx, asOf);
+    const plan = planRetention(ctx.ledger.listBackups(), asOf, policy);
+    for (const d of plan.delete) {
+      // Ledger first: a crash after this leaves a pruned entry whose file the next prune removes.
+      ctx.ledger.markPruned(d.backup.id);
+      await removeBackupFiles(ctx, d.backup, backupDir);
+      ctx.log.info(`pruned backup ${d.backup.id} (${path.basename(d.backup.file)}): ${d.reason}`, { backupId: d.backup.id });
+    }
+    // Files of entries pruned earlier whose deletion was cut short.
+    for (const b of ctx.ledger.listBackups({ statuses: ['pruned'] })) await removeBackupFiles(ctx, b, backupDir);
+    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: plan.delete.map((d) => d.backup.id), kept: plan.keep.length });
+    return { plan: { ...plan, delete: plan.delete.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
+  } catch (e) {
+    const err = toHbError(e);
+    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+    ctx.log.error(`prune failed: ${err.message}`, { runId: run.id, code: err.code });
+    throw err;
+  }
+}
+
+async function removeBackupFiles(ctx: RunContext, b: Backup, backupDir: string): Promise<void> {
+  const inside = path.relative(backupDir, b.file);
+  if (inside.startsWith('..') || path.isAbsolute(inside)) {
+    ctx.log.warn(`backup ${b.id}: not deleting ${b.file}, which is outside the backup directory ${backupDir}`, { backupId: b.id });
+    return;
+  }
+  for (const f of [b.file, b.file + SIDECAR_SUFFIX]) {
+    try {
+      await fs.unlink(f);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+}

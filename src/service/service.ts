@@ -1,0 +1,215 @@
+/**
+ * The resident service: runs the scheduled jobs and answers commands on the control socket.
+ *
+ * Guarantees:
+ * - a job never overlaps itself; backups run one at a time, in the order asked for, whatever
+ *   started them (the app's backup slot);
+ * - a daily job whose time passed while the service was down runs once at start-up;
+ * - a job that throws is recorded failed and the service carries on;
+ * - `stop()` stops taking work, lets running work finish within the grace period, then aborts
+ *   it (partials removed, runs `interrupted`), closes the socket and the ledger; safe to call
+ *   twice (callers share one stop);
+ * - `reload()` swaps in a new configuration only when it is valid.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Cron } from 'croner';
+import type { App } from '../app.js';
+import { parseCommandArgs } from '../commands/command.js';
+import { findCommand } from '../commands/index.js';
+import { loadConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import type { Reporter, ServiceView } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import type { RunTrigger } from '../domain/types.js';
+import { type Job, JOBS } from '../jobs/registry.js';
+import { previousRunOf } from '../jobs/schedule.js';
+import type { Logger } from '../log/logger.js';
+import type { Reply, Request } from './protocol.js';
+import { ControlServer } from './socket-server.js';
+
+type Result = Extract<Reply, { type: 'result' }>;
+
+export interface ServiceOptions {
+  /** `--config`, re-read on reload. */
+  configFile?: string;
+  version: string;
+}
+
+export class Service implements ServiceView {
+  readonly pid = process.pid;
+  startedAt = new Date().toISOString();
+  private config: Config;
+  private readonly log: Logger;
+  private readonly server: ControlServer;
+  private crons: Cron[] = [];
+  private readonly running = new Set<string>();
+  private readonly work = new Set<Promise<unknown>>();
+  private readonly abort = new AbortController();
+  private serviceRunId: number | null = null;
+  private stopping: Promise<void> | null = null;
+
+  constructor(
+    private readonly app: App,
+    private readonly opts: ServiceOptions,
+  ) {
+    this.config = app.config;
+    this.log = app.logs.channel('backup');
+    this.server = new ControlServer({
+      path: this.config.socket.path,
+      group: this.config.socket.group,
+      idleTimeoutMs: this.config.socket.idleTimeoutSeconds * 1000,
+      maxConnections: this.config.socket.maxConnections,
+      handler: (req, reporter) => this.handle(req, reporter),
+      log: this.log,
+    });
+  }
+
+  /**
+   * Listens, schedules, records the service run, and starts missed daily jobs in the background.
+   * @throws HbError `service-running` when another service answers on the socket.
+   */
+  async start(): Promise<void> {
+    const hadService = this.app.ledger.lastRun('service') !== undefined;
+    await this.server.listen();
+    this.serviceRunId = this.app.ledger.startRun('service', 'cli', { socket: this.config.socket.path, version: this.opts.version }).id;
+    this.schedule();
+    this.log.info(`service started (pid ${this.pid}, backups in ${this.config.backupDir}, times in ${this.config.timezone})`);
+    const missed = hadService ? JOBS.filter((j) => j.catchUp && this.missed(j)) : [];
+    if (missed.length) {
+      this.log.info(`catching up ${missed.map((j) => j.name).join(', ')}: due while the service was down`);
+      void (async () => {
+        for (const j of missed) await this.runJob(j, 'startup');
+      })();
+    }
+  }
+
+  /** Whether the job's last due time passed with no scheduled run since. */
+  private missed(job: Job): boolean {
+    const due = previousRunOf(this.config, job.name);
+    if (!due) return false;
+    const last = this.app.ledger.lastRun(job.name, ['schedule', 'startup']);
+    return !last || last.startedAt < due.toISOString();
+  }
+
+  private schedule(): void {
+    for (const c of this.crons) c.stop();
+    this.crons = JOBS.map(
+      (job) =>
+        new Cron(
+          this.config.schedules[job.name],
+          {
+            timezone: this.config.timezone,
+            catch: true,
+            // croner's own guard; runJob guards too, for start-up and socket triggers
+            protect: () => this.log.warn(`job ${job.name}: the previous run is still going; this schedule run is skipped`),
+          },
+          () => this.runJob(job, 'schedule'),
+        ),
+    );
+    for (const [i, job] of JOBS.entries()) {
+      this.log.info(`job ${job.name} (${job.title}): "${this.config.schedules[job.name]}", next at ${this.crons[i]!.nextRun()?.toISOString() ?? 'never'}`);
+    }
+  }
+
+  jobState(name: string): { running: boolean; nextRun: string | null } | undefined {
+    const i = JOBS.findIndex((j) => j.name === name);
+    if (i < 0) return undefined;
+    return { running: this.running.has(name), nextRun: this.crons[i]?.nextRun()?.toISOString() ?? null };
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.work.add(p);
+    const done = () => this.work.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  /** Runs a job unless it is already running; never throws. */
+  async runJob(job: Job, trigger: RunTrigger): Promise<void> {
+    if (this.stopping) return;
+    if (this.running.has(job.name)) {
+      this.log.warn(`job ${job.name}: the previous run is still going; this ${trigger} run is skipped`);
+      return;
+    }
+    this.running.add(job.name);
+    const before = this.app.ledger.lastRun(job.name, [trigger])?.id ?? 0;
+    const ctx = this.app.context(trigger, { signal: this.abort.signal, config: this.config, service: this });
+    this.log.info(`job ${job.name} starting (${trigger})`);
+    try {
+      const summary = await this.track(job.run(ctx));
+      this.log.info(`job ${job.name} done: ${summary}`);
+    } catch (e) {
+      const err = toHbError(e);
+      const last = this.app.ledger.lastRun(job.name, [trigger]);
+      if (!last || last.id <= before) {
+        // It failed before it could record itself: record it here.
+        const run = this.app.ledger.startRun(job.name, trigger);
+        this.app.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+      }
+      this.log.error(`job ${job.name} failed: ${err.message}`, { code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
+    } finally {
+      this.running.delete(job.name);
+    }
+  }
+
+  /** Answers one control-socket request. */
+  async handle(req: Request, reporter: Reporter): Promise<Result> {
+    const fail = (e: HbError): Result => ({ type: 'result', ok: false, exitCode: e.exitCode, error: e.toJSON() });
+    if (this.stopping) return fail(new HbError('service-stopping', 'the service is shutting down and takes no new work', 'try again once it is back, or use --direct'));
+    if (req.command === 'ping') return { type: 'result', ok: true, exitCode: 0, doc: { pid: this.pid, startedAt: this.startedAt, version: this.opts.version } };
+    const cmd = findCommand(req.command);
+    if (!cmd) return fail(new HbError('usage', `unknown command ${req.command}`, 'see hybrid-backup --help'));
+    try {
+      const args = parseCommandArgs(cmd, req.args);
+      const ctx = this.app.context('socket', { reporter, signal: this.abort.signal, config: this.config, service: this });
+      const doc = await this.track(cmd.run(ctx, args));
+      return { type: 'result', ok: true, exitCode: cmd.exitCode?.(doc) ?? 0, doc };
+    } catch (e) {
+      return fail(toHbError(e));
+    }
+  }
+
+  /** Re-reads the configuration; a bad one is refused and the running one kept. */
+  reload(): void {
+    let next: Config;
+    try {
+      next = loadConfig({ configFile: this.opts.configFile });
+    } catch (e) {
+      const err = toHbError(e);
+      this.log.error(`reload refused, keeping the running configuration: ${err.message}${err.hint ? ` (hint: ${err.hint})` : ''}`);
+      return;
+    }
+    for (const [what, a, b] of [
+      ['backupDir', this.config.backupDir, next.backupDir],
+      ['socket.path', this.config.socket.path, next.socket.path],
+    ] as const) {
+      if (a !== b) this.log.warn(`reload: ${what} changed (${a} -> ${b}); that takes effect only after a restart`);
+    }
+    this.config = { ...next, backupDir: this.config.backupDir, socket: this.config.socket };
+    this.schedule();
+    this.log.info('configuration reloaded');
+  }
+
+  /** Stops the service; see the class comment. */
+  stop(graceMs = this.config.service.shutdownGraceSeconds * 1000): Promise<void> {
+    this.stopping ??= (async () => {
+      const busy = this.work.size;
+      this.log.info(`stopping: taking no new work${busy ? `; waiting up to ${graceMs / 1000}s for ${busy} running operation${busy === 1 ? '' : 's'}` : ''}`);
+      this.server.stopAccepting();
+      for (const c of this.crons) c.stop();
+      this.app.backupSlot.rejectWaiting(new HbError('service-stopping', 'the service is shutting down; this backup did not start', 'run it again once the service is back'));
+      const all = Promise.allSettled([...this.work]);
+      const finished = await Promise.race([all.then(() => true), sleep(graceMs, false)]);
+      if (!finished) {
+        this.log.warn('grace period over: aborting running work (partial files are removed, runs recorded interrupted)');
+        this.abort.abort();
+        await all;
+      }
+      await this.server.close();
+      if (this.serviceRunId !== null) this.app.ledger.finishRun(this.serviceRunId, 'ok');
+      this.log.info('service stopped');
+      await this.app.close();
+    })();
+    return this.stopping;
+  }
+}

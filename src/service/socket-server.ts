@@ -1,0 +1,249 @@
+/**
+ * The service's control socket: a Unix stream socket speaking the NDJSON protocol of
+ * ./protocol.ts.
+ *
+ * Guarantees: every request line is validated; a malformed, oversized or non-UTF-8 line gets an
+ * error result and the connection is closed; idle clients are disconnected; a client that
+ * vanishes mid-request does not disturb the work it started (replies to it are dropped). The
+ * socket file is 0600 (0660 with a group). A stale socket file is replaced; a live service on
+ * the path is refused. With systemd socket activation the inherited descriptor is used instead.
+ */
+import { readFileSync } from 'node:fs';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import type { Reporter } from '../context.js';
+import { HbError } from '../domain/errors.js';
+import type { Logger } from '../log/logger.js';
+import { MAX_REQUEST_BYTES, type Reply, type Request, requestSchema } from './protocol.js';
+
+export type RequestHandler = (req: Request, reporter: Reporter) => Promise<Extract<Reply, { type: 'result' }>>;
+
+export interface SocketServerOptions {
+  path: string;
+  group?: string;
+  idleTimeoutMs: number;
+  maxConnections: number;
+  handler: RequestHandler;
+  log: Logger;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL). */
+export const MAX_SOCKET_PATH = 107;
+
+function errorResult(id: string | undefined, code: string, message: string, exitCode: number, hint?: string): Extract<Reply, { type: 'result' }> {
+  return { type: 'result', id, ok: false, exitCode, error: hint ? { code, message, hint } : { code, message } };
+}
+
+/** The gid of a group name, from /etc/group. */
+export function groupId(name: string): number {
+  if (/^\d+$/.test(name)) return Number(name);
+  const line = readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .find((l) => l.split(':')[0] === name);
+  if (!line) throw new HbError('config-invalid', `invalid configuration: socket.group "${name}" is not a group on this system`, 'create the group (groupadd) or set socket.group to an existing one');
+  return Number(line.split(':')[2]);
+}
+
+/** The listening descriptor systemd passed, if this process was socket-activated. */
+export function activationFd(env: NodeJS.ProcessEnv): number | null {
+  if (env.LISTEN_PID !== String(process.pid)) return null;
+  const n = Number(env.LISTEN_FDS ?? 0);
+  return n >= 1 ? 3 : null; // SD_LISTEN_FDS_START
+}
+
+/** Probes a socket path: 'live' when something accepts connections there, 'stale' when a dead socket file remains, 'absent'. */
+export function probeSocket(path: string, timeoutMs = 1000): Promise<'live' | 'stale' | 'absent'> {
+  return new Promise((resolve) => {
+    const s = net.connect({ path });
+    const done = (r: 'live' | 'stale' | 'absent') => {
+      s.destroy();
+      resolve(r);
+    };
+    s.setTimeout(timeoutMs, () => done('live')); // accepted but silent is still someone's socket
+    s.once('connect', () => done('live'));
+    s.once('error', (e: NodeJS.ErrnoException) => done(e.code === 'ENOENT' ? 'absent' : e.code === 'ECONNREFUSED' ? 'stale' : 'live'));
+  });
+}
+
+export class ControlServer {
+  private server: net.Server | null = null;
+  private readonly conns = new Set<net.Socket>();
+  private activated = false;
+  private closing = false;
+
+  constructor(private readonly opts: SocketServerOptions) {}
+
+  /** Where clients connect. */
+  get path(): string {
+    return this.opts.path;
+  }
+
+  /**
+   * Starts listening.
+   * @throws HbError `service-running` (exit 2) when a live service already answers on the path.
+   */
+  async listen(): Promise<void> {
+    const env = this.opts.env ?? process.env;
+    const server = net.createServer((sock) => this.accept(sock));
+    server.on('error', (e) => this.opts.log.error(`control socket error: ${e.message}`));
+    const fd = activationFd(env);
+    if (fd !== null) {
+      this.activated = true;
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd }, () => resolve());
+      });
+      delete env.LISTEN_PID;
+      delete env.LISTEN_FDS;
+      delete env.LISTEN_FDNAMES;
+      this.opts.log.info('listening on the socket systemd passed (socket activation)');
+    } else {
+      const p = this.opts.path;
+      if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
+        throw new HbError('config-invalid', `invalid configuration: the socket path ${p} is ${Buffer.byteLength(p)} bytes, longer than the ${MAX_SOCKET_PATH} a Unix socket allows`, 'set HYBRID_BACKUP_SOCKET (or socket.path) to a shorter path, e.g. /run/hybrid-backup/control.sock');
+      }
+      let st;
+      try {
+        st = await fs.lstat(p);
+      } catch {
+        st = null;
+      }
+      if (st && !st.isSocket()) {
+        throw new HbError('config-invalid', `invalid configuration: ${p} exists and is not a socket`, 'remove it or choose another HYBRID_BACKUP_SOCKET');
+      }
+      if (st) {
+        const state = await probeSocket(p);
+        if (state === 'live') {
+          throw new HbError('service-running', `a hybrid-backup service already answers on ${p}`, 'stop it first (systemctl stop hybrid-backup), or give this one another HYBRID_BACKUP_SOCKET and BACKUP_DIR');
+        }
+        await fs.rm(p, { force: true });
+        this.opts.log.warn(`removed a stale control socket left at ${p}`);
+      }
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ path: p, backlog: 128 }, () => resolve());
+      });
+      if (this.opts.group) {
+        await fs.chown(p, -1, groupId(this.opts.group));
+        await fs.chmod(p, 0o660);
+      } else {
+        await fs.chmod(p, 0o600);
+      }
+      this.opts.log.info(`listening on ${p}`);
+    }
+    this.server = server;
+  }
+
+  private accept(sock: net.Socket): void {
+    const log = this.opts.log;
+    sock.on('error', (e) => log.debug(`control client error: ${e.message}`));
+    const send = (r: Reply) => {
+      if (!sock.destroyed && sock.writable) sock.write(`${JSON.stringify(r)}\n`);
+    };
+    if (this.closing) {
+      send(errorResult(undefined, 'service-stopping', 'the service is shutting down', 1, 'try again once it is back, or use --direct'));
+      sock.end();
+      return;
+    }
+    if (this.conns.size >= this.opts.maxConnections) {
+      send(errorResult(undefined, 'socket-busy', `the service has ${this.conns.size} clients connected, its limit`, 1, 'try again shortly'));
+      sock.end();
+      return;
+    }
+    this.conns.add(sock);
+    sock.once('close', () => this.conns.delete(sock));
+
+    let pending: Buffer[] = [];
+    let pendingLen = 0;
+    const lines: Buffer[] = [];
+    let busy = false;
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+
+    sock.setTimeout(this.opts.idleTimeoutMs, () => {
+      if (!busy) {
+        log.debug('closing an idle control client');
+        sock.destroy();
+      }
+    });
+
+    const reject = (code: string, message: string) => {
+      send(errorResult(undefined, code, message, 2, 'send one JSON request per line: {"command": "list", "args": {}}'));
+      sock.end();
+      sock.pause();
+      lines.length = 0;
+      pending = [];
+    };
+
+    const next = async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        while (lines.length && !sock.destroyed) {
+          const raw = lines.shift()!;
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(decoder.decode(raw));
+          } catch {
+            return reject('socket-protocol', 'the request is not valid UTF-8 JSON');
+          }
+          const r = requestSchema.safeParse(parsed);
+          if (!r.success) {
+            const i = r.error.issues[0]!;
+            return reject('socket-protocol', `invalid request: ${i.path.join('.') || 'request'}: ${i.message}`);
+          }
+          const id = r.data.id;
+          const reporter: Reporter = {
+            progress: (e) => send({ type: 'progress', id, ...e }),
+            notice: (message) => send({ type: 'notice', id, message }),
+          };
+          let result: Extract<Reply, { type: 'result' }>;
+          try {
+            result = await this.opts.handler(r.data, reporter);
+          } catch (e) {
+            log.error(`control request ${r.data.command} failed unexpectedly: ${(e as Error).stack ?? e}`);
+            result = errorResult(id, 'internal', (e as Error).message, 1);
+          }
+          send({ ...result, id });
+        }
+      } finally {
+        busy = false;
+      }
+    };
+
+    sock.on('data', (chunk: Buffer) => {
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+        const piece = chunk.subarray(start, nl);
+        if (pendingLen + piece.length > MAX_REQUEST_BYTES) return reject('socket-protocol', `the request line is longer than ${MAX_REQUEST_BYTES} bytes`);
+        const line = pendingLen ? Buffer.concat([...pending, piece]) : Buffer.from(piece);
+        pending = [];
+        pendingLen = 0;
+        if (line.length && !(line.length === 1 && line[0] === 0x0d)) lines.push(line);
+        start = nl + 1;
+      }
+      const rest = chunk.subarray(start);
+      if (rest.length) {
+        if (pendingLen + rest.length > MAX_REQUEST_BYTES) return reject('socket-protocol', `the request line is longer than ${MAX_REQUEST_BYTES} bytes`);
+        pending.push(Buffer.from(rest));
+        pendingLen += rest.length;
+      }
+      void next();
+    });
+  }
+
+  /** Stops accepting connections; clients still connected get `service-stopping` for new requests. */
+  stopAccepting(): void {
+    this.closing = true;
+    this.server?.close();
+  }
+
+  /** Closes every connection and removes the socket file (not systemd's). Safe to call twice. */
+  async close(): Promise<void> {
+    this.stopAccepting();
+    for (const c of this.conns) c.destroy();
+    this.conns.clear();
+    if (this.server && !this.activated) await fs.rm(this.opts.path, { force: true });
+    this.server = null;
+  }
+}

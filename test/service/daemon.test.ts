@@ -1,0 +1,299 @@
+/**
+ * The resident service as an operator runs it: a real daemon process, driven by the real CLI
+ * over the real socket, stopped with real signals.
+ */
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
+import { type Daemon, ping, rawExchange, startDaemon, stopDaemon } from '../helpers/daemon.js';
+import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
+import { fakePgBin } from '../helpers/pgbin.js';
+
+let db: { name: string; url: string };
+const dirs: string[] = [];
+const daemons: Daemon[] = [];
+
+beforeAll(async () => {
+  db = await createDatabase('svc');
+  await psql(db.url, `create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 2000) g;`);
+});
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await stopDaemon(d, 'SIGKILL');
+});
+afterAll(async () => {
+  await dropDatabase(db.name);
+  dirs.forEach(removeDir);
+});
+
+/** A backup directory, a short socket path and a config file (schedules that never fire during a test). */
+function setup(config: Record<string, unknown> = {}) {
+  const dir = tempDir('hbs');
+  dirs.push(dir);
+  const backupDir = path.join(dir, 'b');
+  const cfg = path.join(dir, 'c.json');
+  const write = (c: Record<string, unknown>) =>
+    writeFileSync(cfg, JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' }, timezone: 'UTC', ...c }));
+  write(config);
+  const env = { DATABASE_URL: db.url, BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: cfg, HYBRID_BACKUP_SOCKET: path.join(dir, 's.sock') };
+  return { dir, backupDir, env, write };
+}
+
+async function daemon(env: Record<string, string>): Promise<Daemon> {
+  const d = await startDaemon(env);
+  daemons.push(d);
+  return d;
+}
+
+const files = (dir: string, re: RegExp) => readdirSync(dir).filter((f) => re.test(f));
+
+describe('the service', () => {
+  it('serves commands over the socket: same output as in-process, runs recorded as socket', async () => {
+    const s = setup();
+    const d = await daemon(s.env);
+    expect(statSync(d.socket).mode & 0o777).toBe(0o600);
+    const viaService = await runCli(['manual', 'through the service', '--json'], s.env);
+    expect(viaService.exitCode).toBe(0);
+    const b = JSON.parse(viaService.stdout);
+    expect(b).toMatchObject({ kind: 'manual', status: 'ok', description: 'through the service' });
+    expect(readLedger(s.backupDir, 'select trigger from runs where id = ?', b.runId)[0].trigger).toBe('socket');
+
+    const listed = await runCli(['list'], s.env);
+    const direct = await runCli(['list', '--direct'], s.env);
+    expect(listed.stdout).toBe(direct.stdout);
+    const j1 = JSON.parse((await runCli(['list', '--json'], s.env)).stdout);
+    const j2 = JSON.parse((await runCli(['list', '--json', '--direct'], s.env)).stdout);
+    expect(j1).toEqual(j2);
+
+    const sched = await runCli(['schedule', '--json'], s.env);
+    const doc = JSON.parse(sched.stdout);
+    expect(doc.service).toMatchObject({ running: true, pid: d.proc.pid });
+    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune']);
+    expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: null });
+    const offline = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
+    expect(offline.service).toEqual({ running: false });
+
+    // errors cross the socket with their exit codes
+    const bad = await runCli(['pre-change', ''], s.env);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/the description is empty/);
+    const missing = await runCli(['verify', '4242'], s.env);
+    expect(missing.exitCode).toBe(2);
+    expect(await stopDaemon(d)).toBe(0);
+    expect(existsSync(d.socket)).toBe(false);
+  });
+
+  it('20 concurrent pre-change requests all succeed, one at a time, in order', async () => {
+    const s = setup();
+    await daemon(s.env);
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => runCli(['pre-change', `change number ${i}`, '--json'], s.env)));
+    for (const r of results) expect(r.exitCode, r.stderr).toBe(0);
+    const backups = results.map((r) => JSON.parse(r.stdout));
+    expect(new Set(backups.map((b) => b.file)).size).toBe(20);
+    const rows = readLedger<{ created_at: string; finished_at: string }>(s.backupDir, `select created_at, finished_at from backups where status = 'ok' order by created_at`);
+    expect(rows).toHaveLength(20);
+    for (let i = 1; i < rows.length; i++) expect(rows[i]!.created_at >= rows[i - 1]!.finished_at).toBe(true);
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup' and trigger = 'socket' and status = 'ok'`)[0].n).toBe(20);
+  });
+
+  it('survives garbage of every kind on the socket, then answers a normal command', async () => {
+    const s = setup({ socket: { idleTimeoutSeconds: 1 } });
+    const d = await daemon(s.env);
+    const cases: Array<[string, Buffer | string, RegExp]> = [
+      ['malformed JSON', '{"command": "list",\n', /not valid UTF-8 JSON/],
+      ['not an object', '[1,2,3]\n', /invalid request/],
+      ['unknown command', '{"command":"rm-rf"}\n', /unknown command rm-rf/],
+      ['unknown field', '{"command":"list","sudo":true}\n', /invalid request/],
+      ['bad arguments', '{"command":"list","args":{"limit":"many"}}\n', /invalid limit for list/],
+      ['invalid UTF-8', Buffer.from([0xff, 0xfe, 0xfd, 0x0a]), /not valid UTF-8 JSON/],
+      ['binary garbage', Buffer.concat([Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) % 256)), Buffer.from('\n')]), /not valid UTF-8 JSON|invalid request/],
+      ['oversize line', 'x'.repeat(70 * 1024), /longer than 65536 bytes/],
+      ['the daemon command itself', '{"command":"daemon"}\n', /unknown command daemon/],
+    ];
+    for (const [what, payload, message] of cases) {
+      const { replies } = await rawExchange(d.socket, payload);
+      const result = replies.find((r) => r.type === 'result');
+      expect(result, what).toBeDefined();
+      expect(result.ok, what).toBe(false);
+      expect(result.error.message, what).toMatch(message);
+    }
+    // an idle client is disconnected
+    const idle = await rawExchange(d.socket, '', 3000);
+    expect(idle.closed).toBe(true);
+    // a half-sent request and a hang-up mid-line
+    await rawExchange(d.socket, '{"command":"li', 200);
+    // two requests on one connection are answered in order
+    const two = await rawExchange(d.socket, '{"command":"ping","id":"a"}\n{"command":"list","id":"b","args":{"limit":1}}\n', 1500);
+    expect(two.replies.map((r) => r.id)).toEqual(['a', 'b']);
+
+    const r = await runCli(['list', '--json'], s.env);
+    expect(r.exitCode).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ backups: [] });
+    expect(d.proc.exitCode).toBeNull();
+  });
+
+  it('a client killed mid-backup: the backup still lands', async () => {
+    const s = setup();
+    s.write({ dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 2; exec "$REAL" "$@"') } });
+    await daemon(s.env);
+    const cli = startCli(['pre-change', 'client goes away'], s.env);
+    await sleep(900);
+    cli.kill('SIGKILL');
+    await cli;
+    let rows: any[] = [];
+    for (let i = 0; i < 100 && rows.length === 0; i++) {
+      await sleep(100);
+      rows = readLedger(s.backupDir, `select * from backups where status = 'ok'`);
+    }
+    expect(rows).toHaveLength(1);
+    expect(rows[0].description).toBe('client goes away');
+    expect(existsSync(rows[0].file)).toBe(true);
+  });
+
+  it('SIGTERM during a backup lets it finish within the grace period, then exits 0', async () => {
+    const s = setup({ service: { shutdownGraceSeconds: 30 } });
+    s.write({ service: { shutdownGraceSeconds: 30 }, dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 2; exec "$REAL" "$@"') } });
+    const d = await daemon(s.env);
+    const cli = startCli(['manual', 'finish me', '--json'], s.env);
+    await sleep(700);
+    expect(await stopDaemon(d)).toBe(0);
+    const r = await cli;
+    expect(r.exitCode).toBe(0);
+    expect(JSON.parse(String(r.stdout)).status).toBe('ok');
+    expect(existsSync(d.socket)).toBe(false);
+    expect(readLedger(s.backupDir, `select status from runs where job = 'service'`)).toEqual([{ status: 'ok' }]);
+    expect(d.output()).toMatch(/waiting up to 30s for 1 running operation/);
+  });
+
+  it('SIGTERM past the grace period aborts the backup cleanly: no partial, run interrupted, exit 0', async () => {
+    const s = setup();
+    // pg_dump writes part of the dump, then stalls
+    s.write({ service: { shutdownGraceSeconds: 1 }, dump: { pgBinDir: await fakePgBin(s.dir, '"$REAL" "$@" | head -c 4000; sleep 30') } });
+    const d = await daemon(s.env);
+    const cli = startCli(['manual', 'abort me'], s.env);
+    for (let i = 0; i < 100 && files(s.backupDir, /\.partial$/).length === 0; i++) await sleep(50);
+    expect(files(s.backupDir, /\.partial$/)).toHaveLength(1);
+    const t0 = Date.now();
+    const code = await stopDaemon(d);
+    expect(code, d.output()).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const r = await cli;
+    expect(r.exitCode).toBe(1);
+    expect(files(s.backupDir, /\.sql/)).toEqual([]);
+    expect(readLedger(s.backupDir, `select status, error_code from runs where job = 'backup'`)).toEqual([{ status: 'interrupted', error_code: 'dump-aborted' }]);
+    expect(readLedger(s.backupDir, `select status from backups`)).toEqual([{ status: 'interrupted' }]);
+    expect(d.output()).toMatch(/grace period over: aborting running work/);
+  });
+
+  it('kill -9 of the service mid-backup, then a restart: stale socket replaced, run interrupted, partial removed', async () => {
+    const s = setup();
+    s.write({ dump: { pgBinDir: await fakePgBin(s.dir, '"$REAL" "$@" | head -c 4000; sleep 30') } });
+    const d = await daemon(s.env);
+    const cli = startCli(['manual', 'crash'], s.env);
+    for (let i = 0; i < 100 && files(s.backupDir, /\.partial$/).length === 0; i++) await sleep(50);
+    await stopDaemon(d, 'SIGKILL');
+    await cli;
+    expect(existsSync(d.socket)).toBe(true); // the stale socket file remains
+    expect(files(s.backupDir, /\.partial$/)).toHaveLength(1);
+
+    s.write({});
+    const again = await daemon(s.env);
+    expect(again.output()).toMatch(/removed a stale control socket/);
+    expect(files(s.backupDir, /\.partial$/)).toEqual([]);
+    const runs = readLedger(s.backupDir, `select job, status from runs order by id`);
+    expect(runs.slice(0, 2)).toEqual([
+      { job: 'service', status: 'interrupted' },
+      { job: 'backup', status: 'interrupted' },
+    ]);
+    expect((await runCli(['manual', '--json'], s.env)).exitCode).toBe(0);
+    expect(await ping(again.socket)).toMatchObject({ ok: true });
+  });
+
+  it('a second service on the same socket exits 2 with a clear message', async () => {
+    const s = setup();
+    await daemon(s.env);
+    const second = await runCli(['daemon'], s.env);
+    expect(second.exitCode).toBe(2);
+    expect(second.stderr).toMatch(/a hybrid-backup service already answers on .*s\.sock/);
+  });
+
+  it('catches up a daily backup missed while the service was down, once', async () => {
+    const s = setup();
+    const first = await daemon(s.env);
+    // a fresh install does not catch up: nothing was missed while it was down
+    await sleep(500);
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup'`)[0].n).toBe(0);
+    await stopDaemon(first);
+
+    // back up after its 1 January run time passed while it was down
+    const second = await daemon(s.env);
+    let runs: any[] = [];
+    for (let i = 0; i < 200 && runs.length < 2; i++) {
+      await sleep(50);
+      runs = readLedger(s.backupDir, `select job, trigger, status from runs where job in ('backup', 'prune') and status != 'running' order by id`);
+    }
+    expect(runs).toEqual([
+      { job: 'backup', trigger: 'startup', status: 'ok' },
+      { job: 'prune', trigger: 'startup', status: 'ok' },
+    ]);
+    expect(readLedger(s.backupDir, `select kind from backups`)).toEqual([{ kind: 'daily' }]);
+    expect(second.output()).toMatch(/catching up backup, prune: due while the service was down/);
+    await stopDaemon(second);
+
+    const third = await daemon(s.env);
+    await sleep(700);
+    expect(third.output()).not.toMatch(/catching up/);
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup'`)[0].n).toBe(1);
+  });
+
+  it('runs a scheduled job on time, records it, and never overlaps it', async () => {
+    const s = setup();
+    s.write({ schedules: { backup: '* * * * * *', prune: '0 1 1 1 *' }, dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 2.5; exec "$REAL" "$@"') } });
+    const d = await daemon(s.env);
+    for (let i = 0; i < 100; i++) {
+      await sleep(100);
+      if (readLedger(s.backupDir, `select 1 from runs where job = 'backup' and status = 'ok'`).length) break;
+    }
+    await stopDaemon(d);
+    const runs = readLedger<{ trigger: string; started_at: string; finished_at: string; status: string }>(s.backupDir, `select trigger, started_at, finished_at, status from runs where job = 'backup' order by id`);
+    expect(runs.length).toBeGreaterThanOrEqual(1);
+    expect(runs[0]).toMatchObject({ trigger: 'schedule', status: 'ok' });
+    for (let i = 1; i < runs.length; i++) expect(runs[i]!.started_at >= runs[i - 1]!.finished_at).toBe(true);
+    expect(d.output()).toMatch(/job backup: the previous run is still going; this schedule run is skipped/);
+  });
+
+  it('SIGHUP reloads the configuration; a bad one is refused and the old one kept', async () => {
+    const s = setup();
+    const d = await daemon(s.env);
+    s.write({ schedules: { backup: '15 4 * * *', prune: '0 1 1 1 *' } });
+    d.proc.kill('SIGHUP');
+    await sleep(500);
+    const first = await runCli(['schedule', '--json'], s.env);
+    let doc = JSON.parse(first.stdout);
+    expect(doc.jobs, first.stderr + d.output()).toBeDefined();
+    expect(doc.jobs[0].cron).toBe('15 4 * * *');
+    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ retention: { days: 'forever' } }));
+    d.proc.kill('SIGHUP');
+    await sleep(500);
+    expect(d.output()).toMatch(/reload refused, keeping the running configuration: invalid configuration: retention\.days/);
+    // a valid file again, not yet reloaded: the service still runs with what it had
+    s.write({ schedules: { backup: '45 5 * * *', prune: '0 1 1 1 *' } });
+    doc = JSON.parse((await runCli(['schedule', '--json'], s.env)).stdout);
+    expect(doc.jobs[0].cron).toBe('15 4 * * *');
+    expect(d.proc.exitCode).toBeNull();
+  });
+
+  it('a failing scheduled job is recorded and the service carries on', async () => {
+    const s = setup();
+    s.write({ schedules: { backup: '* * * * * *', prune: '0 1 1 1 *' } });
+    const d = await daemon({ ...s.env, DATABASE_URL: `${db.url}_gone` });
+    for (let i = 0; i < 60; i++) {
+      await sleep(100);
+      if (readLedger(s.backupDir, `select 1 from runs where job = 'backup' and status = 'failed'`).length >= 2) break;
+    }
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup' and status = 'failed' and trigger = 'schedule'`)[0].n).toBeGreaterThanOrEqual(2);
+    expect(await ping(d.socket)).toMatchObject({ ok: true });
+    expect(d.output()).toMatch(/job backup failed: database .* does not exist/);
+  });
+});
