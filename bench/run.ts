@@ -3,14 +3,18 @@
  * reporting medians and ratios, so a noisy shared machine affects both sides alike.
  *
  * Suites:
- *   dump   hybrid-backup manual vs bare `pg_dump -f` (plain), gzip mode vs `pg_dump | gzip -6`,
- *          and the peak RSS of the hybrid-backup process.
+ *   dump     hybrid-backup manual vs bare `pg_dump -f` (plain), gzip mode vs `pg_dump | gzip -6`,
+ *            and the peak RSS of the hybrid-backup process.
+ *   service  `list --json` round trips through the control socket with 10,000 backups in the
+ *            ledger (p50, p99), and the idle service's RSS and CPU.
  *
  * Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
  * BENCH_SIZE_MB (table data to generate, default 1024), BENCH_PAIRS (default 3),
- * BENCH_KEEP_DB=1 keeps (and reuses) the generated database.
+ * BENCH_KEEP_DB=1 keeps (and reuses) the generated database; BENCH_BACKUPS (default 10000),
+ * BENCH_REQUESTS (default 500), BENCH_IDLE_SECONDS (default 60) for the service suite.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -194,7 +198,120 @@ async function dumpSuite(): Promise<string> {
   ].join('\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite };
+/** Sends one request on a fresh connection and waits for its result line. */
+function socketRoundTrip(socket: string, request: object): Promise<{ ms: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const s = net.connect({ path: socket });
+    const chunks: Buffer[] = [];
+    s.on('connect', () => s.write(`${JSON.stringify(request)}\n`));
+    s.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (d.includes(0x0a)) {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const line = text.slice(0, text.indexOf('\n'));
+        const reply = JSON.parse(line) as { type: string; ok: boolean };
+        if (reply.type !== 'result' || !reply.ok) return reject(new Error(`unexpected reply ${line.slice(0, 200)}`));
+        s.destroy();
+        resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, bytes: line.length });
+      }
+    });
+    s.on('error', reject);
+  });
+}
+
+const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+
+function procStat(pid: number): { rss: number; cpuTicks: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024, cpuTicks: Number(f[11]) + Number(f[12]) };
+}
+
+/** The resident service: list round trips with 10,000 backups in the ledger; idle RSS and CPU. */
+async function serviceSuite(): Promise<string> {
+  const N = Number(process.env.BENCH_BACKUPS ?? 10_000);
+  const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 500);
+  const IDLE_S = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bsvc-'));
+  const backupDir = path.join(work, 'b');
+  const socket = path.join(work, 's.sock');
+  const cfg = path.join(work, 'c.json');
+  writeFileSync(cfg, JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } }));
+  mkdirSync(backupDir, { mode: 0o700 });
+  // A ledger with N backups, written through the product's own Ledger (schema and all).
+  const { Ledger } = await import('../src/ledger/ledger.js');
+  const ledger = Ledger.open(backupDir);
+  const t0 = Date.now() - N * 3600_000;
+  for (let i = 0; i < N; i++) {
+    const at = new Date(t0 + i * 3600_000).toISOString();
+    ledger.recordBackup({
+      runId: null, kind: i % 5 === 0 ? 'pre-change' : 'daily', description: i % 5 === 0 ? `change ${i}` : null,
+      file: path.join(backupDir, `${at.replace(/[-:]/g, '').replace(/\.\d+Z/, 'Z')}_daily.sql`), bytes: 1_000_000 + i, sha256: 'ab'.repeat(32),
+      compression: 'none', profile: 'full', status: 'ok', createdAt: at, finishedAt: at, durationMs: 1000, database: 'app', source: null,
+      sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': i }, error: null,
+    });
+  }
+  ledger.close();
+  const env = { ...process.env, BACKUP_DIR: backupDir, HYBRID_BACKUP_SOCKET: socket, HYBRID_BACKUP_CONFIG: cfg, DATABASE_URL: dbUrl('postgres') };
+  const daemon = execa('node', [CLI, 'daemon'], { env, stdout: 'ignore', stderr: 'ignore', reject: false });
+  try {
+    for (let i = 0; i < 200; i++) {
+      try {
+        await socketRoundTrip(socket, { command: 'ping' });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const measure = async (request: object) => {
+      for (let i = 0; i < 20; i++) await socketRoundTrip(socket, request); // warm-up
+      const ms: number[] = [];
+      let bytes = 0;
+      for (let i = 0; i < REQUESTS; i++) {
+        const r = await socketRoundTrip(socket, request);
+        ms.push(r.ms);
+        bytes = r.bytes;
+      }
+      return { p50: percentile(ms, 50), p99: percentile(ms, 99), bytes };
+    };
+    // idle: let the service settle, then watch it do nothing
+    await new Promise((r) => setTimeout(r, 10_000));
+    const a = procStat(daemon.pid!);
+    await new Promise((r) => setTimeout(r, IDLE_S * 1000));
+    const b = procStat(daemon.pid!);
+    const cpuPct = ((b.cpuTicks - a.cpuTicks) / 100 / IDLE_S) * 100;
+    const list = await measure({ command: 'list', args: {} });
+    const all = await measure({ command: 'list', args: { all: true } });
+    await new Promise((r) => setTimeout(r, 10_000));
+    const afterLoad = procStat(daemon.pid!);
+    const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+    return [
+      `### service (${N.toLocaleString('en-US')} backups in the ledger, ${REQUESTS} requests each, one connection per request)`,
+      '',
+      '| measurement | p50 | p99 | reply size | target |',
+      '|---|---|---|---|---|',
+      `| \`list --json\` round trip (default: newest 100) | ${list.p50.toFixed(2)} ms | ${list.p99.toFixed(2)} ms | ${(list.bytes / 1024).toFixed(0)} KB | p99 < 20 ms, ${verdict(list.p99 < 20)} |`,
+      `| \`list --json --all\` round trip (all ${N.toLocaleString('en-US')}) | ${all.p50.toFixed(2)} ms | ${all.p99.toFixed(2)} ms | ${(all.bytes / 1024 / 1024).toFixed(1)} MB | (context) |`,
+      '',
+      '| idle service | value | target |',
+      '|---|---|---|',
+      `| RSS, idle after start | ${mb(b.rss)} | < 80 MB, ${verdict(b.rss < 80 * 1024 * 1024)} |`,
+      `| RSS, idle again 10 s after the ${REQUESTS * 2 + 40} list requests above | ${mb(afterLoad.rss)} | (context) |`,
+      `| CPU over ${IDLE_S} s idle | ${cpuPct.toFixed(2)} % of one core (${b.cpuTicks - a.cpuTicks} ticks) | ~0, ${verdict(cpuPct < 0.5)} |`,
+    ].join('\n');
+  } finally {
+    daemon.kill('SIGTERM');
+    await daemon;
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite };
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);

@@ -10,7 +10,7 @@ import { stat } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { execa } from 'execa';
+import { loadExeca } from '../util/lazy.js';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
@@ -82,6 +82,7 @@ async function prepareTarget(ctx: RunContext, conn: ConnInfo, create: boolean): 
 /** Streams a backup file into psql. */
 export async function runPsql(ctx: RunContext, b: Backup, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
   const { dbname, env } = libpqArgs(conn);
+  const { execa } = await loadExeca();
   const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', '-'], {
     env: { ...env, PGAPPNAME: 'hybrid-backup-restore', PGOPTIONS: '-c client_min_messages=warning' },
     extendEnv: true,

@@ -174,12 +174,14 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .description('list backups, newest first')
     .addOption(new Option('--status <statuses>', `only these statuses, comma-separated (${BACKUP_STATUSES.join(', ')})`))
     .addOption(new Option('--kind <kind>', 'only this kind').choices([...BACKUP_KINDS]))
-    .option('--limit <n>', 'at most n backups', intArg)
+    .option('--limit <n>', 'at most n backups (default 100)', intArg)
+    .option('--all', 'every backup, however many')
     .action(
-      act('list', (o: { status?: string; kind?: string; limit?: number }) => ({
+      act('list', (o: { status?: string; kind?: string; limit?: number; all?: boolean }) => ({
         status: o.status?.split(',').map((s) => s.trim()),
         kind: o.kind,
         limit: o.limit,
+        all: !!o.all,
       })),
     );
 

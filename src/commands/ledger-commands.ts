@@ -11,6 +11,9 @@ function truncate(s: string, n: number): string {
   return s.length > n ? `${s.slice(0, n - 1)}…` : s;
 }
 
+/** How many backups `list` shows unless told otherwise. */
+export const LIST_DEFAULT_LIMIT = 100;
+
 export const listCommand = defineCommand({
   name: 'list',
   summary: 'list backups, newest first',
@@ -18,9 +21,12 @@ export const listCommand = defineCommand({
     status: z.array(z.enum(BACKUP_STATUSES)).optional(),
     kind: z.enum(BACKUP_KINDS).optional(),
     limit: z.int().positive().optional(),
+    all: z.boolean().default(false),
   }),
-  async run(ctx, args): Promise<{ backups: Backup[] }> {
-    return { backups: ctx.ledger.listBackups({ statuses: args.status, kind: args.kind, limit: args.limit }) };
+  async run(ctx, args): Promise<{ backups: Backup[]; total: number }> {
+    const filter = { statuses: args.status, kind: args.kind };
+    const limit = args.all ? undefined : (args.limit ?? LIST_DEFAULT_LIMIT);
+    return { backups: ctx.ledger.listBackups({ ...filter, limit }), total: ctx.ledger.countBackups(filter) };
   },
   render(doc, view) {
     if (doc.backups.length === 0) return 'no backups yet; take one with: npm run backup:manual';
@@ -35,7 +41,8 @@ export const listCommand = defineCommand({
     ]);
     const ok = doc.backups.filter((b) => b.status === 'ok');
     const total = ok.reduce((a, b) => a + b.bytes, 0);
-    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'DESCRIPTION / ERROR'], rows)}\n\n${doc.backups.length} backups, ${ok.length} ok (${formatBytes(total)})`;
+    const shown = doc.backups.length < doc.total ? `showing the newest ${doc.backups.length} of ${doc.total} backups (--all for every one); ` : `${doc.total} backups, `;
+    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${ok.length} ok shown (${formatBytes(total)})`;
   },
 });
 

@@ -11,7 +11,7 @@ import fs from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { execa } from 'execa';
+import { loadExeca } from '../util/lazy.js';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
 import { redact } from '../util/redact.js';
@@ -95,6 +95,7 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
     throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
   }
 
+  const { execa } = await loadExeca();
   const child = execa(spec.pgDump, spec.args, {
     env: spec.env,
     extendEnv: true,

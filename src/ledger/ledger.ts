@@ -428,6 +428,20 @@ export class Ledger {
     return (this.db.prepare(sql).all(...args) as BackupRow[]).map(toBackup);
   }
 
+  countBackups(filter: { statuses?: readonly BackupStatus[]; kind?: BackupKind } = {}): number {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (filter.statuses?.length) {
+      where.push(`status IN (${filter.statuses.map(() => '?').join(',')})`);
+      args.push(...filter.statuses);
+    }
+    if (filter.kind) {
+      where.push('kind = ?');
+      args.push(filter.kind);
+    }
+    return (this.db.prepare(`SELECT count(*) AS n FROM backups ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`).get(...args) as { n: number }).n;
+  }
+
   tableCounts(backupId: number): TableCounts {
     const rows = this.db.prepare('SELECT table_name, rows FROM backup_tables WHERE backup_id=? ORDER BY table_name').all(backupId) as Array<{ table_name: string; rows: number }>;
     return Object.fromEntries(rows.map((r) => [r.table_name, r.rows]));

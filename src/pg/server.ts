@@ -2,8 +2,9 @@
  * Talking to a PostgreSQL server with `pg`: probing its identity and version, and turning
  * connection failures into operator errors (wrong password, missing database, unreachable).
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { HbError } from '../domain/errors.js';
+import { loadPg } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 import { type ConnInfo, describeConn, effective, pgClientConfig } from './connection.js';
 
@@ -51,7 +52,8 @@ export function classifyPgError(err: unknown, conn: ConnInfo): HbError {
 
 /** Runs `fn` with a connected client and always closes it. Connection errors are classified. */
 export async function withClient<T>(conn: ConnInfo, opts: { connectTimeoutSeconds: number; database?: string }, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client(pgClientConfig(conn, opts));
+  const { Client } = await loadPg();
+  const client = new Client(pgClientConfig(conn, opts));
   // A connection that dies later must not crash the process.
   client.on('error', () => {});
   try {

@@ -7,7 +7,7 @@
  */
 import { constants, accessSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
+import { loadExeca } from '../util/lazy.js';
 import { HbError } from '../domain/errors.js';
 
 export interface PgTool {
@@ -49,6 +49,7 @@ async function describeTool(name: string, p: string): Promise<PgTool | null> {
   if (versionCache.has(key)) return versionCache.get(key)!;
   let tool: PgTool | null = null;
   try {
+    const { execa } = await loadExeca();
     const r = await execa(p, ['--version'], { reject: false, timeout: 10_000 });
     const v = r.exitCode === 0 ? parseToolVersion(String(r.stdout)) : null;
     if (v) tool = { name, path: p, ...v };

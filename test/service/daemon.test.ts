@@ -129,7 +129,7 @@ describe('the service', () => {
 
     const r = await runCli(['list', '--json'], s.env);
     expect(r.exitCode).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ backups: [] });
+    expect(JSON.parse(r.stdout)).toEqual({ backups: [], total: 0 });
     expect(d.proc.exitCode).toBeNull();
   });
 
