@@ -412,34 +412,16 @@ export class Ledger {
   }
 
   /** Backups, newest first. */
-  listBackups(filter: { statuses?: readonly BackupStatus[]; kind?: BackupKind; limit?: number } = {}): Backup[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.statuses?.length) {
-      where.push(`status IN (${filter.statuses.map(() => '?').join(',')})`);
-      args.push(...filter.statuses);
-    }
-    if (filter.kind) {
-      where.push('kind = ?');
-      args.push(filter.kind);
-    }
-    const sql = `SELECT * FROM backups ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC, id DESC${filter.limit ? ' LIMIT ?' : ''}`;
+  listBackups(filter: BackupFilter & { limit?: number } = {}): Backup[] {
+    const { where, args } = backupWhere(filter);
+    const limit = filter.limit ? ' LIMIT ?' : '';
     if (filter.limit) args.push(filter.limit);
-    return (this.db.prepare(sql).all(...args) as BackupRow[]).map(toBackup);
+    return (this.db.prepare(`SELECT * FROM backups ${where} ORDER BY created_at DESC, id DESC${limit}`).all(...args) as BackupRow[]).map(toBackup);
   }
 
-  countBackups(filter: { statuses?: readonly BackupStatus[]; kind?: BackupKind } = {}): number {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.statuses?.length) {
-      where.push(`status IN (${filter.statuses.map(() => '?').join(',')})`);
-      args.push(...filter.statuses);
-    }
-    if (filter.kind) {
-      where.push('kind = ?');
-      args.push(filter.kind);
-    }
-    return (this.db.prepare(`SELECT count(*) AS n FROM backups ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`).get(...args) as { n: number }).n;
+  countBackups(filter: BackupFilter = {}): number {
+    const { where, args } = backupWhere(filter);
+    return (this.db.prepare(`SELECT count(*) AS n FROM backups ${where}`).get(...args) as { n: number }).n;
   }
 
   tableCounts(backupId: number): TableCounts {
@@ -515,6 +497,25 @@ export class Ledger {
     this.closed = true;
     this.db.close();
   }
+}
+
+export interface BackupFilter {
+  statuses?: readonly BackupStatus[];
+  kind?: BackupKind;
+}
+
+function backupWhere(filter: BackupFilter): { where: string; args: unknown[] } {
+  const clauses: string[] = [];
+  const args: unknown[] = [];
+  if (filter.statuses?.length) {
+    clauses.push(`status IN (${filter.statuses.map(() => '?').join(',')})`);
+    args.push(...filter.statuses);
+  }
+  if (filter.kind) {
+    clauses.push('kind = ?');
+    args.push(filter.kind);
+  }
+  return { where: clauses.length ? `WHERE ${clauses.join(' AND ')}` : '', args };
 }
 
 function redactDetails(d: Record<string, unknown>): Record<string, unknown> {

@@ -112,6 +112,7 @@ export class ControlServer {
       if (st && !st.isSocket()) {
         throw new HbError('config-invalid', `invalid configuration: ${p} exists and is not a socket`, 'remove it or choose another HYBRID_BACKUP_SOCKET');
       }
+      const gid = this.opts.group ? groupId(this.opts.group) : null; // before anything is created
       if (st) {
         const state = await probeSocket(p);
         if (state === 'live') {
@@ -124,8 +125,8 @@ export class ControlServer {
         server.once('error', reject);
         server.listen({ path: p, backlog: 128 }, () => resolve());
       });
-      if (this.opts.group) {
-        await fs.chown(p, -1, groupId(this.opts.group));
+      if (gid !== null) {
+        await fs.chown(p, -1, gid);
         await fs.chmod(p, 0o660);
       } else {
         await fs.chmod(p, 0o600);

@@ -210,6 +210,19 @@ describe('the service', () => {
     expect(await ping(again.socket)).toMatchObject({ ok: true });
   });
 
+  it('opens the socket to a configured group (0660), and refuses a group that does not exist', async () => {
+    const s = setup({ socket: { group: 'root' } });
+    const d = await daemon(s.env);
+    expect(statSync(d.socket).mode & 0o777).toBe(0o660);
+    expect(statSync(d.socket).gid).toBe(0);
+    await stopDaemon(d);
+    s.write({ socket: { group: 'no-such-group-hb' } });
+    const r = await runCli(['daemon'], s.env);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/socket\.group "no-such-group-hb" is not a group on this system/);
+    expect(existsSync(d.socket)).toBe(false);
+  });
+
   it('a second service on the same socket exits 2 with a clear message', async () => {
     const s = setup();
     await daemon(s.env);
