@@ -9,6 +9,7 @@ import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
 import { FifoMutex } from './util/fifo-mutex.js';
 import { ensurePrivateDir } from './util/fs.js';
+import { RateLimiter } from './util/rate-limiter.js';
 
 export interface AppOptions {
   consoleLevel: Level | 'silent';
@@ -18,6 +19,8 @@ export class App {
   private closing: Promise<void> | undefined;
   /** One backup at a time in this process, in order; the ledger lock covers other processes. */
   readonly backupSlot = new FifoMutex();
+  /** Supabase allows 60 Management API requests a minute per token. */
+  readonly apiLimiter = new RateLimiter(60, 60_000);
 
   private constructor(
     readonly config: Config,
@@ -56,6 +59,7 @@ export class App {
       signal: opts.signal ?? new AbortController().signal,
       reporter: opts.reporter ?? silentReporter,
       backupSlot: this.backupSlot,
+      apiLimiter: this.apiLimiter,
       ...(opts.service ? { service: opts.service } : {}),
     };
   }

@@ -8,6 +8,7 @@ import type { ProgressEvent, RunTrigger } from './domain/types.js';
 import type { Ledger } from './ledger/ledger.js';
 import type { Logger, Logs } from './log/logger.js';
 import type { FifoMutex } from './util/fifo-mutex.js';
+import type { RateLimiter } from './util/rate-limiter.js';
 
 export interface Reporter {
   /** Progress of a long operation; shown on terminals, streamed to socket clients. */
@@ -37,5 +38,7 @@ export interface RunContext {
   reporter: Reporter;
   /** Serialises this process's backups, in the order they were asked for. */
   backupSlot: FifoMutex;
+  /** At most 60 Management API requests a minute from this process. */
+  apiLimiter: RateLimiter;
   service?: ServiceView;
 }

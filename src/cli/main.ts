@@ -222,6 +222,21 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .description('the scheduled jobs: cron expression, next run, last result')
     .action(act('schedule', () => ({})));
 
+  common(program.command('supabase-status'))
+    .description('poll the Management API now and show the managed layer: PITR and its window, newest backup and its age, failed backups, project health')
+    .action(act('supabase-status', () => ({})));
+
+  common(program.command('supabase-config'))
+    .description('check the Supabase project against supabase.policy: each item met or not, with the dashboard path or API call that fixes it; exit 0 only when the policy is met')
+    .option('--apply-schedule', 'move the daily managed backup to 12 hours from the local daily backup (Supabase allows 3 changes a day)')
+    .action(act('supabase-config', (o: { applySchedule?: boolean }) => ({ applySchedule: !!o.applySchedule })));
+
+  common(program.command('supabase-restore-pitr'))
+    .description('restore the WHOLE Supabase project to a time inside the point-in-time recovery window; the project is unavailable meanwhile')
+    .requiredOption('--to <time>', 'the time to go back to (ISO-8601, e.g. 2026-11-24T09:30:00Z)')
+    .option('--confirm <project-ref>', 'the project ref, to confirm you mean it')
+    .action(act('supabase-restore-pitr', (o: { to: string; confirm?: string }) => ({ to: o.to, confirm: o.confirm })));
+
   program
     .command('daemon')
     .description('run the resident service in the foreground: schedules, retention, and the control socket (npm start)')

@@ -5,6 +5,7 @@ import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
 import { scheduleCommand } from './schedule-command.js';
+import { supabaseConfigCommand, supabaseRestorePitrCommand, supabaseStatusCommand } from './supabase-commands.js';
 
 export const COMMANDS: readonly Command<any, any>[] = [
   manualCommand,
@@ -17,6 +18,9 @@ export const COMMANDS: readonly Command<any, any>[] = [
   pinCommand,
   unpinCommand,
   scheduleCommand,
+  supabaseStatusCommand,
+  supabaseConfigCommand,
+  supabaseRestorePitrCommand,
 ];
 
 export function findCommand(name: string): Command<any, any> | undefined {

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { Run } from '../domain/types.js';
 import { JOBS } from '../jobs/registry.js';
-import { nextRunOf } from '../jobs/schedule.js';
+import { nextRunOf } from '../config/schedule.js';
 import { formatAge, formatTime, table } from '../util/format.js';
 import { defineCommand } from './command.js';
 
@@ -13,6 +13,8 @@ export interface ScheduleDoc {
     name: string;
     title: string;
     cron: string;
+    /** False when this configuration switches the job off (e.g. supabase.enabled: false). */
+    enabled: boolean;
     nextRun: string | null;
     running: boolean;
     lastRun: Pick<Run, 'id' | 'status' | 'trigger' | 'startedAt' | 'finishedAt' | 'error'> | null;
@@ -31,11 +33,13 @@ export const scheduleCommand = defineCommand({
       jobs: JOBS.map((j) => {
         const live = svc?.jobState(j.name);
         const last = ctx.ledger.lastRun(j.name, ['schedule', 'startup']);
+        const enabled = j.enabled?.(ctx.config) ?? true;
         return {
           name: j.name,
           title: j.title,
           cron: ctx.config.schedules[j.name],
-          nextRun: live ? live.nextRun : (nextRunOf(ctx.config, j.name)?.toISOString() ?? null),
+          enabled,
+          nextRun: !enabled ? null : live ? live.nextRun : (nextRunOf(ctx.config, j.name)?.toISOString() ?? null),
           running: live?.running ?? false,
           lastRun: last ? { id: last.id, status: last.status, trigger: last.trigger, startedAt: last.startedAt, finishedAt: last.finishedAt, ...(last.error ? { error: last.error } : {}) } : null,
         };
@@ -49,7 +53,7 @@ export const scheduleCommand = defineCommand({
     const rows = doc.jobs.map((j) => [
       j.name,
       j.cron,
-      j.running ? 'running now' : j.nextRun ? `${formatTime(j.nextRun, view.timeZone)} (${formatAge(j.nextRun, view.now)})` : '-',
+      !j.enabled ? 'off' : j.running ? 'running now' : j.nextRun ? `${formatTime(j.nextRun, view.timeZone)} (${formatAge(j.nextRun, view.now)})` : '-',
       j.lastRun ? `${j.lastRun.status} ${formatAge(j.lastRun.startedAt, view.now)}${j.lastRun.error ? `: ${j.lastRun.error.message}` : ''}` : 'never run',
     ]);
     return `${head}\n\n${table(['JOB', 'CRON', 'NEXT RUN', 'LAST RESULT'], rows)}`;

@@ -164,9 +164,9 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true).describe('whether to watch Supabase\'s managed backups (false: the managed layer is off)'),
       projectRef: z
         .string()
-        .regex(/^[a-z0-9]{20}$/, { message: 'is not a Supabase project ref (20 lowercase letters and digits)' })
+        .regex(/^[a-z]{20}$/, { message: 'is not a Supabase project ref (20 lowercase letters)' })
         .optional()
-        .describe('the project ref, the 20-character id in the dashboard URL'),
+        .describe('the project ref, the 20-letter id in the dashboard URL (supabase.com/dashboard/project/<ref>)'),
       accessToken: z.string().min(1).optional().describe('a Supabase personal access token for the Management API'),
       apiUrl: z
         .string()
@@ -175,9 +175,18 @@ export const configSchema = z.strictObject({
         .describe('the Management API base URL'),
       url: httpUrl('the project URL (https://<ref>.supabase.co), for Storage'),
       serviceRoleKey: z.string().min(1).optional().describe('the service-role key, for Storage'),
+      requestTimeoutSeconds: z.int().min(1).max(300).default(15).describe('how many seconds one Management API request may take'),
+      maxRetries: z.int().min(0).max(10).default(3).describe('how many times a Management API request is retried after a 429, a 5xx or a timeout'),
       policy: z
         .strictObject({
           requirePitr: z.boolean().default(false).describe('whether point-in-time recovery must be enabled'),
+          minPitrDays: z.int().min(1).max(28).default(7).describe('the fewest days of point-in-time recovery acceptable, when PITR is required or on'),
+          maxBackupAgeHours: z
+            .number()
+            .positive()
+            .default(26)
+            .describe('the oldest the newest managed backup (or, with PITR, the newest restore point) may be, in hours'),
+          requireHealthy: z.boolean().default(true).describe('whether the project must report ACTIVE_HEALTHY'),
         })
         .prefault({}),
     })
@@ -198,6 +207,9 @@ export const configSchema = z.strictObject({
 
 /** The configuration as read from the sources, before derived values are resolved. */
 export type RawConfig = z.output<typeof configSchema>;
+
+/** The name of a scheduled job, as in `schedules.<name>`. */
+export type ScheduleName = keyof RawConfig['schedules'];
 
 /** The configuration the program runs with: paths absolute, derived values resolved. */
 export interface Config extends Omit<RawConfig, 'dump' | 'socket'> {

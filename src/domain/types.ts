@@ -74,3 +74,38 @@ export interface ProgressEvent {
   total?: number;
   elapsedMs: number;
 }
+
+/** A managed backup as the Management API lists it. */
+export interface ManagedBackup {
+  /** Absent in older API responses. */
+  id: number | null;
+  /** COMPLETED, FAILED, PENDING, REMOVED, ARCHIVED, CANCELLED, or a value added later. */
+  status: string;
+  insertedAt: string;
+  physical: boolean;
+}
+
+/** What one poll of the Management API saw. */
+export interface SupabaseSnapshot {
+  takenAt: string;
+  /** False when the project ref or access token is not set (or the layer is switched off). */
+  configured: boolean;
+  enabled: boolean;
+  projectRef: string | null;
+  project: { name: string; status: string; region: string; postgresVersion: string | null } | null;
+  region: string | null;
+  pitrEnabled: boolean | null;
+  walgEnabled: boolean | null;
+  backups: ManagedBackup[];
+  /** The newest COMPLETED backup. */
+  latestBackupAt: string | null;
+  failedBackups: number;
+  /** The point-in-time recovery window (PITR projects). */
+  physical: { earliest: string | null; latest: string | null };
+  /** Selected add-on variants: pitr (pitr_7, pitr_14, pitr_28) and compute (ci_micro, ci_small, …). */
+  addons: { pitr: string | null; compute: string | null } | null;
+  /** The daily backup time, HH:MM:SS UTC; null on plans or projects without one. */
+  schedule: { scheduleFor: string; updatedAt: string | null } | null;
+  /** Why a part could not be read, when the rest could. */
+  notes: string[];
+}

@@ -5,17 +5,23 @@
  */
 import { prune } from '../backup/retention.js';
 import { takeBackup } from '../backup/take-backup.js';
-import type { Config } from '../config/schema.js';
+import type { Config, ScheduleName } from '../config/schema.js';
 import type { RunContext } from '../context.js';
+import { pollSupabase } from '../supabase/poll.js';
 
-export type JobName = keyof Config['schedules'];
+export type JobName = ScheduleName;
 
 export interface Job {
   name: JobName;
   /** What it does, for `schedule` and logs. */
   title: string;
-  /** A run whose time passed while the service was down runs once at start-up. */
-  catchUp: boolean;
+  /**
+   * What happens at start-up: `missed` runs the job once when its time passed while the
+   * service was down; `stale` runs it when its last run is older than `maxAgeMs` (or never ran).
+   */
+  startup: { kind: 'missed' } | { kind: 'stale'; maxAgeMs: number } | { kind: 'none' };
+  /** Whether the job is scheduled at all with this configuration. */
+  enabled?(config: Config): boolean;
   /** Does the work; records its own run; resolves with a one-line summary. */
   run(ctx: RunContext): Promise<string>;
 }
@@ -24,7 +30,7 @@ export const JOBS: readonly Job[] = [
   {
     name: 'backup',
     title: 'daily local backup',
-    catchUp: true,
+    startup: { kind: 'missed' },
     async run(ctx) {
       const b = await takeBackup(ctx, { kind: 'daily' });
       return `backup ${b.id} ok (${b.bytes} bytes)`;
@@ -33,10 +39,20 @@ export const JOBS: readonly Job[] = [
   {
     name: 'prune',
     title: 'retention',
-    catchUp: true,
+    startup: { kind: 'missed' },
     async run(ctx) {
       const { plan } = await prune(ctx, { dryRun: false });
       return `pruned ${plan.delete.length}, kept ${plan.keep.length}`;
+    },
+  },
+  {
+    name: 'supabase-poll',
+    title: 'poll Supabase\'s managed backups',
+    startup: { kind: 'stale', maxAgeMs: 6 * 3_600_000 },
+    enabled: (config) => config.supabase.enabled,
+    async run(ctx) {
+      const s = await pollSupabase(ctx);
+      return s.configured ? `PITR ${s.pitrEnabled ? 'on' : 'off'}, newest backup ${s.latestBackupAt ?? 'none'}` : 'not configured';
     },
   },
 ];

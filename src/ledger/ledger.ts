@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupKind, BackupStatus, Compression, DumpProfile, Run, RunStatus, RunTrigger, TableCounts } from '../domain/types.js';
+import type { Backup, BackupKind, BackupStatus, Compression, DumpProfile, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
 import { MIGRATIONS } from './migrations.js';
@@ -462,6 +462,57 @@ export class Ledger {
 
   markVerified(id: number, at = now()): void {
     this.db.prepare('UPDATE backups SET verified_at=? WHERE id=?').run(at, id);
+  }
+
+  // ---- the managed layer ------------------------------------------------------------------
+
+  /** Records what a poll saw, or why it failed (`snapshot` null). */
+  recordSnapshot(runId: number | null, takenAt: string, snapshot: SupabaseSnapshot | null, error?: { code: string; message: string }): void {
+    const s = snapshot;
+    const flag = (b: boolean | null | undefined) => (b === null || b === undefined ? null : b ? 1 : 0);
+    this.db
+      .prepare(
+        `INSERT INTO supabase_snapshots (run_id, taken_at, configured, ok, project_ref, project_status, region, pitr_enabled, walg_enabled,
+           latest_backup_at, earliest_physical_at, latest_physical_at, failed_backups, error_code, error_message, snapshot)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        runId,
+        takenAt,
+        s ? flag(s.configured) : 1,
+        s ? 1 : 0,
+        s?.projectRef ?? null,
+        s?.project?.status ?? null,
+        s?.region ?? null,
+        flag(s?.pitrEnabled),
+        flag(s?.walgEnabled),
+        s?.latestBackupAt ?? null,
+        s?.physical.earliest ?? null,
+        s?.physical.latest ?? null,
+        s?.failedBackups ?? null,
+        error?.code ?? null,
+        error ? redact(error.message) : null,
+        s ? redact(JSON.stringify(s)) : null,
+      );
+  }
+
+  /** The newest poll: its snapshot when it succeeded, else its error. */
+  latestPoll(): { takenAt: string; snapshot: SupabaseSnapshot | null; error: { code: string; message: string } | null } | undefined {
+    const r = this.db.prepare('SELECT taken_at, snapshot, error_code, error_message FROM supabase_snapshots ORDER BY taken_at DESC, id DESC LIMIT 1').get() as
+      | { taken_at: string; snapshot: string | null; error_code: string | null; error_message: string | null }
+      | undefined;
+    if (!r) return undefined;
+    return {
+      takenAt: r.taken_at,
+      snapshot: r.snapshot ? (JSON.parse(r.snapshot) as SupabaseSnapshot) : null,
+      error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
+    };
+  }
+
+  /** How many runs of a job (optionally with a status) started since `sinceIso`. */
+  countRuns(job: string, sinceIso: string, status?: RunStatus): number {
+    const args: unknown[] = status ? [job, sinceIso, status] : [job, sinceIso];
+    return (this.db.prepare(`SELECT count(*) AS n FROM runs WHERE job = ? AND started_at >= ?${status ? ' AND status = ?' : ''}`).get(...args) as { n: number }).n;
   }
 
   // ---- the backup lock --------------------------------------------------------------------

@@ -74,4 +74,28 @@ export const MIGRATIONS: readonly string[] = [
     purpose      TEXT
   );
   `,
+
+  // 2: what the Supabase poller saw, one row per poll
+  `
+  CREATE TABLE supabase_snapshots (
+    id                  INTEGER PRIMARY KEY,
+    run_id              INTEGER REFERENCES runs (id),
+    taken_at            TEXT NOT NULL,
+    configured          INTEGER NOT NULL,
+    ok                  INTEGER NOT NULL,
+    project_ref         TEXT,
+    project_status      TEXT,
+    region              TEXT,
+    pitr_enabled        INTEGER,
+    walg_enabled        INTEGER,
+    latest_backup_at    TEXT,
+    earliest_physical_at TEXT,
+    latest_physical_at  TEXT,
+    failed_backups      INTEGER,
+    error_code          TEXT,
+    error_message       TEXT,
+    snapshot            TEXT
+  );
+  CREATE INDEX supabase_snapshots_taken ON supabase_snapshots (taken_at);
+  `,
 ];

@@ -22,7 +22,7 @@ import type { Reporter, ServiceView } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { RunTrigger } from '../domain/types.js';
 import { type Job, JOBS } from '../jobs/registry.js';
-import { previousRunOf } from '../jobs/schedule.js';
+import { previousRunOf } from '../config/schedule.js';
 import type { Logger } from '../log/logger.js';
 import type { Reply, Request } from './protocol.js';
 import { ControlServer } from './socket-server.js';
@@ -74,13 +74,25 @@ export class Service implements ServiceView {
     this.serviceRunId = this.app.ledger.startRun('service', 'cli', { socket: this.config.socket.path, version: this.opts.version }).id;
     this.schedule();
     this.log.info(`service started (pid ${this.pid}, backups in ${this.config.backupDir}, times in ${this.config.timezone})`);
-    const missed = hadService ? JOBS.filter((j) => j.catchUp && this.missed(j)) : [];
-    if (missed.length) {
-      this.log.info(`catching up ${missed.map((j) => j.name).join(', ')}: due while the service was down`);
+    const missed = hadService ? this.jobs().filter((j) => j.startup.kind === 'missed' && this.missed(j)) : [];
+    const stale = this.jobs().filter((j) => j.startup.kind === 'stale' && this.stale(j, j.startup.maxAgeMs));
+    if (missed.length) this.log.info(`catching up ${missed.map((j) => j.name).join(', ')}: due while the service was down`);
+    if (stale.length) this.log.info(`running ${stale.map((j) => j.name).join(', ')} now: the last run is too old`);
+    if (missed.length || stale.length) {
       void (async () => {
-        for (const j of missed) await this.runJob(j, 'startup');
+        for (const j of [...missed, ...stale]) await this.runJob(j, 'startup');
       })();
     }
+  }
+
+  /** The jobs this configuration schedules. */
+  private jobs(): Job[] {
+    return JOBS.filter((j) => j.enabled?.(this.config) ?? true);
+  }
+
+  private stale(job: Job, maxAgeMs: number): boolean {
+    const last = this.app.ledger.lastRun(job.name);
+    return !last || Date.now() - Date.parse(last.startedAt) > maxAgeMs;
   }
 
   /** Whether the job's last due time passed with no scheduled run since. */
@@ -93,7 +105,7 @@ export class Service implements ServiceView {
 
   private schedule(): void {
     for (const c of this.crons) c.stop();
-    this.crons = JOBS.map(
+    this.crons = this.jobs().map(
       (job) =>
         new Cron(
           this.config.schedules[job.name],
@@ -106,13 +118,13 @@ export class Service implements ServiceView {
           () => this.runJob(job, 'schedule'),
         ),
     );
-    for (const [i, job] of JOBS.entries()) {
+    for (const [i, job] of this.jobs().entries()) {
       this.log.info(`job ${job.name} (${job.title}): "${this.config.schedules[job.name]}", next at ${this.crons[i]!.nextRun()?.toISOString() ?? 'never'}`);
     }
   }
 
   jobState(name: string): { running: boolean; nextRun: string | null } | undefined {
-    const i = JOBS.findIndex((j) => j.name === name);
+    const i = this.jobs().findIndex((j) => j.name === name);
     if (i < 0) return undefined;
     return { running: this.running.has(name), nextRun: this.crons[i]?.nextRun()?.toISOString() ?? null };
   }

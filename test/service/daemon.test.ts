@@ -69,7 +69,7 @@ describe('the service', () => {
     const sched = await runCli(['schedule', '--json'], s.env);
     const doc = JSON.parse(sched.stdout);
     expect(doc.service).toMatchObject({ running: true, pid: d.proc.pid });
-    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune']);
+    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'supabase-poll']);
     expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: null });
     const offline = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
     expect(offline.service).toEqual({ running: false });
@@ -201,7 +201,7 @@ describe('the service', () => {
     const again = await daemon(s.env);
     expect(again.output()).toMatch(/removed a stale control socket/);
     expect(files(s.backupDir, /\.partial$/)).toEqual([]);
-    const runs = readLedger(s.backupDir, `select job, status from runs order by id`);
+    const runs = readLedger(s.backupDir, `select job, status from runs where job in ('service', 'backup') order by id`);
     expect(runs.slice(0, 2)).toEqual([
       { job: 'service', status: 'interrupted' },
       { job: 'backup', status: 'interrupted' },

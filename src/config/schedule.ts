@@ -1,13 +1,12 @@
 /** Reading cron schedules: next and previous run times of a job in the configured zone. */
 import { Cron } from 'croner';
-import type { Config } from '../config/schema.js';
-import type { JobName } from './registry.js';
+import type { Config, ScheduleName } from './schema.js';
 
-export function cronFor(config: Config, job: JobName): Cron {
+export function cronFor(config: Config, job: ScheduleName): Cron {
   return new Cron(config.schedules[job], { timezone: config.timezone, paused: true });
 }
 
-export function nextRunOf(config: Config, job: JobName, after = new Date()): Date | null {
+export function nextRunOf(config: Config, job: ScheduleName, after = new Date()): Date | null {
   const c = cronFor(config, job);
   try {
     return c.nextRun(after);
@@ -17,7 +16,7 @@ export function nextRunOf(config: Config, job: JobName, after = new Date()): Dat
 }
 
 /** The most recent time the job was due, at or before `ref`. */
-export function previousRunOf(config: Config, job: JobName, ref = new Date()): Date | null {
+export function previousRunOf(config: Config, job: ScheduleName, ref = new Date()): Date | null {
   const c = cronFor(config, job);
   try {
     return c.previousRuns(1, ref)[0] ?? null;

@@ -1,0 +1,176 @@
+/**
+ * A client for the parts of Supabase's Management API (v1) this program uses.
+ *
+ * Every request: `Authorization: Bearer <token>`, a per-attempt timeout, at most 60 requests a
+ * minute (the shared limiter), retries with exponential backoff and jitter on 429 (honouring
+ * `Retry-After`), 5xx, timeouts and network errors; never on 401/403/404 or other 4xx. Replies
+ * are validated (./schemas.ts). Errors carry codes and hints; the token never appears in them.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { z } from 'zod';
+import { HbError } from '../domain/errors.js';
+import type { RateLimiter } from '../util/rate-limiter.js';
+import { redact } from '../util/redact.js';
+import {
+  type AddonsResponse,
+  addonsResponse,
+  type BackupsResponse,
+  backupsResponse,
+  type ProjectResponse,
+  projectResponse,
+  type ScheduleResponse,
+  scheduleResponse,
+} from './schemas.js';
+
+export interface ManagementApiOptions {
+  baseUrl: string;
+  token: string;
+  projectRef: string;
+  timeoutMs: number;
+  maxRetries: number;
+  limiter: RateLimiter;
+  signal?: AbortSignal;
+  /** Called before each retry, for logs. */
+  onRetry?: (info: { path: string; attempt: number; waitMs: number; reason: string }) => void;
+}
+
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/** Parses Retry-After: delta-seconds or an HTTP date. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | null {
+  if (!header) return null;
+  if (/^\d+(\.\d+)?$/.test(header.trim())) return Math.round(Number(header) * 1000);
+  const t = Date.parse(header);
+  return Number.isNaN(t) ? null : Math.max(0, t - now);
+}
+
+function backoffMs(attempt: number): number {
+  const base = Math.min(10_000, 500 * 2 ** attempt);
+  return Math.round(base / 2 + Math.random() * (base / 2));
+}
+
+export class ManagementApi {
+  constructor(private readonly o: ManagementApiOptions) {}
+
+  get projectRef(): string {
+    return this.o.projectRef;
+  }
+
+  listBackups(): Promise<BackupsResponse> {
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups`, backupsResponse, 'the backups list');
+  }
+
+  getProject(): Promise<ProjectResponse> {
+    return this.request('GET', `/v1/projects/${this.o.projectRef}`, projectResponse, 'the project');
+  }
+
+  listAddons(): Promise<AddonsResponse> {
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/billing/addons`, addonsResponse, 'the add-ons');
+  }
+
+  getBackupSchedule(): Promise<ScheduleResponse> {
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, 'the backup schedule');
+  }
+
+  /** `HH:MM:SS` in UTC. */
+  updateBackupSchedule(scheduleFor: string): Promise<ScheduleResponse> {
+    return this.request('PATCH', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, 'the backup schedule', { schedule_for: scheduleFor });
+  }
+
+  /** Starts a point-in-time restore of the whole project. */
+  async restorePitr(unixSeconds: number): Promise<void> {
+    await this.request('POST', `/v1/projects/${this.o.projectRef}/database/backups/restore-pitr`, null, 'the point-in-time restore', {
+      recovery_time_target_unix: unixSeconds,
+    });
+  }
+
+  private async request<S extends z.ZodType>(method: string, path: string, schema: S | null, what: string, body?: unknown): Promise<z.output<S>> {
+    const url = `${this.o.baseUrl.replace(/\/+$/, '')}${path}`;
+    for (let attempt = 0; ; attempt++) {
+      const last = attempt >= this.o.maxRetries;
+      await this.o.limiter.acquire(this.o.signal);
+      let res: Response;
+      try {
+        const signals = [AbortSignal.timeout(this.o.timeoutMs), ...(this.o.signal ? [this.o.signal] : [])];
+        res = await fetch(url, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.o.token}`,
+            accept: 'application/json',
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+          signal: AbortSignal.any(signals),
+        });
+      } catch (e) {
+        if (this.o.signal?.aborted) throw new HbError('aborted', `the request for ${what} was stopped`);
+        const timedOut = (e as Error).name === 'TimeoutError';
+        const reason = timedOut ? `no answer within ${this.o.timeoutMs / 1000}s` : redact(String((e as Error & { cause?: Error }).cause?.message ?? (e as Error).message));
+        if (last) {
+          throw timedOut
+            ? new HbError('supabase-timeout', `the Management API did not answer ${method} ${path} within ${this.o.timeoutMs / 1000}s (${attempt + 1} attempts)`, 'check status.supabase.com; raise supabase.requestTimeoutSeconds if the network is slow')
+            : new HbError('supabase-unavailable', `cannot reach the Management API at ${this.o.baseUrl}: ${reason}`, 'check the network and SUPABASE_API_URL');
+        }
+        await this.retryWait(path, attempt, backoffMs(attempt), reason);
+        continue;
+      }
+      if (res.ok) {
+        if (schema === null) {
+          await res.body?.cancel();
+          return undefined as z.output<S>;
+        }
+        const text = await res.text();
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          throw new HbError('supabase-bad-response', `the Management API answered ${method} ${path} with something that is not JSON`, 'check SUPABASE_API_URL; it should be https://api.supabase.com');
+        }
+        const parsed = schema.safeParse(json);
+        if (!parsed.success) {
+          const i = parsed.error.issues[0]!;
+          throw new HbError('supabase-bad-response', `unexpected reply for ${what}: ${i.path.join('.') || '(top)'} ${i.message}`, 'the Management API may have changed; upgrade hybrid-backup');
+        }
+        return parsed.data;
+      }
+      await res.body?.cancel();
+      const status = res.status;
+      if (status === 401) {
+        throw new HbError('supabase-unauthorized', 'the Supabase access token is invalid or expired (401)', 'create a new access token at supabase.com/dashboard/account/tokens and set SUPABASE_ACCESS_TOKEN');
+      }
+      if (status === 403) {
+        throw new HbError('supabase-forbidden', `the access token may not read ${what} of project ${this.o.projectRef} (403)`, 'use a token of an account (or a scoped token) with read access to the project\'s database backups');
+      }
+      if (status === 404) {
+        throw new HbError('supabase-not-found', `no project ${this.o.projectRef} is visible to this token (404)`, 'check SUPABASE_PROJECT_REF (the 20 letters in the dashboard URL) and that the token\'s account belongs to the project\'s organization');
+      }
+      if (status === 402) {
+        throw new HbError('supabase-plan', `${what} needs a higher Supabase plan (402)`, 'managed backups start with the Pro plan: Dashboard → Organization → Billing');
+      }
+      if (status === 429 || status >= 500) {
+        const reason = `${status} ${res.statusText}`.trim();
+        if (last) {
+          throw status === 429
+            ? new HbError('supabase-rate-limited', `the Management API still refused ${method} ${path} with 429 after ${attempt + 1} attempts`, 'another tool may be using the same token heavily; try again later')
+            : new HbError('supabase-unavailable', `the Management API failed ${method} ${path} with ${reason} after ${attempt + 1} attempts`, 'check status.supabase.com and try again later');
+        }
+        const after = status === 429 ? retryAfterMs(res.headers.get('retry-after')) : null;
+        if (after !== null && after > MAX_RETRY_AFTER_MS) {
+          throw new HbError('supabase-rate-limited', `the Management API asks to wait ${Math.round(after / 1000)}s before ${method} ${path}`, 'try again later');
+        }
+        await this.retryWait(path, attempt, after ?? backoffMs(attempt), reason);
+        continue;
+      }
+      throw new HbError('supabase-bad-response', `the Management API answered ${method} ${path} with ${status} ${res.statusText}`.trim());
+    }
+  }
+
+  private async retryWait(path: string, attempt: number, waitMs: number, reason: string): Promise<void> {
+    this.o.onRetry?.({ path, attempt: attempt + 1, waitMs, reason });
+    try {
+      await sleep(waitMs, undefined, { signal: this.o.signal });
+    } catch {
+      throw new HbError('aborted', 'stopped while waiting to retry a Management API request');
+    }
+  }
+}

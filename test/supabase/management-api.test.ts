@@ -1,0 +1,211 @@
+/**
+ * The managed layer against a fake Management API whose every reply validates against
+ * Supabase's published schema: the scenarios of a real project's life, and the token's secrecy.
+ */
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { contractErrors, dailyProject, FakeManagementApi, pitrProject, REF, TOKEN } from '../helpers/fake-supabase.js';
+
+let api: FakeManagementApi;
+const dirs: string[] = [];
+const outputs: string[] = [];
+
+beforeAll(async () => {
+  api = await new FakeManagementApi().start();
+});
+afterEach(() => {
+  expect(api.violations, 'every reply of the fake must validate against the contract').toEqual([]);
+});
+afterAll(async () => {
+  await api.stop();
+  // The token never appears in any output, log, ledger row or report.
+  for (const d of dirs) {
+    for (const f of readdirSync(d, { recursive: true }) as string[]) {
+      const p = path.join(d, f);
+      if (statSync(p).isFile()) expect(readFileSync(p).toString('latin1'), p).not.toContain(TOKEN);
+    }
+  }
+  for (const o of outputs) expect(o).not.toContain(TOKEN);
+  dirs.forEach(removeDir);
+});
+
+function setup(config: Record<string, unknown> = {}) {
+  const dir = tempDir('hbsb');
+  dirs.push(dir);
+  writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 1, maxRetries: 2, ...config } }));
+  const backupDir = path.join(dir, 'b');
+  const env = { BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), SUPABASE_API_URL: api.url, SUPABASE_PROJECT_REF: REF, SUPABASE_ACCESS_TOKEN: TOKEN };
+  return { dir, backupDir, env };
+}
+
+async function cli(args: string[], env: Record<string, string>) {
+  const r = await runCli(args, env);
+  outputs.push(r.stdout, r.stderr);
+  return r;
+}
+
+async function status(env: Record<string, string>) {
+  const r = await cli(['supabase-status', '--json'], env);
+  return { ...r, doc: JSON.parse(r.stdout) };
+}
+
+describe('supabase-status', () => {
+  it('a PITR project: the window, WAL-G, the add-on; the poll recorded', async () => {
+    const s = setup();
+    api.state = pitrProject();
+    const r = await status(s.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.doc).toMatchObject({ configured: true, pitrEnabled: true, walgEnabled: true, region: 'eu-central-1', addons: { pitr: 'pitr_7', compute: 'ci_small' } });
+    expect(Date.parse(r.doc.physical.latest)).toBeGreaterThan(Date.now() - 5 * 60_000);
+    expect(Date.parse(r.doc.physical.earliest)).toBeLessThan(Date.now() - 6 * 86_400_000);
+    expect(r.doc.backups).toHaveLength(3);
+    expect(r.doc.latestBackupAt).toBe(r.doc.backups[0].insertedAt);
+    expect(readLedger(s.backupDir, `select job, trigger, status from runs`)).toEqual([{ job: 'supabase-poll', trigger: 'cli', status: 'ok' }]);
+    expect(readLedger(s.backupDir, `select ok, pitr_enabled, project_status from supabase_snapshots`)).toEqual([{ ok: 1, pitr_enabled: 1, project_status: 'ACTIVE_HEALTHY' }]);
+    const human = await cli(['supabase-status'], s.env);
+    expect(human.stdout).toMatch(/point-in-time recovery {2}on \(7 days\): restorable from/);
+    const log = readFileSync(path.join(s.backupDir, 'supabase-backup.log'), 'utf8');
+    expect(log).toMatch(/PITR on, restorable/);
+    // every request carried the token
+    expect(api.requests.every((q) => q.authorization === `Bearer ${TOKEN}`)).toBe(true);
+  });
+
+  it('a daily-backup project: the newest completed backup and the schedule', async () => {
+    const s = setup();
+    api.state = dailyProject();
+    const r = await status(s.env);
+    expect(r.exitCode).toBe(0);
+    expect(r.doc).toMatchObject({ configured: true, pitrEnabled: false, physical: { earliest: null, latest: null }, schedule: { scheduleFor: '04:00:00' }, failedBackups: 0 });
+    expect(r.doc.latestBackupAt).toBe(api.state.backups[0]!.inserted_at);
+  });
+
+  it('a FAILED newest backup: reported, and the newest completed one found behind it', async () => {
+    const s = setup();
+    api.state = dailyProject();
+    api.state.backups.unshift({ id: 99, status: 'FAILED', inserted_at: new Date(Date.now() - 3600_000).toISOString(), is_physical_backup: false });
+    const r = await status(s.env);
+    expect(r.doc.failedBackups).toBe(1);
+    expect(r.doc.backups[0]).toMatchObject({ status: 'FAILED', id: 99 });
+    expect(r.doc.latestBackupAt).toBe(api.state.backups[1]!.inserted_at);
+    expect((await cli(['supabase-status'], s.env)).stdout).toMatch(/FAILED +\d{4}-\d\d-\d\d .*\(id 99\)/);
+  });
+
+  it('an empty backup list, physical_backup_data {}, a missing id and an unknown status are all accepted', async () => {
+    const s = setup();
+    api.state = { ...dailyProject(), backups: [] };
+    let r = await status(s.env);
+    expect(r.exitCode).toBe(0);
+    expect(r.doc).toMatchObject({ backups: [], latestBackupAt: null, physical: { earliest: null, latest: null } });
+    // an older response without ids, with statuses this program does not act on
+    const older = {
+      region: 'eu-central-1',
+      walg_enabled: true,
+      pitr_enabled: false,
+      physical_backup_data: {},
+      backups: [
+        { status: 'COMPLETED', inserted_at: '2026-11-20T04:00:00Z', is_physical_backup: false },
+        { status: 'PENDING', inserted_at: '2026-11-21T04:00:00Z', is_physical_backup: false },
+        { status: 'ARCHIVED', inserted_at: '2026-11-19T04:00:00Z', is_physical_backup: false },
+      ],
+    };
+    expect(contractErrors('V1BackupsResponse', older).join()).toMatch(/must have required property 'id'/);
+    api.queue('GET /database/backups', { status: 200, json: older, schema: 'legacy-V1BackupsResponse' });
+    r = await status(s.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.doc.backups).toEqual([
+      { id: null, status: 'PENDING', insertedAt: '2026-11-21T04:00:00.000Z', physical: false },
+      { id: null, status: 'COMPLETED', insertedAt: '2026-11-20T04:00:00.000Z', physical: false },
+      { id: null, status: 'ARCHIVED', insertedAt: '2026-11-19T04:00:00.000Z', physical: false },
+    ]);
+    expect(r.doc.latestBackupAt).toBe('2026-11-20T04:00:00.000Z');
+  });
+
+  it.each([
+    [401, 'supabase-unauthorized', /access token is invalid or expired \(401\)/, /create a new access token/],
+    [403, 'supabase-forbidden', /may not read the backups list of project abcdefghijklmnopqrst \(403\)/, /read access to the project's database backups/],
+    [404, 'supabase-not-found', /no project abcdefghijklmnopqrst is visible to this token \(404\)/, /check SUPABASE_PROJECT_REF/],
+  ])('%i: no retry, error %s with its hint; the failure recorded, not a crash', async (code, errCode, message, hint) => {
+    const s = setup();
+    api.state = dailyProject();
+    const before = api.count('GET', '/database/backups');
+    api.queue('GET /database/backups', { status: code, raw: '{"message":"nope"}' });
+    const r = await status(s.env);
+    expect(r.exitCode).toBe(1);
+    expect(r.doc.error).toMatchObject({ code: errCode });
+    expect(r.doc.error.message).toMatch(message);
+    expect(r.doc.error.hint).toMatch(hint);
+    expect(api.count('GET', '/database/backups') - before).toBe(1);
+    expect(readLedger(s.backupDir, `select status, error_code from runs`)).toEqual([{ status: 'failed', error_code: errCode }]);
+    expect(readLedger(s.backupDir, `select ok, error_code from supabase_snapshots`)).toEqual([{ ok: 0, error_code: errCode }]);
+  });
+
+  it('a wrong token is refused by the API the same way', async () => {
+    const s = setup();
+    const r = await status({ ...s.env, SUPABASE_ACCESS_TOKEN: 'sbp_wrongwrongwrongwrongwrongwrongwrongwrong' });
+    expect(r.doc.error.code).toBe('supabase-unauthorized');
+    expect(r.stdout).not.toContain('sbp_wrongwrong');
+  });
+
+  it('429 with Retry-After: waits as told, then succeeds', async () => {
+    const s = setup();
+    api.state = dailyProject();
+    api.queue('GET /database/backups', { status: 429, raw: '{"message":"slow down"}', headers: { 'retry-after': '1' } });
+    const t0 = Date.now();
+    const r = await status(s.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const calls = api.requests.filter((q) => q.path.endsWith('/database/backups')).slice(-2);
+    expect(calls[1]!.at - calls[0]!.at).toBeGreaterThanOrEqual(950);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(950);
+    expect(readFileSync(path.join(s.backupDir, 'supabase-backup.log'), 'utf8')).toMatch(/429.*retry 1 in 1\.0s/);
+  });
+
+  it('500 then success: retried with backoff', async () => {
+    const s = setup();
+    api.state = dailyProject();
+    const before = api.count('GET', '');
+    api.queue('GET ', { status: 500, raw: '{"message":"Failed to retrieve project"}' }, { status: 503, raw: '' });
+    const r = await status(s.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(api.count('GET', '') - before).toBe(3);
+  });
+
+  it('5xx every time: gives up after the retries with a clear error', async () => {
+    const s = setup();
+    api.queue('GET /database/backups', { status: 500, raw: '' }, { status: 500, raw: '' }, { status: 500, raw: '' });
+    const r = await status(s.env);
+    expect(r.exitCode).toBe(1);
+    expect(r.doc.error).toMatchObject({ code: 'supabase-unavailable' });
+    expect(r.doc.error.message).toMatch(/failed GET \/v1\/projects\/abcdefghijklmnopqrst\/database\/backups with 500 .*after 3 attempts/);
+  });
+
+  it('a hung request times out (and is retried), then fails with supabase-timeout', async () => {
+    const s = setup({ maxRetries: 1 });
+    api.queue('GET /database/backups', { hang: true }, { hang: true });
+    const t0 = Date.now();
+    const r = await status(s.env);
+    expect(r.exitCode).toBe(1);
+    expect(r.doc.error).toMatchObject({ code: 'supabase-timeout' });
+    expect(r.doc.error.message).toMatch(/did not answer GET .* within 1s \(2 attempts\)/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('malformed JSON: supabase-bad-response, not a crash', async () => {
+    const s = setup();
+    api.queue('GET /database/backups', { status: 200, raw: '{"region": "eu", "backups": [' });
+    const r = await status(s.env);
+    expect(r.exitCode).toBe(1);
+    expect(r.doc.error.code).toBe('supabase-bad-response');
+    expect(r.doc.error.message).toMatch(/not JSON/);
+  });
+
+  it('not configured is a state: configured false, exit 0, the poll recorded', async () => {
+    const s = setup();
+    const r = await status({ ...s.env, SUPABASE_ACCESS_TOKEN: '', SUPABASE_PROJECT_REF: '' });
+    expect(r.exitCode).toBe(0);
+    expect(r.doc).toMatchObject({ configured: false, pitrEnabled: null, backups: [], notes: ['not configured: set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN'] });
+    const human = await cli(['supabase-status'], { ...s.env, SUPABASE_ACCESS_TOKEN: '' });
+    expect(human.stdout).toMatch(/managed layer \(Supabase\): not configured\n {2}not configured: set SUPABASE_ACCESS_TOKEN/);
+  });
+});
