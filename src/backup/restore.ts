@@ -14,7 +14,7 @@ import { loadExeca } from '../util/lazy.js';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
-import { type ConnInfo, describeConn, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { assertDumpableConnection, type ConnInfo, describeConn, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withClient } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
 import { formatBytes, formatDuration } from '../util/format.js';
@@ -124,6 +124,7 @@ export async function runPsql(ctx: RunContext, b: Backup, conn: ConnInfo, psqlPa
 export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promise<RestoreResult> {
   if (!req.target) throw new HbError('restore-target-missing', 'restore needs a target database', 'pass --target postgresql://user@host:5432/dbname');
   const conn = parseConnInfo(req.target, '--target');
+  assertDumpableConnection(conn, '--target');
   const b = resolveBackup(ctx, req.backup);
   assertRestorable(b);
   const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn) });

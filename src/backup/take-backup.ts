@@ -16,8 +16,9 @@ import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.j
 import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
 import type { NewBackup } from '../ledger/ledger.js';
-import { libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
-import { probeServer, type ServerInfo } from '../pg/server.js';
+import { effectiveProfile, platformTableTriggers, profileParts } from '../dump/profiles.js';
+import { assertDumpableConnection, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { probeServer, type ServerInfo, withSnapshot } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
 import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
 import { formatBytes, formatCount, formatDuration } from '../util/format.js';
@@ -74,12 +75,11 @@ async function checkFreeSpace(ctx: RunContext): Promise<void> {
 export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<Backup> {
   const description = validateDescription(req.description, req.kind === 'pre-change');
   const { config, ledger, log } = ctx;
-  const { compression, profile } = config.dump;
-  if (profile !== 'full') {
-    throw new HbError('config-invalid', `dump.profile "${profile}" is not supported by this version of hybrid-backup`, 'set dump.profile to "full"');
-  }
-  await ensurePrivateDir(config.backupDir);
+  const { compression } = config.dump;
   const conn = parseConnInfo(config.databaseUrl);
+  assertDumpableConnection(conn);
+  const profile = effectiveProfile(config, conn);
+  await ensurePrivateDir(config.backupDir);
 
   let createdAt = new Date().toISOString();
   // Provisional until the lock is held and the name is claimed; recorded for failed attempts.
@@ -100,6 +100,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
 
     server = await probeServer(conn, config.dump.connectTimeoutSeconds);
     const choice = await chooseTool('pg_dump', server.major, config.dump.pgBinDir);
+    const dumpAll = profile === 'supabase' ? await chooseTool('pg_dumpall', server.major, config.dump.pgBinDir) : null;
     pgDumpVersion = choice.tool.version;
     if (choice.warning) {
       log.warn(choice.warning, { runId: run.id });
@@ -111,19 +112,26 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     owned = true;
     const partialPath = finalPath + PARTIAL_SUFFIX;
     ledger.setRunFiles(run.id, { partialPath, finalPath });
-    log.info(`dumping ${safeUrl(conn)} with ${choice.tool.path} into ${path.basename(finalPath)}`, { runId: run.id, serverVersion: server.version });
+    log.info(`dumping ${safeUrl(conn)} (profile ${profile}) with ${choice.tool.path} into ${path.basename(finalPath)}`, { runId: run.id, serverVersion: server.version });
 
     const { dbname, env } = libpqArgs(conn);
-    const out = await dumpToPartial({
-      pgDump: choice.tool.path,
-      args: ['--format=plain', '--no-password', `--dbname=${dbname}`],
-      env: { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds), PGAPPNAME: 'hybrid-backup' },
-      partialPath,
-      compression,
-      gzipLevel: config.dump.gzipLevel,
-      signal: ctx.signal,
-      onProgress: (bytes) => ctx.reporter.progress({ phase: 'dump', bytes, elapsedMs: Date.now() - started }),
-    });
+    const tools = { pgDump: choice.tool.path, pgDumpAll: dumpAll?.tool.path ?? null, pgDumpMajor: choice.tool.major };
+    const dump = (snapshot: string | null, afterSchema = '') =>
+      dumpToPartial({
+        parts: profileParts(profile, dbname, tools, snapshot, server!.database, afterSchema),
+        env: { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds), PGAPPNAME: 'hybrid-backup' },
+        partialPath,
+        compression,
+        gzipLevel: config.dump.gzipLevel,
+        signal: ctx.signal,
+        onProgress: (bytes) => ctx.reporter.progress({ phase: 'dump', bytes, elapsedMs: Date.now() - started }),
+      });
+    // Several pg_dump runs see one database state: a connection exports a snapshot and holds it.
+    const major = server.major;
+    const out =
+      profile === 'supabase'
+        ? await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => dump(snapshot, await platformTableTriggers(client, major)))
+        : await dump(null);
 
     await fs.rename(partialPath, finalPath);
     renamed = true;

@@ -160,7 +160,6 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   return {
     ...raw,
     backupDir,
-    dump: { ...raw.dump, profile: raw.dump.profile ?? 'full' },
     socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
     source: { file: fileUsed },
   };

@@ -212,8 +212,7 @@ export type RawConfig = z.output<typeof configSchema>;
 export type ScheduleName = keyof RawConfig['schedules'];
 
 /** The configuration the program runs with: paths absolute, derived values resolved. */
-export interface Config extends Omit<RawConfig, 'dump' | 'socket'> {
-  dump: RawConfig['dump'] & { profile: 'full' | 'supabase' };
+export interface Config extends Omit<RawConfig, 'socket'> {
   socket: RawConfig['socket'] & { path: string };
   /** Where this configuration came from, for messages. */
   source: { file: string | null };

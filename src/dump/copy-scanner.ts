@@ -1,7 +1,6 @@
 /**
- * Reads a plain-format pg_dump stream as it passes and learns, without holding it: how many
- * rows each table's COPY block carries, and whether the stream ended with pg_dump's closing
- * `-- PostgreSQL database dump complete` line.
+ * Reads a plain-format pg_dump stream as it passes and learns, without holding it, how many
+ * rows each table's COPY block carries (how the stream ended is ./stream-tail.ts's job).
  *
  * In COPY text format every row is exactly one line (newlines inside values are escaped as
  * `\n`), and a block ends with a line holding only `\.`, which no data row can be (a backslash
@@ -11,10 +10,8 @@
 const NL = 0x0a;
 const BACKSLASH = 0x5c;
 const DOT = 0x2e;
-const COMPLETE_LINE = '-- PostgreSQL database dump complete';
 /** Longest statement line we keep to look for a COPY header; longer ones are not COPY headers we can parse. */
 const MAX_LINE = 4 * 1024 * 1024;
-const TAIL_BYTES = 8192;
 
 /**
  * Parses the qualified table name at the start of a COPY header's remainder
@@ -69,11 +66,9 @@ export class CopyScanner {
   /** Outside a block: the pieces of the current statement line. */
   private pending: Buffer[] = [];
   private pendingLen = 0;
-  private tail: Buffer = Buffer.alloc(0);
 
   push(chunk: Buffer): void {
     this.bytes += chunk.length;
-    this.keepTail(chunk);
     let pos = 0;
     const n = chunk.length;
     while (pos < n) {
@@ -147,24 +142,6 @@ export class CopyScanner {
     }
     this.pending = [];
     this.pendingLen = 0;
-  }
-
-  private keepTail(chunk: Buffer): void {
-    if (chunk.length >= TAIL_BYTES) {
-      this.tail = Buffer.from(chunk.subarray(chunk.length - TAIL_BYTES));
-    } else {
-      const merged = Buffer.concat([this.tail, chunk]);
-      this.tail = merged.length > TAIL_BYTES ? merged.subarray(merged.length - TAIL_BYTES) : merged;
-    }
-  }
-
-  /** Whether the stream so far ends with pg_dump's closing comment (followed only by blank lines or `\unrestrict`). */
-  get complete(): boolean {
-    const text = this.tail.toString('utf8');
-    const at = text.lastIndexOf(`\n${COMPLETE_LINE}\n`);
-    if (at < 0) return false;
-    const after = text.slice(at + COMPLETE_LINE.length + 2);
-    return after.split('\n').every((l) => l === '' || l === '--' || l.startsWith('\\unrestrict '));
   }
 
   /** True while a COPY block is open (the stream stopped inside table data). */

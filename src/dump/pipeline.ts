@@ -1,29 +1,50 @@
 /**
- * The dump pipeline: pg_dump's stdout streamed — never held whole — through the COPY scanner,
- * optionally gzip, and SHA-256 into `<final>.partial` (coalesced 1 MiB writes), then fsynced. Memory stays bounded by the
- * stream buffers whatever the database size.
+ * The dump pipeline: the output of one or more dump commands (pg_dump, pg_dumpall), with text
+ * between them, streamed in order — never held whole — through the COPY scanner, optionally gzip,
+ * and SHA-256 into `<final>.partial`, then fsynced. Memory stays bounded by the stream buffers
+ * whatever the database size.
  *
- * This module only produces a complete, synced partial file or throws; naming, renaming and
- * recording are the caller's.
+ * Each command part must exit 0 and end with its tool's closing comment line; the first part that
+ * does not stops the dump. This module only produces a complete, synced partial file or throws;
+ * naming, renaming and recording are the caller's.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { loadExeca } from '../util/lazy.js';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
+import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 import { CopyScanner } from './copy-scanner.js';
 import { FileSink } from './file-sink.js';
+import { StreamTail } from './stream-tail.js';
+
+/** A command whose stdout becomes part of the dump. */
+export interface CommandPart {
+  kind: 'command';
+  /** For messages: "pg_dump", "pg_dump (schema)", … */
+  label: string;
+  path: string;
+  args: string[];
+  /** The closing comment line the output must end with. */
+  marker: string;
+  /** Rewrites each line (for statements a target cannot run); not for parts carrying COPY data. */
+  transformLine?: (line: string) => string;
+}
+
+/** Literal SQL between parts. */
+export interface TextPart {
+  kind: 'text';
+  text: string;
+}
+
+export type DumpPart = CommandPart | TextPart;
 
 export interface DumpSpec {
-  /** pg_dump executable. */
-  pgDump: string;
-  /** Arguments; the pipeline adds nothing but what is here. */
-  args: string[];
-  /** Extra environment (PGPASSWORD, …). */
+  parts: DumpPart[];
+  /** Extra environment for every command (PGPASSWORD, …). */
   env: Record<string, string>;
   partialPath: string;
   compression: Compression;
@@ -37,17 +58,16 @@ export interface DumpSpec {
 export interface DumpOutput {
   /** Bytes of the file as stored. */
   bytes: number;
-  /** Bytes pg_dump wrote (uncompressed). */
+  /** Bytes of SQL (uncompressed). */
   rawBytes: number;
   /** SHA-256 of the file as stored, hex. */
   sha256: string;
   tables: TableCounts;
-  stderr: string;
 }
 
 const STDERR_KEEP = 64 * 1024;
 
-/** Passes chunks through unchanged while feeding the scanner and/or hash. */
+/** Passes chunks through unchanged while calling `fn` on each. */
 class Tap extends Transform {
   constructor(private readonly fn: (chunk: Buffer) => void) {
     super({ highWaterMark: 1 << 20 });
@@ -58,24 +78,110 @@ class Tap extends Transform {
   }
 }
 
-function describeExit(r: { exitCode?: number | undefined; signal?: string | undefined; isCanceled?: boolean }): string {
-  if (r.signal) return `was killed by ${r.signal}`;
-  return `exited with code ${r.exitCode ?? '?'}`;
+/** Applies a function to every line (the last line may lack its newline). */
+class LineMap extends Transform {
+  private carry = '';
+  constructor(private readonly fn: (line: string) => string) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    const text = this.carry + chunk.toString('utf8');
+    const nl = text.lastIndexOf('\n');
+    if (nl < 0) {
+      this.carry = text;
+      return cb();
+    }
+    this.carry = text.slice(nl + 1);
+    cb(null, Buffer.from(`${text.slice(0, nl).split('\n').map(this.fn).join('\n')}\n`));
+  }
+  override _flush(cb: TransformCallback): void {
+    cb(null, this.carry ? Buffer.from(this.fn(this.carry)) : undefined);
+  }
+}
+
+function hintForStderr(stderr: string): string | undefined {
+  if (/password authentication failed|no password supplied/i.test(stderr)) return 'check the user and password in DATABASE_URL';
+  if (/database ".*" does not exist/i.test(stderr)) return 'check the database name in DATABASE_URL';
+  if (/server version mismatch|aborting because of server version mismatch/i.test(stderr)) return 'install the client tools of the server\'s major version (postgresql-client-<N>)';
+  if (/permission denied/i.test(stderr)) return 'the database user needs read access to every object dumped';
+  if (/could not connect|connection to server/i.test(stderr)) return 'check that the server is running and reachable';
+  if (/invalid snapshot identifier|could not import the requested snapshot/i.test(stderr)) return 'the exporting connection closed early; run the backup again';
+  return undefined;
+}
+
+/** Runs one command part into `into` (not ending it). Throws the part's failure. */
+async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promise<void> {
+  const { execa } = await loadExeca();
+  const child = execa(part.path, part.args, {
+    env: spec.env,
+    extendEnv: true,
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: false,
+    reject: false,
+    cancelSignal: spec.signal,
+    forceKillAfterDelay: 5000,
+    encoding: 'buffer',
+  });
+  let stderrTail = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderrTail = (stderrTail + d.toString('utf8')).slice(-STDERR_KEEP);
+  });
+  // On abort stop listening at once: children of a killed wrapper script may keep the pipes open.
+  const onAbort = () => {
+    child.stderr?.destroy();
+    child.stdout?.destroy();
+  };
+  spec.signal?.addEventListener('abort', onAbort, { once: true });
+  const tail = new StreamTail();
+  const stages: Transform[] = [...(part.transformLine ? [new LineMap(part.transformLine)] : []), new Tap((c) => tail.push(c))];
+  // Forwards into the shared stream with its backpressure, without ending it.
+  const forward = new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      if (into.destroyed) return cb(new Error('the backup file stream closed'));
+      if (into.write(chunk)) return cb();
+      const onDrain = () => (into.off('close', onClose), cb());
+      const onClose = () => (into.off('drain', onDrain), cb(new Error('the backup file stream closed')));
+      into.once('drain', onDrain);
+      into.once('close', onClose);
+    },
+  });
+  try {
+    const [, exit] = await Promise.allSettled([pipeline([child.stdout!, ...stages, forward]), child]);
+    const r = exit.status === 'fulfilled' ? exit.value : undefined;
+    if (spec.signal?.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again');
+    const stderr = redact(stderrTail.trim());
+    if (!r || r.failed) {
+      const how = r ? (r.signal ? `was killed by ${r.signal}` : `exited with code ${r.exitCode ?? '?'}`) : `could not be started: ${redact(String((exit as PromiseRejectedResult).reason))}`;
+      const lines = stderr.split('\n').filter(Boolean).slice(-5).join(' | ');
+      throw new HbError('dump-failed', `${part.label} ${how}${lines ? `: ${lines}` : ''}`, hintForStderr(stderr));
+    }
+    if (tail.bytes === 0) throw new HbError('dump-empty', `${part.label} exited successfully but wrote nothing`, 'check the pg_dump executable and its arguments (dump.pgBinDir)');
+    if (!tail.endsWith(part.marker)) {
+      throw new HbError(
+        'dump-incomplete',
+        `the ${part.label} output ends without its closing "${part.marker}" line after ${tail.bytes} bytes`,
+        'the output was cut short; check the server log and pg_dump\'s stderr, then run the backup again',
+      );
+    }
+  } finally {
+    spec.signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 /**
- * Runs pg_dump into `spec.partialPath` (created exclusively, mode 0600) and fsyncs it.
+ * Runs the parts into `spec.partialPath` (created exclusively, mode 0600) and fsyncs it.
  * On any failure the partial file is removed before the error is thrown.
- * @throws HbError `dump-failed` (pg_dump failed; its stderr, redacted), `dump-empty`,
+ * @throws HbError `dump-failed` (a command failed; its stderr, redacted), `dump-empty`,
  *   `dump-incomplete` (no closing line), `dump-write-failed`, `dump-aborted`.
  */
 export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const scanner = new CopyScanner();
   const hash = createHash('sha256');
-  let stderrTail = '';
   let lastProgress = 0;
   const every = spec.progressEveryMs ?? 250;
-
   const inspect = (chunk: Buffer) => {
     scanner.push(chunk);
     if (spec.onProgress) {
@@ -89,85 +195,60 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const gzip = spec.compression === 'gzip';
   let sink: FileSink;
   try {
-    // Plain: the sink sees pg_dump's bytes, so it inspects and hashes them in one step.
+    // Plain: the sink sees the SQL itself, so it inspects and hashes it in one step.
     sink = new FileSink(spec.partialPath, 0o600, gzip ? (c) => hash.update(c) : (c) => (inspect(c), hash.update(c)));
   } catch (e) {
     throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
   }
-
-  const { execa } = await loadExeca();
-  const child = execa(spec.pgDump, spec.args, {
-    env: spec.env,
-    extendEnv: true,
-    stdin: 'ignore',
-    stdout: 'pipe',
-    stderr: 'pipe',
-    buffer: false,
-    reject: false,
-    cancelSignal: spec.signal,
-    forceKillAfterDelay: 5000,
-    encoding: 'buffer',
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    stderrTail = (stderrTail + d.toString('utf8')).slice(-STDERR_KEEP);
-  });
-  // On abort stop listening at once: children of a killed wrapper script may keep stderr open.
-  spec.signal?.addEventListener('abort', () => child.stderr?.destroy(), { once: true });
-
+  const head = new PassThrough({ highWaterMark: 1 << 20 });
   const stages = gzip ? [new Tap(inspect), createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 })] : [];
-
-  const [flow, exit] = await Promise.allSettled([
-    // The signal also ends the pipe: a pg_dump wrapper's children may hold it open after the kill.
-    pipeline([child.stdout!, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
-      // Our side failed (disk full, …): stop pg_dump rather than let it block on a full pipe.
-      child.kill('SIGTERM');
-      throw e;
-    }),
-    child,
-  ]);
+  let writeError: unknown = null;
+  const flow = pipeline([head, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
+    writeError = e;
+    head.destroy(); // stops the part being copied in
+  });
 
   const fail = async (err: HbError): Promise<never> => {
+    head.destroy();
+    await flow;
     await fs.rm(spec.partialPath, { force: true });
     throw err;
   };
-
-  const result = exit.status === 'fulfilled' ? exit.value : undefined;
-  const stderr = redact(stderrTail.trim());
-  if (spec.signal?.aborted || result?.isCanceled) {
-    return fail(new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again'));
-  }
-  if (flow.status === 'rejected') {
-    const e = flow.reason as NodeJS.ErrnoException;
+  /** Why the dump stopped from outside a part: an abort (which also errors the stream), or a write failure. */
+  const stopped = (): HbError | null => {
+    if (spec.signal?.aborted) return new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again');
+    if (!writeError) return null;
+    const e = writeError as NodeJS.ErrnoException;
     const hint = e.code === 'ENOSPC' ? 'free disk space in the backup directory, or move BACKUP_DIR to a larger disk' : undefined;
-    return fail(new HbError('dump-write-failed', `cannot write ${spec.partialPath}: ${redact(e.message)}`, hint));
-  }
-  if (!result || result.failed) {
-    const how = result ? describeExit(result) : `could not be started: ${redact(String((exit as PromiseRejectedResult).reason))}`;
-    const firstLines = stderr.split('\n').filter(Boolean).slice(-5).join(' | ');
-    return fail(new HbError('dump-failed', `pg_dump ${how}${firstLines ? `: ${firstLines}` : ''}`, hintForStderr(stderr)));
-  }
-  if (scanner.bytes === 0) {
-    return fail(new HbError('dump-empty', 'pg_dump exited successfully but wrote nothing', 'check the pg_dump executable and its arguments (dump.pgBinDir)'));
-  }
-  if (!scanner.complete) {
-    const where = scanner.insideCopy ? ' (it stopped inside table data)' : '';
-    return fail(
-      new HbError(
-        'dump-incomplete',
-        `the dump ends without pg_dump's closing "-- PostgreSQL database dump complete" line after ${scanner.bytes} bytes${where}`,
-        'the output was cut short; check the server log and pg_dump\'s stderr, then run the backup again',
-      ),
-    );
-  }
-  spec.onProgress?.(scanner.bytes);
-  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables }, stderr };
-}
+    return new HbError('dump-write-failed', `cannot write ${spec.partialPath}: ${redact(e.message)}`, hint);
+  };
 
-function hintForStderr(stderr: string): string | undefined {
-  if (/password authentication failed|no password supplied/i.test(stderr)) return 'check the user and password in DATABASE_URL';
-  if (/database ".*" does not exist/i.test(stderr)) return 'check the database name in DATABASE_URL';
-  if (/server version mismatch|aborting because of server version mismatch/i.test(stderr)) return 'install the client tools of the server\'s major version (postgresql-client-<N>)';
-  if (/permission denied/i.test(stderr)) return 'the database user needs read access to every object dumped';
-  if (/could not connect|connection to server/i.test(stderr)) return 'check that the server is running and reachable';
-  return undefined;
+  for (const part of spec.parts) {
+    const before = stopped();
+    if (before) return fail(before);
+    if (part.kind === 'text') {
+      if (!head.write(part.text)) await new Promise((r) => head.once('drain', r));
+      continue;
+    }
+    try {
+      await runPart(part, head, spec);
+    } catch (e) {
+      const outside = stopped();
+      if (outside) return fail(outside);
+      const err = e instanceof HbError ? e : new HbError('dump-failed', redact((e as Error).message));
+      if (err.code === 'dump-incomplete') {
+        // Let what was written reach the scanner, to say where the output stopped.
+        head.end();
+        await flow;
+        if (scanner.insideCopy) return fail(new HbError(err.code, `${err.message} (it stopped inside table data)`, err.hint));
+      }
+      return fail(err);
+    }
+  }
+  head.end();
+  await flow;
+  const after = stopped();
+  if (after) return fail(after);
+  spec.onProgress?.(scanner.bytes);
+  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables } };
 }

@@ -159,6 +159,22 @@ export function pgClientConfig(c: ConnInfo, opts: { connectTimeoutSeconds: numbe
   };
 }
 
+/**
+ * Refuses, before connecting, a connection pg_dump cannot use: Supabase's transaction pooler
+ * (port 6543 on *.pooler.supabase.com) hands each statement to whichever server connection is free.
+ * @throws HbError `transaction-pooler`
+ */
+export function assertDumpableConnection(c: ConnInfo, what = 'DATABASE_URL'): void {
+  const e = effective(c);
+  if (/\.pooler\.supabase\.com$/i.test(e.host) && e.port === 6543) {
+    throw new HbError(
+      'transaction-pooler',
+      `${what} points at Supabase's transaction pooler (${e.host}:6543), which pg_dump and psql cannot use`,
+      `use the session pooler instead: the same host on port 5432 (user postgres.<ref>), e.g. postgresql://${e.user}@${e.host}:5432/${e.database}`,
+    );
+  }
+}
+
 /** Whether a host is one of Supabase's (direct `db.<ref>.supabase.co` or the poolers). */
 export function isSupabaseHost(host: string | undefined): boolean {
   return !!host && /(^|\.)supabase\.(co|com)$/i.test(host);

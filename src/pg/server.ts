@@ -72,6 +72,23 @@ export async function withClient<T>(conn: ConnInfo, opts: { connectTimeoutSecond
   }
 }
 
+/**
+ * Runs `fn` with the id of a snapshot exported by a connection that stays open (in a
+ * REPEATABLE READ, READ ONLY transaction) until `fn` settles, so several pg_dump runs given
+ * `--snapshot=<id>` see one database state.
+ */
+export async function withSnapshot<T>(conn: ConnInfo, connectTimeoutSeconds: number, fn: (snapshot: string, client: pg.Client) => Promise<T>): Promise<T> {
+  return withClient(conn, { connectTimeoutSeconds }, async (c) => {
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const r = await c.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+    try {
+      return await fn(r.rows[0]!.id, c);
+    } finally {
+      await c.query('ROLLBACK').catch(() => {});
+    }
+  });
+}
+
 /** Reads the server's version and identity. */
 export async function probeServer(conn: ConnInfo, connectTimeoutSeconds: number): Promise<ServerInfo> {
   return withClient(conn, { connectTimeoutSeconds }, async (c) => {

@@ -8,10 +8,12 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
-import Ajv from 'ajv';
+import AjvModule from 'ajv';
 
 const CONTRACT = path.resolve(import.meta.dirname, '../../../shared/contracts/supabase-management-api.openapi.json');
 
+// ajv is CommonJS: its class is the default export's default under NodeNext.
+const Ajv = AjvModule.default;
 const ajv = new Ajv({ strict: false, validateFormats: false, allErrors: true });
 const spec = JSON.parse(readFileSync(CONTRACT, 'utf8'));
 ajv.addSchema(spec, 'mgmt');
@@ -28,7 +30,7 @@ ajv.addSchema(legacy, 'legacy-V1BackupsResponse');
 export function contractErrors(schemaName: string, body: unknown): string[] {
   const v = schemaName.startsWith('legacy-') ? ajv.getSchema(schemaName) : ajv.getSchema(`mgmt#/components/schemas/${schemaName}`);
   if (!v) throw new Error(`no schema ${schemaName} in the contract`);
-  return v(body) ? [] : (v.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
+  return v(body) ? [] : (v.errors ?? []).map((e: { instancePath: string; message?: string }) => `${e.instancePath || '/'} ${e.message}`);
 }
 
 export type Reply =

@@ -24,7 +24,7 @@ export async function realPgBin(): Promise<string> {
 }
 
 /**
- * Writes a directory with a `pg_dump` (and `psql`) for `dump.pgBinDir`. `body` is the shell
+ * Writes a directory with a `pg_dump` (and the real `psql` and `pg_dumpall`) for `dump.pgBinDir`. `body` is the shell
  * code run for a dump, with $REAL the real pg_dump; `version` is what `--version` reports.
  */
 export async function fakePgBin(dir: string, body: string, version?: string): Promise<string> {
@@ -37,7 +37,9 @@ export async function fakePgBin(dir: string, body: string, version?: string): Pr
     `#!/bin/sh\nREAL=${real}/pg_dump\nif [ "$1" = "--version" ]; then ${versionLine}; exit 0; fi\n${body}\n`,
   );
   chmodSync(path.join(bin, 'pg_dump'), 0o755);
-  writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nexec ${real}/psql "$@"\n`);
-  chmodSync(path.join(bin, 'psql'), 0o755);
+  for (const tool of ['psql', 'pg_dumpall']) {
+    writeFileSync(path.join(bin, tool), `#!/bin/sh\nexec ${real}/${tool} "$@"\n`);
+    chmodSync(path.join(bin, tool), 0o755);
+  }
   return bin;
 }

@@ -138,7 +138,7 @@ describe('a failing backup leaves nothing behind and records why', () => {
     writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ dump: { pgBinDir: bin } }));
     const r = await runCli(['manual'], s.env());
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/ends without pg_dump's closing "-- PostgreSQL database dump complete" line/);
+    expect(r.stderr).toMatch(/the pg_dump output ends without its closing "-- PostgreSQL database dump complete" line/);
     expectFailedAttempt(s.backupDir, 'dump-incomplete', /closing/);
   });
 

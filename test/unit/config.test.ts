@@ -31,7 +31,8 @@ describe('configuration', () => {
     const cwd = project();
     const c = loadConfig({ cwd, env: {} });
     expect(c.retention).toMatchObject({ days: 30, preChangeDays: 30, minKeep: 7 });
-    expect(c.dump).toMatchObject({ profile: 'full', compression: 'none' });
+    expect(c.dump).toMatchObject({ compression: 'none' });
+    expect(c.dump.profile).toBeUndefined(); // decided per connection: supabase for Supabase hosts
     expect(c.supabase.enabled).toBe(true);
     expect(c.supabase.policy.requirePitr).toBe(false);
     expect(c.supabase.apiUrl).toBe('https://api.supabase.com');

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CopyScanner, parseCopyTarget } from '../../src/dump/copy-scanner.js';
+import { DUMP_COMPLETE, StreamTail } from '../../src/dump/stream-tail.js';
 
 const DUMP = [
   '--',
@@ -30,11 +31,16 @@ const DUMP = [
   '',
 ].join('\n');
 
-function scan(text: string, chunk: number): CopyScanner {
+/** Feeds the text in chunks to a scanner and a tail; `complete` says whether it ended like a dump. */
+function scan(text: string, chunk: number): CopyScanner & { complete: boolean } {
   const s = new CopyScanner();
+  const t = new StreamTail();
   const buf = Buffer.from(text);
-  for (let i = 0; i < buf.length; i += chunk) s.push(buf.subarray(i, i + chunk));
-  return s;
+  for (let i = 0; i < buf.length; i += chunk) {
+    s.push(buf.subarray(i, i + chunk));
+    t.push(buf.subarray(i, i + chunk));
+  }
+  return Object.assign(s, { complete: t.endsWith(DUMP_COMPLETE) });
 }
 
 describe('CopyScanner', () => {
