@@ -1,7 +1,7 @@
 /**
  * A fake Supabase Management API: a local HTTP server that answers the endpoints hybrid-backup
  * uses. Every JSON body it sends is validated against Supabase's published OpenAPI schema
- * (../shared/contracts) first, so the fake cannot drift from what Supabase really returns; a
+ * (test/contracts) first, so the fake cannot drift from what Supabase really returns; a
  * body that does not validate is recorded in `violations` (tests assert it stays empty).
  */
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,9 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import AjvModule from 'ajv';
 
-const CONTRACT = path.resolve(import.meta.dirname, '../../../shared/contracts/supabase-management-api.openapi.json');
+/** Supabase's published schema, vendored unchanged (see test/contracts/README.md). */
+export const CONTRACT = path.resolve(import.meta.dirname, '../contracts/supabase-management-api.openapi.json');
+export const CONTRACT_SHA256 = 'f68dc5692c1b1923299e25241847724d277d759b2b4bba1ea7fd27754a45e7c3';
 
 // ajv is CommonJS: its class is the default export's default under NodeNext.
 const Ajv = AjvModule.default;

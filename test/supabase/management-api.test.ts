@@ -6,7 +6,8 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
-import { contractErrors, dailyProject, FakeManagementApi, pitrProject, REF, TOKEN } from '../helpers/fake-supabase.js';
+import { createHash } from 'node:crypto';
+import { CONTRACT, CONTRACT_SHA256, contractErrors, dailyProject, FakeManagementApi, pitrProject, REF, TOKEN } from '../helpers/fake-supabase.js';
 
 let api: FakeManagementApi;
 const dirs: string[] = [];
@@ -50,6 +51,12 @@ async function status(env: Record<string, string>) {
   const r = await cli(['supabase-status', '--json'], env);
   return { ...r, doc: JSON.parse(r.stdout) };
 }
+
+describe('the contract', () => {
+  it('is Supabase\'s published schema, unchanged', () => {
+    expect(createHash('sha256').update(readFileSync(CONTRACT)).digest('hex')).toBe(CONTRACT_SHA256);
+  });
+});
 
 describe('supabase-status', () => {
   it('a PITR project: the window, WAL-G, the add-on; the poll recorded', async () => {
