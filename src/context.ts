@@ -25,6 +25,8 @@ export interface ServiceView {
   startedAt: string;
   /** Live job state: running now, next time. */
   jobState(name: string): { running: boolean; nextRun: string | null } | undefined;
+  /** Work that goes on after a reply (an upload); a stopping service waits for it within its grace period. */
+  background(work: Promise<unknown>): void;
 }
 
 export interface RunContext {

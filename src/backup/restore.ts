@@ -6,10 +6,12 @@
  * Refuses a target that is the database the backup was taken from unless `yes` is given.
  */
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { openOffsite } from '../offsite/sync.js';
 import { loadExeca } from '../util/lazy.js';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
@@ -30,10 +32,14 @@ export interface RestoreRequest {
   yes?: boolean;
   /** Create the target database when it does not exist. */
   create?: boolean;
+  /** Where the file comes from: the backup directory (default) or the offsite copy. */
+  from?: 'local' | 'offsite';
 }
 
 export interface RestoreResult {
   backupId: number;
+  from: 'local' | 'offsite';
+  /** The local file, or the offsite location. */
   file: string;
   target: string;
   database: string;
@@ -79,8 +85,8 @@ async function prepareTarget(ctx: RunContext, conn: ConnInfo, create: boolean): 
   return { server: await probeServer(conn, timeout), created: true };
 }
 
-/** Streams a backup file into psql. */
-export async function runPsql(ctx: RunContext, b: Backup, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
+/** Streams a backup file (gunzipped when `compression` is gzip) into psql, in one transaction. */
+export async function runPsql(ctx: RunContext, b: { file: string; compression: Backup['compression'] }, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
   const { dbname, env } = libpqArgs(conn);
   const { execa } = await loadExeca();
   const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', '-'], {
@@ -126,13 +132,35 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
   const conn = parseConnInfo(req.target, '--target');
   assertDumpableConnection(conn, '--target');
   const b = resolveBackup(ctx, req.backup);
-  assertRestorable(b);
-  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn) });
+  const from = req.from ?? 'local';
+  const store = from === 'offsite' ? openOffsite(ctx) : null;
+  if (from === 'offsite') {
+    if (!store) throw new HbError('offsite-off', 'offsite copies are not configured', 'set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY');
+    if (!['ok', 'corrupt'].includes(b.status) || b.offsite?.status !== 'uploaded') {
+      throw new HbError('backup-not-restorable', `backup ${b.id} has no offsite copy${b.offsite?.error ? ` (${b.offsite.error})` : ''}`, 'see the OFFSITE column of `hybrid-backup list`');
+    }
+  } else {
+    assertRestorable(b);
+  }
+  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn), from });
   const started = Date.now();
+  let file = b.file;
+  let download: string | null = null;
   try {
-    const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
-    if (!check.ok) {
-      throw new HbError('checksum-mismatch', `backup ${b.id} (${b.file}) fails its checksum: ${check.error}; nothing was restored`, 'the file is damaged; restore another backup');
+    if (store) {
+      const location = b.offsite!.location;
+      download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
+      const t0 = Date.now();
+      const got = await store.download(location.slice(location.indexOf('/') + 1), download, (n) => ctx.reporter.progress({ phase: 'download', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
+      if (got.sha256 !== b.sha256 || got.bytes !== b.bytes) {
+        throw new HbError('checksum-mismatch', `the offsite copy ${location} of backup ${b.id} fails its checksum (${got.bytes} bytes, sha256 ${got.sha256}); nothing was restored`, 'restore another backup');
+      }
+      file = download;
+    } else {
+      const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+      if (!check.ok) {
+        throw new HbError('checksum-mismatch', `backup ${b.id} (${b.file}) fails its checksum: ${check.error}; nothing was restored`, 'the file is damaged; restore another backup, or its offsite copy with --from offsite');
+      }
     }
     const { server, created } = await prepareTarget(ctx, conn, !!req.create);
     const source = ctx.ledger.backupSource(b.id);
@@ -145,13 +173,14 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
       );
     }
     const psql = await chooseTool('psql', server.major, ctx.config.dump.pgBinDir);
-    const size = (await stat(b.file)).size;
+    const size = (await stat(file)).size;
     const t0 = Date.now();
     ctx.log.info(`restoring backup ${b.id} (${formatBytes(size)}) into ${safeUrl(conn)}`, { runId: run.id, backupId: b.id });
-    await runPsql(ctx, b, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
+    await runPsql(ctx, { file, compression: b.compression }, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
     const result: RestoreResult = {
       backupId: b.id,
-      file: b.file,
+      from,
+      file: from === 'offsite' ? b.offsite!.location : b.file,
       target: safeUrl(conn),
       database: server.database,
       createdDatabase: created,
@@ -168,5 +197,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
     ctx.ledger.finishRun(run.id, err.code === 'dump-aborted' ? 'interrupted' : 'failed', { code: err.code, message: err.message });
     ctx.log.error(`restore of backup ${b.id} failed: ${err.message}`, { runId: run.id, code: err.code });
     throw err;
+  } finally {
+    if (download) await rm(download, { force: true });
   }
 }

@@ -15,6 +15,7 @@ import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { deletePrunedCopies } from '../offsite/sync.js';
 import { formatTime } from '../util/format.js';
 
 export interface RetentionPolicy {
@@ -152,6 +153,8 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     }
     // Files of entries pruned earlier whose deletion was cut short.
     for (const b of ctx.ledger.listBackups({ statuses: ['pruned'] })) await removeBackupFiles(ctx, b, backupDir);
+    // Their offsite copies go too (failures are recorded and retried at the next prune).
+    await deletePrunedCopies(ctx);
     ctx.ledger.finishRun(run.id, 'ok', null, { deleted: plan.delete.map((d) => d.backup.id), kept: plan.keep.length });
     return { plan: { ...plan, delete: plan.delete.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
   } catch (e) {

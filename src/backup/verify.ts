@@ -9,15 +9,31 @@ import { stat } from 'node:fs/promises';
 import type { RunContext } from '../context.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup, ProgressEvent } from '../domain/types.js';
+import type { OffsiteStore } from '../offsite/store.js';
 
 export interface VerifyResult {
   id: number;
+  /** The local file matches, and (when offsite copies are on) so does the offsite copy. */
   ok: boolean;
   expected: string | null;
   actual: string | null;
   file: string;
   bytes: number | null;
   error?: string;
+  offsite?: { ok: boolean; location: string | null; bytes: number | null; error?: string };
+}
+
+/** Checks a backup's offsite copy exists with the right size (and checksum in its metadata). */
+export async function verifyOffsite(store: OffsiteStore, b: Backup): Promise<NonNullable<VerifyResult['offsite']>> {
+  if (!b.offsite || b.offsite.status !== 'uploaded') {
+    return { ok: false, location: b.offsite?.location ?? null, bytes: null, error: b.offsite?.error ? `no offsite copy: ${b.offsite.error}` : 'no offsite copy yet (uploaded after each backup; retried at the next run)' };
+  }
+  const location = b.offsite.location;
+  const st = await store.stat(location.slice(location.indexOf('/') + 1));
+  if (!st) return { ok: false, location, bytes: null, error: 'the offsite copy is missing' };
+  if (st.size !== b.bytes) return { ok: false, location, bytes: st.size, error: `the offsite copy has ${st.size} bytes, the backup ${b.bytes}` };
+  if (st.sha256 && st.sha256 !== b.sha256) return { ok: false, location, bytes: st.size, error: 'the offsite copy\'s recorded SHA-256 differs' };
+  return { ok: true, location, bytes: st.size };
 }
 
 /** SHA-256 and size of a file, streamed. */

@@ -194,8 +194,13 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .requiredOption('--target <url>', 'connection string of the database to restore into')
     .option('--yes', 'allow restoring into the database the backup was taken from')
     .option('--create', 'create the target database if it does not exist')
+    .addOption(new Option('--from <where>', 'restore the local file or its offsite copy in Supabase Storage').choices(['local', 'offsite']).default('local'))
     .addHelpText('after', '\nExample:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create')
-    .action(act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean }) => ({ backup, target: o.target, yes: !!o.yes, create: !!o.create })));
+    .action(act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean; from: string }) => ({ backup, target: o.target, yes: !!o.yes, create: !!o.create, from: o.from })));
+
+  common(program.command('restore-test').argument('[which]', 'a backup id, or latest (default)', 'latest'))
+    .description('restore drill: restore a backup into a scratch database on RESTORE_TEST_DATABASE_URL\'s server, compare every table\'s row count with the dump\'s, drop it; exit 1 when it fails')
+    .action(act('restore-test', (which: string) => ({ which })));
 
   common(program.command('runs'))
     .description('the ledger\'s run history, newest first')

@@ -13,6 +13,7 @@ const VERB: Record<ProgressEvent['phase'], string> = {
   verify: 'verifying',
   upload: 'uploading',
   download: 'downloading',
+  drill: 'drilling',
 };
 
 export class TerminalReporter implements Reporter {

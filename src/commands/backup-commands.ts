@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { takeBackup, validateDescription } from '../backup/take-backup.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
+import { afterLocalBackup } from '../offsite/sync.js';
 import { formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
@@ -30,6 +31,7 @@ function renderBackup(b: Backup, view: RenderView): string {
     `  created  ${formatTime(b.createdAt, view.timeZone)}, took ${formatDuration(b.durationMs)}`,
     `  content  ${formatCount(b.tableCount)} tables, ${formatCount(b.rowCount)} rows from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
   ];
+  if (b.offsite) lines.push(`  offsite  ${b.offsite.status === 'uploaded' ? `copied to ${b.offsite.location}` : `${b.offsite.status}: ${b.offsite.error ?? ''} (retried at the next run)`}`);
   return lines.join('\n');
 }
 
@@ -39,7 +41,9 @@ export const manualCommand = defineCommand({
   isBackup: true,
   args: z.object({ description: description(false) }),
   async run(ctx, args): Promise<Backup> {
-    return takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
+    const b = await takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
+    await afterLocalBackup(ctx);
+    return ctx.ledger.getBackup(b.id)!;
   },
   render: renderBackup,
 });
@@ -50,7 +54,9 @@ export const preChangeCommand = defineCommand({
   isBackup: true,
   args: z.object({ description: description(true) }),
   async run(ctx, args): Promise<Backup> {
-    return takeBackup(ctx, { kind: 'pre-change', description: args.description });
+    const b = await takeBackup(ctx, { kind: 'pre-change', description: args.description });
+    await afterLocalBackup(ctx);
+    return ctx.ledger.getBackup(b.id)!;
   },
   render: renderBackup,
 });

@@ -2,6 +2,7 @@
 import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
 import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
+import { restoreTestCommand } from './drill-command.js';
 import { restoreCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
 import { scheduleCommand } from './schedule-command.js';
@@ -13,6 +14,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   listCommand,
   verifyCommand,
   restoreCommand,
+  restoreTestCommand,
   runsCommand,
   pruneCommand,
   pinCommand,

@@ -1,7 +1,8 @@
 /** `list`, `verify`, `runs`: read (and for verify, re-check) what the ledger knows. */
 import path from 'node:path';
 import { z } from 'zod';
-import { selectBackups, verifyOne, type VerifyResult } from '../backup/verify.js';
+import { selectBackups, verifyOffsite, verifyOne, type VerifyResult } from '../backup/verify.js';
+import { openOffsite } from '../offsite/sync.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
@@ -37,12 +38,13 @@ export const listCommand = defineCommand({
       b.status + (b.pinned ? ' (pinned)' : ''),
       b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-',
       b.verifiedAt ? formatAge(b.verifiedAt, view.now) : '-',
+      b.offsite ? b.offsite.status : '-',
       b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '', 70) : truncate(b.description ?? path.basename(b.file), 70),
     ]);
     const ok = doc.backups.filter((b) => b.status === 'ok');
     const total = ok.reduce((a, b) => a + b.bytes, 0);
     const shown = doc.backups.length < doc.total ? `showing the newest ${doc.backups.length} of ${doc.total} backups (--all for every one); ` : `${doc.total} backups, `;
-    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${ok.length} ok shown (${formatBytes(total)})`;
+    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'OFFSITE', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${ok.length} ok shown (${formatBytes(total)})`;
   },
 });
 
@@ -55,7 +57,15 @@ export const verifyCommand = defineCommand({
     const run = ctx.ledger.startRun('verify', ctx.trigger, { which: args.which });
     try {
       const results: VerifyResult[] = [];
-      for (const b of backups) results.push(await verifyOne(ctx, b, (e) => ctx.reporter.progress(e)));
+      const store = openOffsite(ctx);
+      for (const b of backups) {
+        const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+        if (store) {
+          r.offsite = await verifyOffsite(store, ctx.ledger.getBackup(b.id)!).catch((e) => ({ ok: false, location: b.offsite?.location ?? null, bytes: null, error: toHbError(e).message }));
+          r.ok = r.ok && r.offsite.ok;
+        }
+        results.push(r);
+      }
       const bad = results.filter((r) => !r.ok);
       ctx.ledger.finishRun(run.id, bad.length ? 'failed' : 'ok', bad.length ? { code: 'checksum-mismatch', message: `${bad.length} of ${results.length} backups failed verification: ${bad.map((r) => r.id).join(', ')}` } : null, { checked: results.length });
       return { results };
@@ -67,9 +77,11 @@ export const verifyCommand = defineCommand({
   },
   render(doc) {
     if (doc.results.length === 0) return 'no backups to verify';
-    const lines = doc.results.map((r) =>
-      r.ok ? `ok        backup ${r.id}  ${path.basename(r.file)}  sha256 ${r.actual}` : `FAILED    backup ${r.id}  ${path.basename(r.file)}  ${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}`,
-    );
+    const lines = doc.results.map((r) => {
+      const local = r.error ? `${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}` : `sha256 ${r.actual}`;
+      const offsite = r.offsite ? (r.offsite.ok ? `; offsite copy ok (${r.offsite.location})` : `; offsite: ${r.offsite.error}`) : '';
+      return `${r.ok ? 'ok      ' : 'FAILED  '}  backup ${r.id}  ${path.basename(r.file)}  ${local}${offsite}`;
+    });
     const bad = doc.results.filter((r) => !r.ok).length;
     lines.push('', bad ? `${bad} of ${doc.results.length} backups FAILED verification` : `${doc.results.length} backup${doc.results.length === 1 ? '' : 's'} verified`);
     return lines.join('\n');

@@ -12,6 +12,7 @@ export const restoreCommand = defineCommand({
     target: z.string().min(1),
     yes: z.boolean().default(false),
     create: z.boolean().default(false),
+    from: z.enum(['local', 'offsite']).default('local'),
   }),
   async run(ctx, args): Promise<RestoreResult> {
     return restoreBackup(ctx, args);
@@ -19,7 +20,7 @@ export const restoreCommand = defineCommand({
   render(r) {
     return [
       `restored backup ${r.backupId} into database "${r.database}"${r.createdDatabase ? ' (created)' : ''}`,
-      `  from    ${r.file} (${formatBytes(r.bytes)}, checksum verified)`,
+      `  from    ${r.from === 'offsite' ? 'offsite copy ' : ''}${r.file} (${formatBytes(r.bytes)}, checksum verified)`,
       `  into    ${r.target}`,
       `  content ${formatCount(r.tables)} tables, ${formatCount(r.rows)} rows, in one transaction`,
       `  took    ${formatDuration(r.durationMs)}`,

@@ -195,6 +195,24 @@ export const configSchema = z.strictObject({
   restoreTest: z
     .strictObject({
       databaseUrl: dbUrl('a server where scratch databases may be created and dropped for restore drills'),
+      timeoutMinutes: z.number().positive().default(60).describe('how many minutes a restore drill may take before it is stopped'),
+      amcheck: z.boolean().default(false).describe('whether a drill also runs pg_amcheck on the restored database'),
+    })
+    .prefault({}),
+
+  offsite: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('whether to keep a copy of each backup in Supabase Storage when SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set'),
+      bucket: z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, { message: 'is not a bucket name (lowercase letters, digits, dots, hyphens, underscores)' })
+        .default('hybrid-backups')
+        .describe('the private Storage bucket for the copies (created if missing)'),
+      prefix: z
+        .string()
+        .regex(/^([A-Za-z0-9._-]+\/)*$/, { message: 'is not a folder path ending in / (or empty)' })
+        .default('')
+        .describe('a folder inside the bucket, ending in "/", e.g. "prod/"'),
     })
     .prefault({}),
 

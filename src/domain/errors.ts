@@ -28,6 +28,8 @@ export const ERROR_CATALOGUE = {
   'supabase-not-configured': { exit: EXIT_USAGE, summary: 'the Management API is not configured (project ref and access token)' },
   'pitr-out-of-window': { exit: EXIT_USAGE, summary: 'the recovery time is outside the point-in-time recovery window' },
   'confirm-mismatch': { exit: EXIT_USAGE, summary: 'a destructive command was not confirmed with the right project ref' },
+  'offsite-off': { exit: EXIT_USAGE, summary: 'offsite copies are not configured (SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)' },
+  'restore-test-off': { exit: EXIT_USAGE, summary: 'restore drills are not configured (RESTORE_TEST_DATABASE_URL)' },
   'transaction-pooler': { exit: EXIT_USAGE, summary: 'the connection goes through Supabase\'s transaction pooler, which pg_dump cannot use' },
 
   // the operation failed
@@ -40,6 +42,9 @@ export const ERROR_CATALOGUE = {
   'supabase-timeout': { exit: EXIT_FAILED, summary: 'the Management API did not answer in time' },
   'supabase-bad-response': { exit: EXIT_FAILED, summary: 'the Management API answered with something unexpected' },
   'supabase-schedule-limit': { exit: EXIT_FAILED, summary: 'the daily backup schedule was already changed 3 times in 24 hours' },
+  'offsite-failed': { exit: EXIT_FAILED, summary: 'Supabase Storage refused or failed an offsite operation' },
+  'offsite-mismatch': { exit: EXIT_FAILED, summary: 'an offsite copy does not match its backup' },
+  'restore-test-failed': { exit: EXIT_FAILED, summary: 'a restore drill could not run to the end' },
   'pitr-not-enabled': { exit: EXIT_FAILED, summary: 'point-in-time recovery is not enabled for the project' },
   'db-auth-failed': { exit: EXIT_FAILED, summary: 'the database refused the credentials' },
   'db-not-found': { exit: EXIT_FAILED, summary: 'the database does not exist on the server' },

@@ -47,6 +47,31 @@ export interface Backup {
   pinned: boolean;
   runId: number | null;
   error: { code: string; message: string } | null;
+  /** The copy in Supabase Storage, when offsite copies are on. */
+  offsite: OffsiteCopy | null;
+}
+
+export interface OffsiteCopy {
+  /** uploaded; failed (retried at the next run); deleted (with the local backup); delete-failed (retried at the next prune). */
+  status: 'uploaded' | 'failed' | 'deleted' | 'delete-failed';
+  /** `bucket/path` of the object. */
+  location: string;
+  bytes: number | null;
+  at: string | null;
+  error: string | null;
+}
+
+/** The outcome of a restore drill (SPEC `restore-test --json`, plus more). */
+export interface DrillResult {
+  backupId: number;
+  ok: boolean;
+  tables: number;
+  rowsChecked: number;
+  durationMs: number;
+  mismatches: Array<{ table: string; expected: number; actual: number | null; error?: string }>;
+  scratchDatabase: string;
+  amcheck: 'off' | 'ok' | 'failed';
+  error?: { code: string; message: string };
 }
 
 /** One entry of the ledger's run history. */
@@ -67,7 +92,7 @@ export type TableCounts = Record<string, number>;
 
 /** Progress of a long operation: emitted to terminals and streamed over the socket. */
 export interface ProgressEvent {
-  phase: 'dump' | 'restore' | 'verify' | 'upload' | 'download';
+  phase: 'dump' | 'restore' | 'verify' | 'upload' | 'download' | 'drill';
   /** Bytes processed so far. */
   bytes: number;
   /** Total bytes, when known in advance. */

@@ -7,6 +7,9 @@ import { prune } from '../backup/retention.js';
 import { takeBackup } from '../backup/take-backup.js';
 import type { Config, ScheduleName } from '../config/schema.js';
 import type { RunContext } from '../context.js';
+import { restoreDrill } from '../backup/drill.js';
+import { HbError } from '../domain/errors.js';
+import { syncOffsite } from '../offsite/sync.js';
 import { pollSupabase } from '../supabase/poll.js';
 
 export type JobName = ScheduleName;
@@ -33,7 +36,8 @@ export const JOBS: readonly Job[] = [
     startup: { kind: 'missed' },
     async run(ctx) {
       const b = await takeBackup(ctx, { kind: 'daily' });
-      return `backup ${b.id} ok (${b.bytes} bytes)`;
+      const offsite = await syncOffsite(ctx);
+      return `backup ${b.id} ok (${b.bytes} bytes)${offsite ? `; offsite: ${offsite.uploaded.length} uploaded, ${offsite.failed.length} failed` : ''}`;
     },
   },
   {
@@ -43,6 +47,17 @@ export const JOBS: readonly Job[] = [
     async run(ctx) {
       const { plan } = await prune(ctx, { dryRun: false });
       return `pruned ${plan.delete.length}, kept ${plan.keep.length}`;
+    },
+  },
+  {
+    name: 'restore-drill',
+    title: 'weekly restore drill',
+    startup: { kind: 'none' },
+    enabled: (config) => !!config.restoreTest.databaseUrl,
+    async run(ctx) {
+      const r = await restoreDrill(ctx, 'latest');
+      if (!r.ok) throw new HbError('restore-test-failed', `drill of backup ${r.backupId} failed${r.error ? `: ${r.error.message}` : ''}`);
+      return `drill of backup ${r.backupId} passed (${r.rowsChecked} rows)`;
     },
   },
   {

@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupKind, BackupStatus, Compression, DumpProfile, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { Backup, BackupKind, BackupStatus, Compression, DrillResult, DumpProfile, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
 import { MIGRATIONS } from './migrations.js';
@@ -64,6 +64,11 @@ interface BackupRow {
   pruned_at: string | null;
   error_code: string | null;
   error_message: string | null;
+  offsite_path: string | null;
+  offsite_status: OffsiteCopy['status'] | null;
+  offsite_bytes: number | null;
+  offsite_at: string | null;
+  offsite_error: string | null;
 }
 
 /** A backup attempt to record. */
@@ -134,6 +139,7 @@ function toBackup(r: BackupRow): Backup {
     pinned: r.pinned === 1,
     runId: r.run_id,
     error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
+    offsite: r.offsite_status ? { status: r.offsite_status, location: r.offsite_path ?? '', bytes: r.offsite_bytes, at: r.offsite_at, error: r.offsite_error } : null,
   };
 }
 
@@ -462,6 +468,78 @@ export class Ledger {
 
   markVerified(id: number, at = now()): void {
     this.db.prepare('UPDATE backups SET verified_at=? WHERE id=?').run(at, id);
+  }
+
+  // ---- offsite copies ----------------------------------------------------------------------
+
+  setOffsite(id: number, copy: { status: OffsiteCopy['status']; location: string; bytes?: number | null; error?: string | null }): void {
+    this.db
+      .prepare('UPDATE backups SET offsite_status=?, offsite_path=?, offsite_bytes=COALESCE(?, offsite_bytes), offsite_at=?, offsite_error=? WHERE id=?')
+      .run(copy.status, copy.location, copy.bytes ?? null, now(), copy.error ? redact(copy.error) : null, id);
+  }
+
+  /** Ok backups without a good offsite copy (never uploaded, or the upload failed), newest first. */
+  backupsToUpload(): Backup[] {
+    return (this.db.prepare(`SELECT * FROM backups WHERE status = 'ok' AND (offsite_status IS NULL OR offsite_status = 'failed') ORDER BY created_at DESC, id DESC`).all() as BackupRow[]).map(toBackup);
+  }
+
+  /** Pruned backups whose offsite copy still has to be deleted. */
+  offsiteToDelete(): Backup[] {
+    return (this.db.prepare(`SELECT * FROM backups WHERE status = 'pruned' AND offsite_status IN ('uploaded', 'delete-failed')`).all() as BackupRow[]).map(toBackup);
+  }
+
+  // ---- restore drills ----------------------------------------------------------------------
+
+  recordDrill(runId: number, startedAt: string, r: DrillResult): void {
+    this.db
+      .prepare(
+        `INSERT INTO restore_drills (run_id, backup_id, started_at, finished_at, ok, duration_ms, tables, rows_checked, mismatches, scratch_db, amcheck, error_code, error_message)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(runId, r.backupId, startedAt, now(), r.ok ? 1 : 0, r.durationMs, r.tables, r.rowsChecked, JSON.stringify(r.mismatches), r.scratchDatabase, r.amcheck, r.error?.code ?? null, r.error ? redact(r.error.message) : null);
+  }
+
+  /** Drills, newest first. */
+  listDrills(limit = 100): Array<DrillResult & { startedAt: string; finishedAt: string | null }> {
+    const rows = this.db.prepare('SELECT * FROM restore_drills ORDER BY started_at DESC, id DESC LIMIT ?').all(limit) as Array<{
+      backup_id: number;
+      ok: number;
+      tables: number | null;
+      rows_checked: number | null;
+      duration_ms: number | null;
+      mismatches: string | null;
+      scratch_db: string | null;
+      amcheck: string | null;
+      error_code: string | null;
+      error_message: string | null;
+      started_at: string;
+      finished_at: string | null;
+    }>;
+    return rows.map((r) => ({
+      backupId: r.backup_id,
+      ok: r.ok === 1,
+      tables: r.tables ?? 0,
+      rowsChecked: r.rows_checked ?? 0,
+      durationMs: r.duration_ms ?? 0,
+      mismatches: r.mismatches ? (JSON.parse(r.mismatches) as DrillResult['mismatches']) : [],
+      scratchDatabase: r.scratch_db ?? '',
+      amcheck: (r.amcheck as DrillResult['amcheck']) ?? 'off',
+      ...(r.error_code ? { error: { code: r.error_code, message: r.error_message ?? '' } } : {}),
+      startedAt: r.started_at,
+      finishedAt: r.finished_at,
+    }));
+  }
+
+  /** Scratch databases of finished or abandoned drill runs not known to be dropped. */
+  scratchDatabasesToDrop(): Array<{ runId: number; database: string }> {
+    const rows = this.db
+      .prepare(
+        `SELECT id, json_extract(details, '$.scratchDb') AS db FROM runs
+          WHERE job = 'restore-drill' AND status != 'running'
+            AND json_extract(details, '$.scratchDb') IS NOT NULL AND json_extract(details, '$.scratchDropped') IS NULL`,
+      )
+      .all() as Array<{ id: number; db: string }>;
+    return rows.map((r) => ({ runId: r.id, database: r.db }));
   }
 
   // ---- the managed layer ------------------------------------------------------------------

@@ -98,4 +98,31 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX supabase_snapshots_taken ON supabase_snapshots (taken_at);
   `,
+
+  // 3: restore drills, and offsite copies of backups
+  `
+  CREATE TABLE restore_drills (
+    id            INTEGER PRIMARY KEY,
+    run_id        INTEGER REFERENCES runs (id),
+    backup_id     INTEGER REFERENCES backups (id),
+    started_at    TEXT NOT NULL,
+    finished_at   TEXT,
+    ok            INTEGER NOT NULL,
+    duration_ms   INTEGER,
+    tables        INTEGER,
+    rows_checked  INTEGER,
+    mismatches    TEXT,
+    scratch_db    TEXT,
+    amcheck       TEXT,
+    error_code    TEXT,
+    error_message TEXT
+  );
+  CREATE INDEX restore_drills_started ON restore_drills (started_at);
+
+  ALTER TABLE backups ADD COLUMN offsite_path TEXT;
+  ALTER TABLE backups ADD COLUMN offsite_status TEXT;
+  ALTER TABLE backups ADD COLUMN offsite_bytes INTEGER;
+  ALTER TABLE backups ADD COLUMN offsite_at TEXT;
+  ALTER TABLE backups ADD COLUMN offsite_error TEXT;
+  `,
 ];

@@ -129,6 +129,10 @@ export class Service implements ServiceView {
     return { running: this.running.has(name), nextRun: this.crons[i]?.nextRun()?.toISOString() ?? null };
   }
 
+  background(work: Promise<unknown>): void {
+    void this.track(work.catch((e) => this.log.error(`background work failed: ${toHbError(e).message}`)));
+  }
+
   private track<T>(p: Promise<T>): Promise<T> {
     this.work.add(p);
     const done = () => this.work.delete(p);

@@ -1,0 +1,115 @@
+/**
+ * Keeping the offsite copies in step with the ledger: after each ok backup every backup without a
+ * good copy is uploaded (so a failed upload is retried at the next run), and retention's deletions
+ * are carried to Storage. A failure here is recorded (an `offsite-upload` run, the backup's offsite
+ * state) and logged, and never fails the local backup.
+ */
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { type RunContext, silentReporter } from '../context.js';
+import { toHbError } from '../domain/errors.js';
+import type { Backup } from '../domain/types.js';
+import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { exists } from '../util/fs.js';
+import { formatBytes } from '../util/format.js';
+import { OffsiteStore, offsiteSettings } from './store.js';
+
+export function openOffsite(ctx: RunContext): OffsiteStore | null {
+  const s = offsiteSettings(ctx.config);
+  return s ? new OffsiteStore(s, ctx.signal) : null;
+}
+
+export interface SyncOutcome {
+  uploaded: number[];
+  failed: Array<{ id: number; error: string }>;
+}
+
+/** Uploads every ok backup that has no good offsite copy, newest first. Null when offsite copies are off. */
+export async function syncOffsite(ctx: RunContext): Promise<SyncOutcome | null> {
+  const store = openOffsite(ctx);
+  if (!store) return null;
+  const pending = ctx.ledger.backupsToUpload();
+  if (pending.length === 0) return { uploaded: [], failed: [] };
+  const run = ctx.ledger.startRun('offsite-upload', ctx.trigger, { backups: pending.map((b) => b.id) });
+  const out: SyncOutcome = { uploaded: [], failed: [] };
+  try {
+    await store.ensureBucket();
+  } catch (e) {
+    const err = toHbError(e);
+    for (const b of pending) {
+      ctx.ledger.setOffsite(b.id, { status: 'failed', location: store.location(store.objectPath(path.basename(b.file))), error: err.message });
+      out.failed.push({ id: b.id, error: err.message });
+    }
+    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+    ctx.log.error(`offsite copies: ${err.message}`, { runId: run.id });
+    return out;
+  }
+  for (const b of pending) {
+    const name = path.basename(b.file);
+    const objectPath = store.objectPath(name);
+    const location = store.location(objectPath);
+    try {
+      if (!(await exists(b.file))) throw new Error(`the local file ${b.file} is missing`);
+      const t0 = Date.now();
+      await store.upload(b.file, objectPath, { sha256: b.sha256!, bytes: b.bytes, contentType: b.compression === 'gzip' ? 'application/gzip' : 'application/sql' }, (n) =>
+        ctx.reporter.progress({ phase: 'upload', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }),
+      );
+      // The sidecar travels too, so the bucket describes itself without the ledger.
+      const sidecar = b.file + SIDECAR_SUFFIX;
+      if (await exists(sidecar)) await store.upload(sidecar, objectPath + SIDECAR_SUFFIX, { bytes: (await stat(sidecar)).size, contentType: 'application/json' });
+      ctx.ledger.setOffsite(b.id, { status: 'uploaded', location, bytes: b.bytes });
+      out.uploaded.push(b.id);
+      ctx.log.info(`offsite copy of backup ${b.id} stored at ${location} (${formatBytes(b.bytes)})`, { runId: run.id, backupId: b.id });
+    } catch (e) {
+      const err = toHbError(e);
+      if (err.code === 'aborted' || ctx.signal.aborted) {
+        ctx.ledger.setOffsite(b.id, { status: 'failed', location, error: 'stopped before the upload finished' });
+        out.failed.push({ id: b.id, error: 'stopped' });
+        break;
+      }
+      ctx.ledger.setOffsite(b.id, { status: 'failed', location, error: err.message });
+      out.failed.push({ id: b.id, error: err.message });
+      ctx.log.error(`offsite copy of backup ${b.id} failed (retried at the next run): ${err.message}`, { runId: run.id, backupId: b.id, code: err.code });
+    }
+  }
+  const failed = out.failed.length;
+  ctx.ledger.finishRun(
+    run.id,
+    failed ? 'failed' : 'ok',
+    failed ? { code: 'offsite-failed', message: `${failed} of ${pending.length} uploads failed: ${out.failed.map((f) => `backup ${f.id}: ${f.error}`).join('; ')}` } : null,
+    { uploaded: out.uploaded },
+  );
+  return out;
+}
+
+/** After a local backup: keep the offsite copies in step — in the background in a service, else now. Never throws. */
+export async function afterLocalBackup(ctx: RunContext): Promise<void> {
+  if (!offsiteSettings(ctx.config)) return;
+  if (ctx.service) {
+    // After the reply: the client may be gone, so no progress goes to it.
+    ctx.service.background(syncOffsite({ ...ctx, reporter: silentReporter }));
+    return;
+  }
+  await syncOffsite(ctx).catch((e) => ctx.log.error(`offsite copies: ${toHbError(e).message}`));
+}
+
+/** Deletes the offsite copies of pruned backups (retried at the next prune when it fails). */
+export async function deletePrunedCopies(ctx: RunContext): Promise<void> {
+  const store = openOffsite(ctx);
+  if (!store) return;
+  for (const b of ctx.ledger.offsiteToDelete()) await deleteCopy(ctx, store, b);
+}
+
+async function deleteCopy(ctx: RunContext, store: OffsiteStore, b: Backup): Promise<void> {
+  const location = b.offsite!.location;
+  const objectPath = location.slice(location.indexOf('/') + 1);
+  try {
+    await store.remove([objectPath, objectPath + SIDECAR_SUFFIX]);
+    ctx.ledger.setOffsite(b.id, { status: 'deleted', location });
+    ctx.log.info(`deleted offsite copy ${location} of pruned backup ${b.id}`, { backupId: b.id });
+  } catch (e) {
+    const err = toHbError(e);
+    ctx.ledger.setOffsite(b.id, { status: 'delete-failed', location, error: err.message });
+    ctx.log.error(`could not delete offsite copy ${location} (retried at the next prune): ${err.message}`, { backupId: b.id });
+  }
+}
