@@ -7,6 +7,8 @@
  *            and the peak RSS of the hybrid-backup process.
  *   service  `list --json` round trips through the control socket with 10,000 backups in the
  *            ledger (p50, p99), and the idle service's RSS and CPU.
+ *   drill    `restore-test` against `createdb && psql -f` of the same file, and the peak RSS of
+ *            uploading the backup to Storage (a local fake of the Storage API).
  *
  * Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
  * BENCH_SIZE_MB (table data to generate, default 1024), BENCH_PAIRS (default 3),
@@ -311,7 +313,82 @@ async function serviceSuite(): Promise<string> {
   }
 }
 
-const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite };
+/**
+ * Restore drills and offsite uploads: `restore-test` against a plain `psql -f` restore of the
+ * same file (createdb + psql; the drill adds the checksum, the counts and the drop), and the peak
+ * RSS of `offsite-sync` uploading the 1 GB backup to a (local, fake) Storage API.
+ */
+async function drillSuite(): Promise<string> {
+  const name = 'hb_bench_dump';
+  console.error(`building a database with about ${SIZE_MB} MB of table data…`);
+  const bytes = await buildDatabase(name, SIZE_MB);
+  const url = dbUrl(name);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bdrill-'));
+  const cfg = path.join(work, 'c.json');
+  writeFileSync(cfg, JSON.stringify({ dump: { freeSpaceFactor: 1 } }));
+  const env = { ...process.env, DATABASE_URL: url, BACKUP_DIR: path.join(work, 'b'), HYBRID_BACKUP_CONFIG: cfg, RESTORE_TEST_DATABASE_URL: ADMIN } as Record<string, string>;
+  delete env.SUPABASE_URL;
+  delete env.SUPABASE_SERVICE_ROLE_KEY;
+  const major = Math.floor(Number((await sql(url, `select current_setting('server_version_num') as v`)).rows[0].v) / 10000);
+  const bin = `/usr/lib/postgresql/${major}/bin`;
+  const { FakeStorage, SERVICE_KEY } = await import('../test/helpers/fake-storage.js');
+  const storage = await new FakeStorage().start();
+  const results: Record<string, number[]> = { psql: [], drill: [] };
+  let uploadRss = 0;
+  let uploadMs = 0;
+  let fileBytes = 0;
+  try {
+    const backup = await execa('node', [CLI, 'manual', '--json'], { env });
+    const b = JSON.parse(String(backup.stdout)) as { id: number; file: string; bytes: number };
+    fileBytes = b.bytes;
+    for (let i = 0; i < PAIRS; i++) {
+      const pair: Array<[string, () => Promise<number>]> = [
+        [
+          'psql',
+          async () => {
+            const scratch = `hb_bench_psql_${i}`;
+            await sql(ADMIN, `drop database if exists "${scratch}" with (force)`);
+            const t0 = process.hrtime.bigint();
+            await execa(`${bin}/createdb`, ['-h', new URL(ADMIN).hostname, '-U', new URL(ADMIN).username || 'postgres', scratch]);
+            await execa(`${bin}/psql`, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', b.file, '-d', dbUrl(scratch)], { stdout: 'ignore' });
+            const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+            await sql(ADMIN, `drop database if exists "${scratch}" with (force)`);
+            return ms;
+          },
+        ],
+        ['drill', async () => (await timed('node', [CLI, 'restore-test', String(b.id)], { env })).ms],
+      ];
+      for (const j of i % 2 === 0 ? [0, 1] : [1, 0]) {
+        const [key, run] = pair[j]!;
+        const ms = await run();
+        results[key]!.push(ms);
+        console.error(`  pair ${i + 1}: ${key.padEnd(6)} ${sec(ms)}`);
+      }
+    }
+    const up = await timed('node', [CLI, 'offsite-sync'], { env: { ...env, SUPABASE_URL: storage.url, SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY }, rss: true });
+    uploadRss = up.peakRss;
+    uploadMs = up.ms;
+  } finally {
+    await storage.stop();
+    rmSync(work, { recursive: true, force: true });
+    if (!process.env.BENCH_KEEP_DB) await sql(ADMIN, `drop database if exists "${name}" with (force)`);
+  }
+  const m = { psql: median(results.psql!), drill: median(results.drill!) };
+  const ratio = m.drill / m.psql;
+  const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  return [
+    `### drill and upload (${mb(bytes)} of table data, a ${mb(fileBytes)} backup, ${PAIRS} alternating pairs, medians)`,
+    '',
+    '| measurement | hybrid-backup | baseline | ratio | target |',
+    '|---|---|---|---|---|',
+    `| restore drill (checksum, create, restore, count every table, drop) | ${sec(m.drill)} | ${sec(m.psql)} (\`createdb && psql -f\`) | ${ratio.toFixed(3)} | ≤ 1.15, ${verdict(ratio <= 1.15)} |`,
+    `| peak RSS uploading the backup (offsite-sync, ${sec(uploadMs)}) | ${mb(uploadRss)} | | | ≤ 150 MB, ${verdict(uploadRss > 0 && uploadRss <= 150 * 1024 * 1024)} |`,
+    '',
+    `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+  ].join('\n');
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite, drill: drillSuite };
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);

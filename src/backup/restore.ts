@@ -6,7 +6,7 @@
  * Refuses a target that is the database the backup was taken from unless `yes` is given.
  */
 import { createReadStream } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -85,14 +85,36 @@ async function prepareTarget(ctx: RunContext, conn: ConnInfo, create: boolean): 
   return { server: await probeServer(conn, timeout), created: true };
 }
 
-/** Streams a backup file (gunzipped when `compression` is gzip) into psql, in one transaction. */
+/**
+ * How far a process has read a file: the position of its descriptor on that file, from
+ * /proc/<pid>/fdinfo (Linux); null when it cannot be told.
+ */
+async function readPosition(pid: number, file: string): Promise<number | null> {
+  try {
+    for (const fd of await readdir(`/proc/${pid}/fd`)) {
+      if ((await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) !== file) continue;
+      const m = /^pos:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) return Number(m[1]);
+    }
+  } catch {
+    // not Linux, or the process is gone
+  }
+  return null;
+}
+
+/**
+ * Feeds a backup file to psql in one transaction. A plain file is handed to psql itself
+ * (`-f <file>`, nothing copied through this process; progress read from /proc); a gzip file is
+ * streamed through gunzip into psql's stdin.
+ */
 export async function runPsql(ctx: RunContext, b: { file: string; compression: Backup['compression'] }, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
   const { dbname, env } = libpqArgs(conn);
   const { execa } = await loadExeca();
-  const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', '-'], {
+  const direct = b.compression === 'none';
+  const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', direct ? b.file : '-'], {
     env: { ...env, PGAPPNAME: 'hybrid-backup-restore', PGOPTIONS: '-c client_min_messages=warning' },
     extendEnv: true,
-    stdin: 'pipe',
+    stdin: direct ? 'ignore' : 'pipe',
     stdout: 'ignore',
     stderr: 'pipe',
     buffer: false,
@@ -104,16 +126,30 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
   child.stderr!.on('data', (d: Buffer) => {
     stderr = (stderr + d.toString('utf8')).slice(-32 * 1024);
   });
-  let read = 0;
-  const count = new Transform({
-    transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) {
-      read += chunk.length;
-      onBytes(read);
-      cb(null, chunk);
-    },
-  });
-  const stages = b.compression === 'gzip' ? [count, createGunzip()] : [count];
-  const [flow, exit] = await Promise.allSettled([pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), ...stages, child.stdin!]), child]);
+  let flow: PromiseSettledResult<unknown>;
+  let exit: PromiseSettledResult<Awaited<typeof child>>;
+  if (direct) {
+    const absolute = path.resolve(b.file);
+    const timer = setInterval(() => {
+      void readPosition(child.pid!, absolute).then((n) => n !== null && onBytes(n));
+    }, 250);
+    try {
+      [exit] = await Promise.allSettled([child]);
+    } finally {
+      clearInterval(timer);
+    }
+    flow = { status: 'fulfilled', value: undefined };
+  } else {
+    let read = 0;
+    const count = new Transform({
+      transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback) {
+        read += chunk.length;
+        onBytes(read);
+        cb(null, chunk);
+      },
+    });
+    [flow, exit] = await Promise.allSettled([pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), count, createGunzip(), child.stdin!]), child]);
+  }
   const r = exit.status === 'fulfilled' ? exit.value : undefined;
   if (ctx.signal.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the restore was stopped before it finished; psql rolled it back');
   if (!r || r.failed) {
@@ -133,7 +169,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
   assertDumpableConnection(conn, '--target');
   const b = resolveBackup(ctx, req.backup);
   const from = req.from ?? 'local';
-  const store = from === 'offsite' ? openOffsite(ctx) : null;
+  const store = from === 'offsite' ? await openOffsite(ctx) : null;
   if (from === 'offsite') {
     if (!store) throw new HbError('offsite-off', 'offsite copies are not configured', 'set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY');
     if (!['ok', 'corrupt'].includes(b.status) || b.offsite?.status !== 'uploaded') {

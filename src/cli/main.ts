@@ -202,6 +202,10 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .description('restore drill: restore a backup into a scratch database on RESTORE_TEST_DATABASE_URL\'s server, compare every table\'s row count with the dump\'s, drop it; exit 1 when it fails')
     .action(act('restore-test', (which: string) => ({ which })));
 
+  common(program.command('offsite-sync'))
+    .description('upload now every ok backup that lacks a good offsite copy in Supabase Storage (normally done after each backup); exit 1 if any upload fails')
+    .action(act('offsite-sync', () => ({})));
+
   common(program.command('runs'))
     .description('the ledger\'s run history, newest first')
     .option('--since <duration>', 'only runs started within this duration (24h, 7d) or since this time')

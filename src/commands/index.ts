@@ -3,6 +3,7 @@ import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
 import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreTestCommand } from './drill-command.js';
+import { offsiteSyncCommand } from './offsite-command.js';
 import { restoreCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
 import { scheduleCommand } from './schedule-command.js';
@@ -20,6 +21,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   pinCommand,
   unpinCommand,
   scheduleCommand,
+  offsiteSyncCommand,
   supabaseStatusCommand,
   supabaseConfigCommand,
   supabaseRestorePitrCommand,

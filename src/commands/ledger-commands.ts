@@ -57,7 +57,7 @@ export const verifyCommand = defineCommand({
     const run = ctx.ledger.startRun('verify', ctx.trigger, { which: args.which });
     try {
       const results: VerifyResult[] = [];
-      const store = openOffsite(ctx);
+      const store = await openOffsite(ctx);
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
         if (store) {

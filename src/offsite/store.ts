@@ -5,12 +5,15 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import { createClient, type SupabaseClient } from '@supabase/supabase-js';
+import type { SupabaseClient } from '@supabase/supabase-js';
 import type { Config } from '../config/schema.js';
 import { HbError } from '../domain/errors.js';
+import { loadSupabase } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 
 export interface OffsiteSettings {
@@ -25,6 +28,36 @@ export function offsiteSettings(config: Config): OffsiteSettings | null {
   const { url, serviceRoleKey } = config.supabase;
   if (!config.offsite.enabled || !url || !serviceRoleKey) return null;
   return { url, key: serviceRoleKey, bucket: config.offsite.bucket, prefix: config.offsite.prefix };
+}
+
+/**
+ * The transport supabase-js uses. Requests whose body is a Node stream (uploads) go through
+ * node:http(s), which streams with backpressure: Node's built-in fetch (undici) reads such a body
+ * whole before sending it (measured: 363 MB of RSS to upload a 300 MB file, against 76 MB).
+ * Everything else goes to the built-in fetch.
+ */
+export function streamingFetch(signal?: AbortSignal): typeof fetch {
+  return async (input, init) => {
+    const sig = init?.signal && signal ? AbortSignal.any([init.signal, signal]) : (init?.signal ?? signal ?? undefined);
+    const body = init?.body as unknown;
+    if (!(body instanceof Readable)) return fetch(input, { ...init, signal: sig });
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const headers: Record<string, string> = {};
+    new Headers(init?.headers).forEach((v, k) => (headers[k] = v));
+    if (!headers['content-length']) headers['transfer-encoding'] = 'chunked';
+    return new Promise<Response>((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? https : http).request(url, { method: init?.method ?? 'POST', headers, signal: sig }, (res) => {
+        const h = new Headers();
+        for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) h.set(k, Array.isArray(v) ? v.join(', ') : v);
+        const status = res.statusCode ?? 500;
+        const noBody = status === 204 || status === 304;
+        if (noBody) res.resume();
+        resolve(new Response(noBody ? null : (Readable.toWeb(res) as unknown as ReadableStream), { status, statusText: res.statusMessage, headers: h }));
+      });
+      req.on('error', reject);
+      pipeline(body, req).catch(reject);
+    });
+  };
 }
 
 /** supabase-js builds a Realtime client too; this program never uses it (and Node 20 has no WebSocket). */
@@ -67,20 +100,20 @@ class Counter extends Transform {
 }
 
 export class OffsiteStore {
-  private readonly client: SupabaseClient;
-
-  constructor(
+  private constructor(
     readonly settings: OffsiteSettings,
-    signal?: AbortSignal,
-  ) {
-    this.client = createClient(settings.url, settings.key, {
+    private readonly client: SupabaseClient,
+  ) {}
+
+  static async open(settings: OffsiteSettings, signal?: AbortSignal): Promise<OffsiteStore> {
+    const { createClient } = await loadSupabase();
+    const client = createClient(settings.url, settings.key, {
       auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
       realtime: { transport: NoRealtime as never },
-      global: {
-        // Every request stops when the operation is stopped (service shutdown).
-        fetch: (input, init) => fetch(input, { ...init, signal: init?.signal && signal ? AbortSignal.any([init.signal, signal]) : (init?.signal ?? signal) }),
-      },
+      // Every request stops when the operation is stopped (service shutdown); uploads stream.
+      global: { fetch: streamingFetch(signal) },
     });
+    return new OffsiteStore(settings, client);
   }
 
   /** `folder/20261124T031500Z_daily.sql` for a file name. */
@@ -122,6 +155,7 @@ export class OffsiteStore {
       contentType: meta.contentType,
       metadata: { ...(meta.sha256 ? { sha256: meta.sha256 } : {}), bytes: String(meta.bytes) },
       duplex: 'half',
+      headers: { 'content-length': String(meta.bytes) },
     });
     if (up.error) throw fail(`upload ${objectPath}`, up.error);
     const stored = await this.stat(objectPath);

@@ -14,9 +14,10 @@ import { exists } from '../util/fs.js';
 import { formatBytes } from '../util/format.js';
 import { OffsiteStore, offsiteSettings } from './store.js';
 
-export function openOffsite(ctx: RunContext): OffsiteStore | null {
+/** The configured Storage bucket, or null when offsite copies are off. */
+export async function openOffsite(ctx: RunContext): Promise<OffsiteStore | null> {
   const s = offsiteSettings(ctx.config);
-  return s ? new OffsiteStore(s, ctx.signal) : null;
+  return s ? OffsiteStore.open(s, ctx.signal) : null;
 }
 
 export interface SyncOutcome {
@@ -26,7 +27,7 @@ export interface SyncOutcome {
 
 /** Uploads every ok backup that has no good offsite copy, newest first. Null when offsite copies are off. */
 export async function syncOffsite(ctx: RunContext): Promise<SyncOutcome | null> {
-  const store = openOffsite(ctx);
+  const store = await openOffsite(ctx);
   if (!store) return null;
   const pending = ctx.ledger.backupsToUpload();
   if (pending.length === 0) return { uploaded: [], failed: [] };
@@ -95,7 +96,7 @@ export async function afterLocalBackup(ctx: RunContext): Promise<void> {
 
 /** Deletes the offsite copies of pruned backups (retried at the next prune when it fails). */
 export async function deletePrunedCopies(ctx: RunContext): Promise<void> {
-  const store = openOffsite(ctx);
+  const store = await openOffsite(ctx);
   if (!store) return;
   for (const b of ctx.ledger.offsiteToDelete()) await deleteCopy(ctx, store, b);
 }
