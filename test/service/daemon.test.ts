@@ -69,7 +69,7 @@ describe('the service', () => {
     const sched = await runCli(['schedule', '--json'], s.env);
     const doc = JSON.parse(sched.stdout);
     expect(doc.service).toMatchObject({ running: true, pid: d.proc.pid });
-    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'supabase-poll']);
+    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'restore-drill', 'supabase-poll']);
     expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: null });
     const offline = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
     expect(offline.service).toEqual({ running: false });
