@@ -2,11 +2,13 @@
  * The composition root: builds every component from a configuration and hands each its
  * dependencies. No module-level state beyond the redactor's secret list.
  */
+import { type AlertEvent, Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
 import { type Reporter, type RunContext, type ServiceView, silentReporter } from './context.js';
-import type { RunTrigger } from './domain/types.js';
+import type { Run, RunTrigger } from './domain/types.js';
 import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
+import { writeMetrics } from './monitor/metrics.js';
 import { FifoMutex } from './util/fifo-mutex.js';
 import { ensurePrivateDir } from './util/fs.js';
 import { RateLimiter } from './util/rate-limiter.js';
@@ -22,11 +24,41 @@ export class App {
   /** Supabase allows 60 Management API requests a minute per token. */
   readonly apiLimiter = new RateLimiter(60, 60_000);
 
+  readonly alerts: Alerter;
+  private metricsTimer: NodeJS.Timeout | undefined;
+  private metricsDirty = false;
+
   private constructor(
     readonly config: Config,
     readonly ledger: Ledger,
     readonly logs: Logs,
-  ) {}
+  ) {
+    this.alerts = new Alerter({ url: config.alerts.webhookUrl, timeoutMs: config.alerts.timeoutSeconds * 1000, retries: config.alerts.retries, log: logs.channel('backup') });
+    ledger.onRunFinished((run) => {
+      const alert = alertFor(run);
+      if (alert) this.alerts.send(alert);
+      this.scheduleMetrics();
+    });
+  }
+
+  /** Rewrites metrics.prom soon after runs finish (one write for a burst). */
+  private scheduleMetrics(): void {
+    this.metricsDirty = true;
+    if (this.metricsTimer) return;
+    this.metricsTimer = setTimeout(() => void this.flushMetrics(), 500);
+  }
+
+  private async flushMetrics(): Promise<void> {
+    if (this.metricsTimer) clearTimeout(this.metricsTimer);
+    this.metricsTimer = undefined;
+    if (!this.metricsDirty) return;
+    this.metricsDirty = false;
+    try {
+      await writeMetrics(this.config, this.ledger);
+    } catch (e) {
+      this.logs.channel('backup').warn(`cannot write metrics: ${(e as Error).message}`);
+    }
+  }
 
   /** Creates the backup directory (0700), opens the logs and the ledger (recovering crashed runs). */
   static async open(config: Config, opts: AppOptions): Promise<App> {
@@ -60,6 +92,7 @@ export class App {
       reporter: opts.reporter ?? silentReporter,
       backupSlot: this.backupSlot,
       apiLimiter: this.apiLimiter,
+      alerts: this.alerts,
       ...(opts.service ? { service: opts.service } : {}),
     };
   }
@@ -67,9 +100,32 @@ export class App {
   /** Closes the ledger and flushes the logs; concurrent and repeated calls share one close. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.flushMetrics();
       this.ledger.close();
+      await this.alerts.flush();
       await this.logs.close();
     })();
     return this.closing;
+  }
+}
+
+/** The alert a finished run deserves, if any. */
+function alertFor(run: Run): AlertEvent | null {
+  if (run.status !== 'failed' && !(run.status === 'interrupted' && run.job === 'backup')) return null;
+  const why = run.error?.message ?? run.status;
+  const details = { runId: run.id, job: run.job, trigger: run.trigger, code: run.error?.code, startedAt: run.startedAt };
+  switch (run.job) {
+    case 'backup':
+      return { event: 'backup-failed', severity: 'critical', summary: `backup ${run.status}: ${why}`, details: { ...details, backupId: run.backupId } };
+    case 'supabase-poll':
+      return { event: 'poll-failed', severity: 'warning', summary: `Supabase poll failed: ${why}`, details };
+    case 'restore-drill':
+      return { event: 'drill-failed', severity: 'critical', summary: `restore drill failed: ${why}`, details };
+    case 'offsite-upload':
+      return { event: 'offsite-failed', severity: 'warning', summary: `offsite copy failed (retried at the next run): ${why}`, details };
+    case 'prune':
+      return { event: 'job-failed', severity: 'warning', summary: `retention failed: ${why}`, details };
+    default:
+      return null;
   }
 }

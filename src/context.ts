@@ -3,6 +3,7 @@
  * triggered, a cancellation signal, and a reporter for progress and notices (a terminal, a
  * socket client, or nobody).
  */
+import type { Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
 import type { ProgressEvent, RunTrigger } from './domain/types.js';
 import type { Ledger } from './ledger/ledger.js';
@@ -42,5 +43,7 @@ export interface RunContext {
   backupSlot: FifoMutex;
   /** At most 60 Management API requests a minute from this process. */
   apiLimiter: RateLimiter;
+  /** Webhook alerts (a no-op without ALERT_WEBHOOK_URL). */
+  alerts: Alerter;
   service?: ServiceView;
 }

@@ -4,6 +4,7 @@
  * and maps errors to exit codes (SPEC: 0 ok, 1 failed, 2 bad usage or configuration).
  */
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command as Commander, CommanderError, Option } from 'commander';
 import { App } from '../app.js';
 import { type Command, parseCommandArgs } from '../commands/command.js';
@@ -245,6 +246,20 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .requiredOption('--to <time>', 'the time to go back to (ISO-8601, e.g. 2026-11-24T09:30:00Z)')
     .option('--confirm <project-ref>', 'the project ref, to confirm you mean it')
     .action(act('supabase-restore-pitr', (o: { to: string; confirm?: string }) => ({ to: o.to, confirm: o.confirm })));
+
+  common(program.command('monitor'))
+    .description('check both layers now, one check per concern; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)')
+    .action(act('monitor', () => ({})));
+
+  common(program.command('sync-check'))
+    .description('one timeline of both layers over the retention window: the gaps where no layer could restore to, and the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN')
+    .action(act('sync-check', () => ({})));
+
+  common(program.command('report'))
+    .description('a detailed report: Markdown (stdout and <backupDir>/reports/hybrid-report-<date>.md), JSON, or one self-contained HTML page')
+    .addOption(new Option('--format <format>', 'md, html or json').choices(['md', 'html', 'json']).default('md'))
+    .option('--out <file>', 'write the report here instead of <backupDir>/reports/')
+    .action(act('report', (o: { format: string; out?: string }) => ({ format: o.format, out: o.out ? path.resolve(o.out) : undefined })));
 
   program
     .command('daemon')

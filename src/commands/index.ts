@@ -3,6 +3,7 @@ import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
 import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreTestCommand } from './drill-command.js';
+import { monitorCommand, reportCommand, syncCheckCommand } from './monitor-commands.js';
 import { offsiteSyncCommand } from './offsite-command.js';
 import { restoreCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
@@ -22,6 +23,9 @@ export const COMMANDS: readonly Command<any, any>[] = [
   unpinCommand,
   scheduleCommand,
   offsiteSyncCommand,
+  monitorCommand,
+  syncCheckCommand,
+  reportCommand,
   supabaseStatusCommand,
   supabaseConfigCommand,
   supabaseRestorePitrCommand,

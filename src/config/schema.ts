@@ -219,6 +219,38 @@ export const configSchema = z.strictObject({
   alerts: z
     .strictObject({
       webhookUrl: httpUrl('the URL alerts are POSTed to'),
+      timeoutSeconds: z.int().min(1).max(60).default(10).describe('how many seconds one alert POST may take'),
+      retries: z.int().min(0).max(10).default(3).describe('how many times a failed alert POST is retried, with backoff'),
+    })
+    .prefault({}),
+
+  monitor: z
+    .strictObject({
+      localWarnHours: z.number().positive().default(26).describe('hours after which the newest ok local backup is a warning'),
+      localCritHours: z.number().positive().default(50).describe('hours after which the newest ok local backup is critical'),
+      sizeDropRatio: z.number().min(0).max(1).default(0.5).describe('a backup smaller than this fraction of the previous one is a warning'),
+      integritySamples: z.int().min(0).default(2).describe('how many older backups the monitor re-hashes each day, in rotation, besides the newest'),
+      drillMaxAgeDays: z.number().positive().default(8).describe('days after which the newest restore drill is a warning'),
+      pollWarnHours: z.number().positive().default(7).describe('hours after which the last Supabase poll is a warning'),
+      managedWarnHours: z.number().positive().default(26).describe('hours after which the newest managed backup is a warning'),
+      managedCritHours: z.number().positive().default(50).describe('hours after which the newest managed backup is critical'),
+      pitrWarnMinutes: z.number().positive().default(60).describe('minutes after which the newest PITR restore point is a warning'),
+    })
+    .prefault({}),
+
+  metrics: z
+    .strictObject({
+      path: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('where to write the Prometheus metrics (default <backupDir>/metrics.prom), e.g. /var/lib/node_exporter/textfile_collector/hybrid_backup.prom'),
+    })
+    .prefault({}),
+
+  syncCheck: z
+    .strictObject({
+      maxGapHours: z.number().positive().default(26).describe('restore points further apart than this many hours, in every layer, are a gap'),
     })
     .prefault({}),
 });

@@ -134,3 +134,34 @@ export interface SupabaseSnapshot {
   /** Why a part could not be read, when the rest could. */
   notes: string[];
 }
+
+/** A monitor check's status; `off` checks (a capability switched off) do not count. */
+export type CheckStatus = 'ok' | 'warning' | 'critical' | 'unknown' | 'off';
+export type OverallStatus = Exclude<CheckStatus, 'off'>;
+
+export interface MonitorCheck {
+  name: string;
+  status: CheckStatus;
+  message: string;
+}
+
+/** SPEC `monitor --json`. */
+export interface MonitorDoc {
+  status: OverallStatus;
+  checks: MonitorCheck[];
+  at: string;
+}
+
+const RANK: Record<CheckStatus, number> = { off: -1, ok: 0, unknown: 1, warning: 2, critical: 3 };
+
+/** The worst status among checks: critical > warning > unknown > ok; `off` never counts. */
+export function worstStatus(statuses: readonly CheckStatus[]): OverallStatus {
+  let worst: OverallStatus = 'ok';
+  for (const s of statuses) if (s !== 'off' && RANK[s] > RANK[worst]) worst = s;
+  return worst;
+}
+
+/** The monitoring-plugin exit code of a status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. */
+export function pluginExitCode(s: OverallStatus): number {
+  return { ok: 0, warning: 1, critical: 2, unknown: 3 }[s];
+}

@@ -9,6 +9,7 @@ import type { Config, ScheduleName } from '../config/schema.js';
 import type { RunContext } from '../context.js';
 import { restoreDrill } from '../backup/drill.js';
 import { HbError } from '../domain/errors.js';
+import { runMonitor } from '../monitor/monitor.js';
 import { syncOffsite } from '../offsite/sync.js';
 import { pollSupabase } from '../supabase/poll.js';
 
@@ -47,6 +48,15 @@ export const JOBS: readonly Job[] = [
     async run(ctx) {
       const { plan } = await prune(ctx, { dryRun: false });
       return `pruned ${plan.delete.length}, kept ${plan.keep.length}`;
+    },
+  },
+  {
+    name: 'monitor',
+    title: 'daily hybrid monitor',
+    startup: { kind: 'missed' },
+    async run(ctx) {
+      const doc = await runMonitor(ctx);
+      return `status ${doc.status}`;
     },
   },
   {

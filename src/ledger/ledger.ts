@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupKind, BackupStatus, Compression, DrillResult, DumpProfile, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { Backup, BackupKind, BackupStatus, Compression, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
 import { MIGRATIONS } from './migrations.js';
@@ -166,6 +166,7 @@ export class Ledger {
   readonly recovered: RecoveredRun[];
   private readonly db: Database.Database;
   private closed = false;
+  private readonly finishedListeners: Array<(run: Run) => void> = [];
 
   private constructor(file: string, db: Database.Database) {
     this.file = file;
@@ -318,7 +319,24 @@ export class Ledger {
         .prepare(`UPDATE runs SET status=?, finished_at=?, error_code=?, error_message=? WHERE id=?`)
         .run(status, now(), error?.code ?? null, error ? redact(error.message) : null, runId);
     })();
-    return this.getRun(runId)!;
+    const run = this.getRun(runId)!;
+    this.emitFinished(run);
+    return run;
+  }
+
+  /** Calls `fn` with every run this process finishes (for alerts and metrics). */
+  onRunFinished(fn: (run: Run) => void): void {
+    this.finishedListeners.push(fn);
+  }
+
+  private emitFinished(run: Run): void {
+    for (const fn of this.finishedListeners) {
+      try {
+        fn(run);
+      } catch {
+        // a listener's failure is not the run's
+      }
+    }
   }
 
   getRun(id: number): Run | undefined {
@@ -396,6 +414,7 @@ export class Ledger {
       }
       return id;
     })();
+    if (b.runId !== null) this.emitFinished(this.getRun(b.runId)!);
     return this.getBackup(id)!;
   }
 
@@ -456,6 +475,12 @@ export class Ledger {
     const r = this.db
       .prepare(`SELECT * FROM runs WHERE job='backup' AND trigger IN ('schedule','startup') AND status != 'running' AND started_at <= ? ORDER BY started_at DESC, id DESC LIMIT 1`)
       .get(beforeIso) as RunRow | undefined;
+    return r ? toRun(r) : undefined;
+  }
+
+  /** The newest run of a job that ended with `status`. */
+  lastRunWithStatus(job: string, status: RunStatus): Run | undefined {
+    const r = this.db.prepare('SELECT * FROM runs WHERE job=? AND status=? ORDER BY started_at DESC, id DESC LIMIT 1').get(job, status) as RunRow | undefined;
     return r ? toRun(r) : undefined;
   }
 
@@ -542,6 +567,18 @@ export class Ledger {
     return rows.map((r) => ({ runId: r.id, database: r.db }));
   }
 
+  // ---- the monitor --------------------------------------------------------------------------
+
+  recordMonitor(runId: number | null, doc: MonitorDoc): void {
+    this.db.prepare('INSERT INTO monitor_results (run_id, at, status, checks) VALUES (?, ?, ?, ?)').run(runId, doc.at, doc.status, redact(JSON.stringify(doc.checks)));
+  }
+
+  /** Monitor results, newest first. */
+  listMonitors(limit = 1): MonitorDoc[] {
+    const rows = this.db.prepare('SELECT at, status, checks FROM monitor_results ORDER BY at DESC, id DESC LIMIT ?').all(limit) as Array<{ at: string; status: MonitorDoc['status']; checks: string }>;
+    return rows.map((r) => ({ at: r.at, status: r.status, checks: JSON.parse(r.checks) as MonitorDoc['checks'] }));
+  }
+
   // ---- the managed layer ------------------------------------------------------------------
 
   /** Records what a poll saw, or why it failed (`snapshot` null). */
@@ -585,6 +622,12 @@ export class Ledger {
       snapshot: r.snapshot ? (JSON.parse(r.snapshot) as SupabaseSnapshot) : null,
       error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
     };
+  }
+
+  /** The newest successful snapshot of a configured project. */
+  latestSnapshot(): SupabaseSnapshot | undefined {
+    const r = this.db.prepare('SELECT snapshot FROM supabase_snapshots WHERE ok = 1 AND configured = 1 ORDER BY taken_at DESC, id DESC LIMIT 1').get() as { snapshot: string } | undefined;
+    return r ? (JSON.parse(r.snapshot) as SupabaseSnapshot) : undefined;
   }
 
   /** How many runs of a job (optionally with a status) started since `sinceIso`. */

@@ -125,4 +125,16 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE backups ADD COLUMN offsite_at TEXT;
   ALTER TABLE backups ADD COLUMN offsite_error TEXT;
   `,
+
+  // 4: the hybrid monitor's results
+  `
+  CREATE TABLE monitor_results (
+    id       INTEGER PRIMARY KEY,
+    run_id   INTEGER REFERENCES runs (id),
+    at       TEXT NOT NULL,
+    status   TEXT NOT NULL CHECK (status IN ('ok','warning','critical','unknown')),
+    checks   TEXT NOT NULL
+  );
+  CREATE INDEX monitor_results_at ON monitor_results (at);
+  `,
 ];

@@ -45,6 +45,7 @@ export async function atomicWriteFile(file: string, data: string | Uint8Array, m
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   const fh = await fs.open(tmp, 'wx', mode);
   try {
+    await fh.chmod(mode); // exactly this mode, whatever the umask
     await fh.writeFile(data);
     await fh.sync();
   } catch (e) {

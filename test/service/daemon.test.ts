@@ -69,7 +69,7 @@ describe('the service', () => {
     const sched = await runCli(['schedule', '--json'], s.env);
     const doc = JSON.parse(sched.stdout);
     expect(doc.service).toMatchObject({ running: true, pid: d.proc.pid });
-    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'restore-drill', 'supabase-poll']);
+    expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'monitor', 'restore-drill', 'supabase-poll']);
     expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: null });
     const offline = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
     expect(offline.service).toEqual({ running: false });
@@ -251,7 +251,7 @@ describe('the service', () => {
       { job: 'prune', trigger: 'startup', status: 'ok' },
     ]);
     expect(readLedger(s.backupDir, `select kind from backups`)).toEqual([{ kind: 'daily' }]);
-    expect(second.output()).toMatch(/catching up backup, prune: due while the service was down/);
+    expect(second.output()).toMatch(/catching up backup, prune, monitor: due while the service was down/);
     await stopDaemon(second);
 
     const third = await daemon(s.env);

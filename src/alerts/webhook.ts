@@ -1,0 +1,98 @@
+/**
+ * Alerts: JSON POSTed to ALERT_WEBHOOK_URL — a Slack-compatible `text` plus structured fields —
+ * on a failed backup, poll, drill or offsite upload, and on monitor status changes (recovery
+ * included). Sending never delays or fails the work that caused it: it runs in the background,
+ * retried with backoff, and a process waits for pending alerts only when it closes (bounded).
+ * The URL carries a secret: only its host is ever logged.
+ */
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log/logger.js';
+import { redact } from '../util/redact.js';
+
+export type AlertSeverity = 'critical' | 'warning' | 'ok' | 'info';
+
+export interface AlertEvent {
+  event: 'backup-failed' | 'poll-failed' | 'drill-failed' | 'offsite-failed' | 'monitor-status-changed' | 'job-failed';
+  severity: AlertSeverity;
+  /** One line: what happened. */
+  summary: string;
+  details?: Record<string, unknown>;
+}
+
+const ICON: Record<AlertSeverity, string> = { critical: ':red_circle:', warning: ':warning:', ok: ':large_green_circle:', info: ':information_source:' };
+
+export interface AlerterOptions {
+  url: string | undefined;
+  timeoutMs: number;
+  retries: number;
+  log: Logger;
+}
+
+export class Alerter {
+  private readonly pending = new Set<Promise<void>>();
+  private readonly host = os.hostname();
+
+  constructor(private readonly o: AlerterOptions) {}
+
+  get enabled(): boolean {
+    return !!this.o.url;
+  }
+
+  private get target(): string {
+    try {
+      return new URL(this.o.url!).host;
+    } catch {
+      return 'the webhook';
+    }
+  }
+
+  /** The body sent for an event. */
+  payload(e: AlertEvent): Record<string, unknown> {
+    return {
+      text: `${ICON[e.severity]} hybrid-backup on ${this.host}: ${e.summary}`,
+      event: e.event,
+      severity: e.severity,
+      host: this.host,
+      at: new Date().toISOString(),
+      ...(e.details ? { details: JSON.parse(redact(JSON.stringify(e.details))) as unknown } : {}),
+    };
+  }
+
+  /** Queues an alert; returns at once. */
+  send(e: AlertEvent): void {
+    if (!this.o.url) return;
+    const p = this.deliver(this.payload(e)).finally(() => this.pending.delete(p));
+    this.pending.add(p);
+  }
+
+  private async deliver(body: Record<string, unknown>): Promise<void> {
+    const json = JSON.stringify(body);
+    for (let attempt = 0; ; attempt++) {
+      let why: string;
+      try {
+        const res = await fetch(this.o.url!, { method: 'POST', headers: { 'content-type': 'application/json' }, body: json, signal: AbortSignal.timeout(this.o.timeoutMs) });
+        await res.body?.cancel();
+        if (res.ok) {
+          this.o.log.info(`alert sent to ${this.target}: ${String(body.event)}`);
+          return;
+        }
+        why = `answered ${res.status}`;
+        if (res.status >= 400 && res.status < 500 && res.status !== 429) attempt = this.o.retries; // will not get better
+      } catch (e) {
+        why = redact((e as Error & { cause?: Error }).cause?.message ?? (e as Error).message);
+      }
+      if (attempt >= this.o.retries) {
+        this.o.log.error(`alert to ${this.target} failed after ${attempt + 1} attempts (${why}): ${String(body.text)}`);
+        return;
+      }
+      await sleep(Math.min(30_000, 1000 * 2 ** attempt));
+    }
+  }
+
+  /** Waits for pending alerts, at most `maxMs`. */
+  async flush(maxMs = 15_000): Promise<void> {
+    if (this.pending.size === 0) return;
+    await Promise.race([Promise.allSettled([...this.pending]), sleep(maxMs)]);
+  }
+}

@@ -1,0 +1,107 @@
+/** `monitor`, `sync-check`, `report`: the hybrid view of both layers. */
+import path from 'node:path';
+import { z } from 'zod';
+import { type MonitorDoc, pluginExitCode } from '../domain/types.js';
+import { runMonitor } from '../monitor/monitor.js';
+import { type SyncDoc, syncCheck } from '../monitor/sync-check.js';
+import { buildReport, type ReportData } from '../report/build.js';
+import { renderHtml } from '../report/html.js';
+import { renderMarkdown } from '../report/markdown.js';
+import { atomicWriteFile, ensurePrivateDir } from '../util/fs.js';
+import { formatTime } from '../util/format.js';
+import { defineCommand } from './command.js';
+
+const LABEL = { ok: 'OK', warning: 'WARNING', critical: 'CRITICAL', unknown: 'UNKNOWN', off: 'off' } as const;
+
+export const monitorCommand = defineCommand({
+  name: 'monitor',
+  summary: 'check both layers now; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
+  args: z.object({}),
+  async run(ctx): Promise<MonitorDoc> {
+    return runMonitor(ctx);
+  },
+  render(doc, view) {
+    const width = Math.max(...doc.checks.map((c) => c.name.length));
+    return [
+      `hybrid monitor: ${LABEL[doc.status]} (${formatTime(doc.at, view.timeZone)})`,
+      ...doc.checks.map((c) => `  ${LABEL[c.status].padEnd(8)}  ${c.name.padEnd(width)}  ${c.message}`),
+    ].join('\n');
+  },
+  exitCode: (doc) => pluginExitCode(doc.status),
+});
+
+export const syncCheckCommand = defineCommand({
+  name: 'sync-check',
+  summary: 'one timeline of both layers: gaps, the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
+  args: z.object({}),
+  async run(ctx): Promise<SyncDoc> {
+    const poll = ctx.ledger.latestPoll();
+    const snap = poll?.snapshot?.configured ? poll.snapshot : (ctx.ledger.latestSnapshot() ?? null);
+    return syncCheck(ctx.config, ctx.ledger.listBackups(), snap);
+  },
+  render(d, view) {
+    const t = (iso: string | null) => (iso ? formatTime(iso, view.timeZone) : 'none');
+    const lines = [
+      `sync-check: ${LABEL[d.status]} — recovery point ${d.recoveryPointHours === null ? 'none' : `${d.recoveryPointHours} h`} (local ${d.layers.local.hours ?? '-'} h, Supabase ${d.layers.supabase.hours ?? '-'} h)`,
+      `  window    ${t(d.window.from)} → ${t(d.window.to)} (${d.window.days} days)`,
+      `  local     ${d.local.count} ok backups, newest ${t(d.local.latest)}`,
+      `  Supabase  ${!d.supabase.configured ? 'not configured (or never polled)' : d.supabase.pitr?.enabled ? `PITR ${t(d.supabase.pitr.earliest)} → ${t(d.supabase.pitr.latest)}` : `${d.supabase.count} completed daily backups, newest ${t(d.supabase.latest)}`}`,
+      '',
+      dayGrid(d, view.timeZone),
+      '',
+      d.gaps.length ? `gaps longer than ${d.maxGapHours} h where neither layer can restore to:` : `no gaps longer than ${d.maxGapHours} h`,
+      ...d.gaps.map((g) => `  ${t(g.from)} → ${t(g.to)}  (${g.hours} h)`),
+      ...d.messages.map((m) => `note: ${m}`),
+    ];
+    return lines.join('\n');
+  },
+  exitCode: (d) => pluginExitCode(d.status),
+});
+
+/** One character per day: a restore point that day (■), the PITR range (━), nothing (·). */
+function dayGrid(d: SyncDoc, tz: string): string {
+  const DAY = 86_400_000;
+  const from = Date.parse(d.window.from);
+  const days = Math.ceil((Date.parse(d.window.to) - from) / DAY);
+  const day = (iso: string) => Math.floor((Date.parse(iso) - from) / DAY);
+  const lane = (points: string[], range?: { earliest: string | null; latest: string | null } | null) => {
+    const cells = Array.from({ length: days }, () => '·');
+    if (range?.earliest && range.latest) for (let i = Math.max(0, day(range.earliest)); i <= Math.min(days - 1, day(range.latest)); i++) cells[i] = '━';
+    for (const p of points) if (day(p) >= 0 && day(p) < days) cells[day(p)] = '■';
+    return cells.join('');
+  };
+  const label = new Intl.DateTimeFormat('en-GB', { timeZone: tz, month: 'short', day: 'numeric' });
+  return [
+    `            ${label.format(new Date(from))}${' '.repeat(Math.max(1, days - 12))}${label.format(new Date(d.window.to))}`,
+    `  local     ${lane(d.local.points)}`,
+    `  Supabase  ${lane(d.supabase.points, d.supabase.pitr?.enabled ? d.supabase.pitr : null)}`,
+  ].join('\n');
+}
+
+export interface ReportDoc {
+  format: 'md' | 'html' | 'json';
+  file: string;
+  report: ReportData;
+  markdown?: string;
+}
+
+export const reportCommand = defineCommand({
+  name: 'report',
+  summary: 'a detailed report of both layers: Markdown (default), JSON or a self-contained HTML page, also saved under reports/',
+  args: z.object({ format: z.enum(['md', 'html', 'json']).default('md'), out: z.string().optional() }),
+  async run(ctx, args): Promise<ReportDoc> {
+    const report = await buildReport(ctx);
+    const date = report.generatedAt.slice(0, 10);
+    const file = args.out ? path.resolve(args.out) : path.join(ctx.config.backupDir, 'reports', `hybrid-report-${date}.${args.format}`);
+    if (!args.out) await ensurePrivateDir(path.dirname(file));
+    const text = args.format === 'md' ? renderMarkdown(report) : args.format === 'html' ? renderHtml(report) : `${JSON.stringify(report, null, 2)}\n`;
+    await atomicWriteFile(file, text, 0o640);
+    ctx.log.info(`report written to ${file}`);
+    return { format: args.format, file, report, ...(args.format === 'md' ? { markdown: text } : {}) };
+  },
+  render(doc) {
+    if (doc.format === 'md') return `${doc.markdown!.trimEnd()}\n\n(saved to ${doc.file})`;
+    if (doc.format === 'json') return JSON.stringify(doc.report, null, 2);
+    return `report written to ${doc.file}`;
+  },
+});

@@ -1,0 +1,55 @@
+/** The report as Markdown: readable in a terminal, a ticket, or a chat. */
+import { formatAge, formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
+import type { ReportData } from './build.js';
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const mdTable = (head: string[], rows: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
+
+export function renderMarkdown(r: ReportData): string {
+  const t = (iso: string | null | undefined) => formatTime(iso, r.timezone);
+  const now = Date.parse(r.generatedAt);
+  const out: string[] = [];
+  out.push(`# hybrid-backup report — ${r.monitor.status.toUpperCase()}`, '');
+  out.push(`${r.host}${r.database ? `, database \`${r.database}\`` : ''} · generated ${t(r.generatedAt)} · window ${t(r.window.from)} → ${t(r.window.to)} (${r.window.days} days)`, '');
+
+  out.push('## Recovery point', '');
+  const s = r.sync;
+  out.push(
+    `- **Now**: ${s.recoveryPointHours === null ? 'no restore point in any layer' : `${s.recoveryPointHours} h of writes would be lost restoring the newest point`} (sync-check: ${s.status.toUpperCase()})`,
+    `- **Local layer**: ${s.local.count} ok backups in the window; newest ${s.local.latest ? `${t(s.local.latest)} (${formatAge(s.local.latest, now)})` : 'none'}`,
+    `- **Supabase layer**: ${!s.supabase.configured ? 'not configured' : s.supabase.pitr?.enabled ? `PITR from ${t(s.supabase.pitr.earliest)} to ${t(s.supabase.pitr.latest)}` : `${s.supabase.count} completed daily backups; newest ${s.supabase.latest ? `${t(s.supabase.latest)} (${formatAge(s.supabase.latest, now)})` : 'none'}`}`,
+    `- **Gaps** (no layer could restore to for more than ${s.maxGapHours} h): ${s.gaps.length === 0 ? 'none' : s.gaps.map((g) => `${t(g.from)} → ${t(g.to)} (${g.hours} h)`).join('; ')}`,
+    '',
+  );
+
+  out.push('## Monitor', '');
+  out.push(mdTable(['check', 'status', ''], r.monitor.checks.map((c) => [c.name, c.status.toUpperCase(), c.message])), '');
+
+  out.push('## Backups', '');
+  const rate = r.successRate.rate === null ? 'no backup runs' : `${Math.round(r.successRate.rate * 1000) / 10} % (${r.successRate.ok} of ${r.successRate.total} backup runs ok)`;
+  out.push(`Success rate in the window: **${rate}**.`, '');
+  out.push(
+    mdTable(
+      ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'description'],
+      r.backups.slice(0, 60).map((b) => [String(b.id), t(b.createdAt), b.kind, b.status, b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', b.offsite?.status ?? '-', b.description ?? b.error?.message ?? '']),
+    ),
+    '',
+  );
+
+  out.push('## Failures', '');
+  out.push(r.failures.length === 0 ? 'None in the window.' : mdTable(['run', 'started', 'job', 'status', 'reason'], r.failures.map((f) => [String(f.id), t(f.startedAt), f.job, f.status, `${f.code ?? ''}: ${f.message}`])), '');
+
+  out.push('## Restore drills', '');
+  out.push(
+    r.drills.length === 0
+      ? 'No restore drill yet.'
+      : mdTable(['started', 'backup', 'result', 'tables', 'rows checked', 'took'], r.drills.map((d) => [t(d.startedAt), String(d.backupId), d.ok ? 'passed' : `FAILED${d.error ? `: ${d.error.message}` : `: ${d.mismatches.map((m) => m.table).join(', ')}`}`, formatCount(d.tables), formatCount(d.rowsChecked), formatDuration(d.durationMs)])),
+    '',
+  );
+
+  out.push('## Supabase settings against policy', '');
+  const p = r.supabase.policy;
+  out.push(`Policy ${p.met ? 'met' : '**NOT met**'}${p.projectRef ? ` for project \`${p.projectRef}\`` : ''}${r.supabase.snapshot ? ` (as of the poll ${formatAge(r.supabase.snapshot.takenAt, now)})` : ''}.`, '');
+  out.push(mdTable(['item', 'status', 'detail', 'fix'], p.items.map((i) => [i.title, i.status === 'not-met' ? 'NOT MET' : i.status, i.detail, i.status === 'met' ? '' : (i.fix ?? '')])), '');
+  return out.join('\n');
+}
