@@ -2,6 +2,7 @@
  * The composition root: builds every component from a configuration and hands each its
  * dependencies. No module-level state beyond the redactor's secret list.
  */
+import path from 'node:path';
 import { type AlertEvent, Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
 import { type Reporter, type RunContext, type ServiceView, silentReporter } from './context.js';
@@ -10,17 +11,20 @@ import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
 import { writeMetrics } from './monitor/metrics.js';
 import { FifoMutex } from './util/fifo-mutex.js';
-import { ensurePrivateDir } from './util/fs.js';
+import { ensurePrivateDir, removeStaleTempFiles } from './util/fs.js';
+import { isAlive } from './util/process.js';
 import { RateLimiter } from './util/rate-limiter.js';
 
 export interface AppOptions {
   consoleLevel: Level | 'silent';
+  consoleJson?: boolean;
 }
 
 export class App {
   private closing: Promise<void> | undefined;
   /** One backup at a time in this process, in order; the ledger lock covers other processes. */
   readonly backupSlot = new FifoMutex();
+  readonly offsiteSlot = new FifoMutex();
   /** Supabase allows 60 Management API requests a minute per token. */
   readonly apiLimiter = new RateLimiter(60, 60_000);
 
@@ -63,7 +67,7 @@ export class App {
   /** Creates the backup directory (0700), opens the logs and the ledger (recovering crashed runs). */
   static async open(config: Config, opts: AppOptions): Promise<App> {
     await ensurePrivateDir(config.backupDir);
-    const logs = new Logs({ dir: config.backupDir, fileLevel: config.log.level, consoleLevel: opts.consoleLevel });
+    const logs = new Logs({ dir: config.backupDir, fileLevel: config.log.level, consoleLevel: opts.consoleLevel, consoleJson: opts.consoleJson });
     let ledger: Ledger;
     try {
       ledger = Ledger.open(config.backupDir);
@@ -78,6 +82,10 @@ export class App {
         removed: r.removed,
       });
     }
+    for (const dir of [config.backupDir, path.join(config.backupDir, 'reports')]) {
+      const removed = await removeStaleTempFiles(dir, (pid) => isAlive({ pid, start: null, host: null }));
+      if (removed.length) log.warn(`removed ${removed.length} temporary file(s) left by a process that died mid-write: ${removed.join(', ')}`, { dir });
+    }
     return new App(config, ledger, logs);
   }
 
@@ -91,6 +99,7 @@ export class App {
       signal: opts.signal ?? new AbortController().signal,
       reporter: opts.reporter ?? silentReporter,
       backupSlot: this.backupSlot,
+      offsiteSlot: this.offsiteSlot,
       apiLimiter: this.apiLimiter,
       alerts: this.alerts,
       ...(opts.service ? { service: opts.service } : {}),
@@ -112,6 +121,7 @@ export class App {
 /** The alert a finished run deserves, if any. */
 function alertFor(run: Run): AlertEvent | null {
   if (run.status !== 'failed' && !(run.status === 'interrupted' && run.job === 'backup')) return null;
+  if (run.error?.code === 'service-stopping') return null; // queued when the service stopped: it never started
   const why = run.error?.message ?? run.status;
   const details = { runId: run.id, job: run.job, trigger: run.trigger, code: run.error?.code, startedAt: run.startedAt };
   switch (run.job) {

@@ -41,6 +41,8 @@ export interface RunContext {
   reporter: Reporter;
   /** Serialises this process's backups, in the order they were asked for. */
   backupSlot: FifoMutex;
+  /** One offsite sync at a time in this process. */
+  offsiteSlot: FifoMutex;
   /** At most 60 Management API requests a minute from this process. */
   apiLimiter: RateLimiter;
   /** Webhook alerts (a no-op without ALERT_WEBHOOK_URL). */

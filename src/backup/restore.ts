@@ -8,7 +8,7 @@
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { openOffsite } from '../offsite/sync.js';
@@ -148,17 +148,40 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
         cb(null, chunk);
       },
     });
-    [flow, exit] = await Promise.allSettled([pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), count, createGunzip(), child.stdin!]), child]);
+    // psql must never see the end of its input unless all of it was sent: at end of input it
+    // COMMITs. So the file's stream does not own psql's stdin; on a read or gunzip error psql is
+    // killed first, and only then is its stdin closed.
+    const stdin = child.stdin!;
+    const forward = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _e, cb) {
+        if (stdin.write(chunk)) return cb();
+        const onDrain = () => (stdin.off('close', onClose), cb());
+        const onClose = () => (stdin.off('drain', onDrain), cb(new Error('psql stopped reading')));
+        stdin.once('drain', onDrain);
+        stdin.once('close', onClose);
+      },
+      final(cb) {
+        stdin.end(cb);
+      },
+    });
+    stdin.on('error', () => {}); // EPIPE when psql exits early: its exit status tells why
+    const feed = pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), count, createGunzip(), forward]).catch((e: unknown) => {
+      child.kill('SIGKILL');
+      stdin.destroy();
+      throw e;
+    });
+    [flow, exit] = await Promise.allSettled([feed, child]);
   }
   const r = exit.status === 'fulfilled' ? exit.value : undefined;
   if (ctx.signal.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the restore was stopped before it finished; psql rolled it back');
+  if (flow.status === 'rejected') {
+    throw new HbError('restore-failed', `cannot read ${b.file}: ${redact((flow.reason as Error).message)}; psql was stopped before it could commit, nothing was restored`, 'the file is damaged; restore another backup');
+  }
   if (!r || r.failed) {
     const lines = redact(stderr.trim()).split('\n').filter((l) => /ERROR|FATAL|error/i.test(l));
     const detail = lines.slice(0, 3).join(' | ') || redact(stderr.trim()).split('\n').slice(-3).join(' | ') || (r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
     throw new HbError('restore-failed', `restore into ${describeConn(conn)} failed and was rolled back: ${detail}`, 'the target must be empty of the backup\'s objects; restore into a fresh database (--create)');
-  }
-  if (flow.status === 'rejected') {
-    throw new HbError('restore-failed', `cannot read ${b.file}: ${(flow.reason as Error).message}`);
   }
 }
 
@@ -187,7 +210,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
       const location = b.offsite!.location;
       download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
       const t0 = Date.now();
-      const got = await store.download(location.slice(location.indexOf('/') + 1), download, (n) => ctx.reporter.progress({ phase: 'download', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
+      const got = await store.download(location, download, (n) => ctx.reporter.progress({ phase: 'download', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
       if (got.sha256 !== b.sha256 || got.bytes !== b.bytes) {
         throw new HbError('checksum-mismatch', `the offsite copy ${location} of backup ${b.id} fails its checksum (${got.bytes} bytes, sha256 ${got.sha256}); nothing was restored`, 'restore another backup');
       }
@@ -200,8 +223,10 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
     }
     const { server, created } = await prepareTarget(ctx, conn, !!req.create);
     const source = ctx.ledger.backupSource(b.id);
-    const sameCluster = source?.sourceSystemId && server.systemId ? source.sourceSystemId === server.systemId : source?.source === safeUrl(conn);
-    if (sameCluster && server.database === b.database && !req.yes) {
+    // Same cluster by system identifier when both are known; otherwise a host alias could hide
+    // the source, so an equal database name counts as the source (a just-created one never does).
+    const sameCluster = source?.sourceSystemId && server.systemId ? source.sourceSystemId === server.systemId : true;
+    if (!created && sameCluster && server.database === b.database && !req.yes) {
       throw new HbError(
         'restore-target-is-source',
         `refusing to restore backup ${b.id} into ${describeConn(conn)}: it is the database the backup was taken from`,

@@ -145,9 +145,12 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
   try {
     assertSafeToPrune(ctx, asOf);
     const plan = planRetention(ctx.ledger.listBackups(), asOf, policy);
+    const deleted: PlannedDeletion[] = [];
     for (const d of plan.delete) {
       // Ledger first: a crash after this leaves a pruned entry whose file the next prune removes.
-      ctx.ledger.markPruned(d.backup.id);
+      // Pinned or found corrupt since the plan was made: it stays.
+      if (!ctx.ledger.markPruned(d.backup.id)) continue;
+      deleted.push(d);
       await removeBackupFiles(ctx, d.backup, backupDir);
       ctx.log.info(`pruned backup ${d.backup.id} (${path.basename(d.backup.file)}): ${d.reason}`, { backupId: d.backup.id });
     }
@@ -155,8 +158,8 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     for (const b of ctx.ledger.listBackups({ statuses: ['pruned'] })) await removeBackupFiles(ctx, b, backupDir);
     // Their offsite copies go too (failures are recorded and retried at the next prune).
     await deletePrunedCopies(ctx);
-    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: plan.delete.map((d) => d.backup.id), kept: plan.keep.length });
-    return { plan: { ...plan, delete: plan.delete.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
+    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length });
+    return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
   } catch (e) {
     const err = toHbError(e);
     ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });

@@ -178,23 +178,38 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     return backup;
   } catch (e) {
     const err = toHbError(e);
-    if (renamed) {
-      // Renamed but not recorded: never leave an unconfirmed file under a final name.
-      await fs.rm(finalPath, { force: true });
-      await fs.rm(finalPath + SIDECAR_SUFFIX, { force: true });
+    // Whatever fails while cleaning up, the original error is the one reported.
+    try {
+      if (renamed) {
+        // Renamed but not recorded: never leave an unconfirmed file under a final name.
+        await fs.rm(finalPath, { force: true });
+        await fs.rm(finalPath + SIDECAR_SUFFIX, { force: true });
+      }
+      if (owned) await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
+    } catch (cleanup) {
+      log.error(`backup run ${run.id}: could not remove its files (the next start recovers them): ${(cleanup as Error).message}`, { runId: run.id });
     }
-    if (owned) await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
-    const status = err.code === 'dump-aborted' ? 'interrupted' : 'failed';
-    ledger.recordBackup({
-      ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),
-      bytes: 0,
-      sha256: null,
-      status,
-      finishedAt: new Date().toISOString(),
-      durationMs: null,
-      tables: null,
-      error: { code: err.code, message: err.message },
-    });
+    // Stopped (an abort, a service shutting down before it began) is not a failure of the backup itself.
+    const status = err.code === 'dump-aborted' || err.code === 'service-stopping' ? 'interrupted' : 'failed';
+    try {
+      ledger.recordBackup({
+        ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),
+        bytes: 0,
+        sha256: null,
+        status,
+        finishedAt: new Date().toISOString(),
+        durationMs: null,
+        tables: null,
+        error: { code: err.code, message: err.message },
+      });
+    } catch (record) {
+      log.error(`backup run ${run.id}: could not record the failure: ${(record as Error).message}`, { runId: run.id });
+      try {
+        ledger.finishRun(run.id, status, { code: err.code, message: err.message });
+      } catch {
+        // the ledger itself is failing; the next open marks the run interrupted
+      }
+    }
     log.error(`backup run ${run.id} ${status}: ${err.message}`, { runId: run.id, code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
     throw err;
   } finally {

@@ -29,7 +29,7 @@ export async function verifyOffsite(store: OffsiteStore, b: Backup): Promise<Non
     return { ok: false, location: b.offsite?.location ?? null, bytes: null, error: b.offsite?.error ? `no offsite copy: ${b.offsite.error}` : 'no offsite copy yet (uploaded after each backup; retried at the next run)' };
   }
   const location = b.offsite.location;
-  const st = await store.stat(location.slice(location.indexOf('/') + 1));
+  const st = await store.stat(location);
   if (!st) return { ok: false, location, bytes: null, error: 'the offsite copy is missing' };
   if (st.size !== b.bytes) return { ok: false, location, bytes: st.size, error: `the offsite copy has ${st.size} bytes, the backup ${b.bytes}` };
   if (st.sha256 && st.sha256 !== b.sha256) return { ok: false, location, bytes: st.size, error: 'the offsite copy\'s recorded SHA-256 differs' };
@@ -61,7 +61,7 @@ export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: Progr
   try {
     st = await stat(b.file);
   } catch {
-    ctx.ledger.setBackupStatus(b.id, 'corrupt');
+    ctx.ledger.setIntegrity(b.id, 'corrupt');
     ctx.log.error(`backup ${b.id}: file ${b.file} is missing`, { backupId: b.id });
     return { ...base, ok: false, actual: null, bytes: null, error: 'file missing' };
   }
@@ -70,9 +70,9 @@ export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: Progr
   const ok = sha256 === b.sha256 && bytes === b.bytes;
   if (ok) {
     ctx.ledger.markChecked(b.id);
-    if (b.status === 'corrupt') ctx.ledger.setBackupStatus(b.id, 'ok');
+    if (b.status === 'corrupt') ctx.ledger.setIntegrity(b.id, 'ok');
   } else {
-    ctx.ledger.setBackupStatus(b.id, 'corrupt');
+    ctx.ledger.setIntegrity(b.id, 'corrupt');
     ctx.log.error(`backup ${b.id}: ${b.file} does not match its checksum (expected ${b.sha256}, got ${sha256}; ${bytes} bytes, recorded ${b.bytes})`, { backupId: b.id });
   }
   const result: VerifyResult = { ...base, ok, actual: sha256, bytes };
@@ -92,7 +92,11 @@ export function selectBackups(ctx: RunContext, which: string): Backup[] {
     if (!b) throw new HbError('backup-not-found', 'there is no backup yet', 'take one with: npm run backup:manual');
     return [b];
   }
-  return [resolveBackup(ctx, which)];
+  const b = resolveBackup(ctx, which);
+  if (b.status !== 'ok' && b.status !== 'corrupt') {
+    throw new HbError('backup-not-restorable', `backup ${b.id} is ${b.status}: it has no file to verify`, 'verify an ok backup, or all');
+  }
+  return [b];
 }
 
 /**

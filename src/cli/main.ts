@@ -116,13 +116,18 @@ async function runViaService(cmd: Command, rawArgs: unknown, config: Config, rep
 /** Runs one command as the CLI does and returns the exit code. */
 export async function execute(name: string, rawArgs: unknown, g: GlobalOptions): Promise<number> {
   const cmd = findCommand(name);
-  if (!cmd) return printError(new HbError('usage', `unknown command ${name}`, 'see hybrid-backup --help'), !!g.json);
   const json = !!g.json;
+  // monitor/sync-check: a check that could not run is UNKNOWN (3), whatever the reason
+  const fail = async (e: HbError) => {
+    const code = await printError(e, json);
+    return cmd?.errorExitCode ?? code;
+  };
+  if (!cmd) return fail(new HbError('usage', `unknown command ${name}`, 'see hybrid-backup --help'));
   let config: Config;
   try {
     config = loadConfig({ configFile: g.config });
   } catch (e) {
-    return printError(toHbError(e), json);
+    return fail(toHbError(e));
   }
   const reporter = new TerminalReporter(process.stderr, !json && !!process.stderr.isTTY);
   let outcome: Outcome | undefined;
@@ -131,11 +136,11 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
       outcome = await runViaService(cmd, rawArgs, config, reporter);
     } catch (e) {
       reporter.clear();
-      return printError(toHbError(e), json);
+      return fail(toHbError(e));
     }
   }
   outcome ??= await runInProcess(cmd, rawArgs, g, config, reporter);
-  if (!outcome.ok) return printError(outcome.error, json);
+  if (!outcome.ok) return fail(outcome.error);
   if (json) await write(process.stdout, `${JSON.stringify(outcome.doc, null, 2)}\n`);
   else await write(process.stdout, `${cmd.render(outcome.doc, { timeZone: config.timezone, now: Date.now() })}\n`);
   return outcome.exitCode ?? cmd.exitCode?.(outcome.doc) ?? 0;
@@ -217,7 +222,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
   common(program.command('prune'))
     .description('apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed')
     .option('--dry-run', 'show what would be deleted; change nothing')
-    .option('--as-of <time>', 'plan as if it were this ISO-8601 time (with --dry-run, for planning)')
+    .option('--as-of <time>', 'plan as if it were this ISO-8601 time (planning only: implies --dry-run)')
     .action(act('prune', (o: { dryRun?: boolean; asOf?: string }) => ({ dryRun: !!o.dryRun, asOf: o.asOf })));
 
   common(program.command('pin').argument('<id>', 'backup id'))
@@ -265,9 +270,10 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .command('daemon')
     .description('run the resident service in the foreground: schedules, retention, and the control socket (npm start)')
     .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
-    .action(async (o: { config?: string }) => {
-      const r = await runDaemon({ configFile: o.config, version: packageVersion() });
-      if (r.error) setExit(await printError(r.error, false));
+    .option('--json', 'log to stderr as one JSON object per line, and print a start-up error as {error}')
+    .action(async (o: { config?: string; json?: boolean }) => {
+      const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json });
+      if (r.error) setExit(await printError(r.error, !!o.json));
     });
 
   return program;
@@ -291,7 +297,9 @@ export async function main(argv: string[]): Promise<void> {
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
         code = 0;
       } else {
-        code = EXIT_USAGE;
+        // a monitoring plugin called wrongly is UNKNOWN, not WARNING/CRITICAL
+        const sub = program.commands.find((c) => argv.slice(2).includes(c.name()));
+        code = (sub && findCommand(sub.name())?.errorExitCode) ?? EXIT_USAGE;
         if (json) await write(process.stdout, `${JSON.stringify({ error: { code: 'usage', message: e.message.replace(/^error: /, ''), hint: 'see hybrid-backup --help' } }, null, 2)}\n`);
       }
     } else {

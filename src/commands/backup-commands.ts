@@ -42,7 +42,7 @@ export const manualCommand = defineCommand({
   args: z.object({ description: description(false) }),
   async run(ctx, args): Promise<Backup> {
     const b = await takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
-    await afterLocalBackup(ctx);
+    await afterLocalBackup(ctx, b);
     return ctx.ledger.getBackup(b.id)!;
   },
   render: renderBackup,
@@ -55,7 +55,7 @@ export const preChangeCommand = defineCommand({
   args: z.object({ description: description(true) }),
   async run(ctx, args): Promise<Backup> {
     const b = await takeBackup(ctx, { kind: 'pre-change', description: args.description });
-    await afterLocalBackup(ctx);
+    await afterLocalBackup(ctx, b);
     return ctx.ledger.getBackup(b.id)!;
   },
   render: renderBackup,

@@ -23,6 +23,8 @@ export interface Command<S extends z.ZodType = z.ZodType, D = unknown> {
   render(doc: D, view: RenderView): string;
   /** Exit code for a successful document (default 0), e.g. verify exits 1 when a file is bad. */
   exitCode?(doc: D): number;
+  /** Exit code for any error, overriding 1/2: monitoring plugins report UNKNOWN (3) when they cannot check. */
+  errorExitCode?: number;
 }
 
 /** Helps TypeScript infer a command's argument and document types. */

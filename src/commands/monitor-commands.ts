@@ -1,6 +1,8 @@
 /** `monitor`, `sync-check`, `report`: the hybrid view of both layers. */
+import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { HbError } from '../domain/errors.js';
 import { type MonitorDoc, pluginExitCode } from '../domain/types.js';
 import { runMonitor } from '../monitor/monitor.js';
 import { type SyncDoc, syncCheck } from '../monitor/sync-check.js';
@@ -28,6 +30,7 @@ export const monitorCommand = defineCommand({
     ].join('\n');
   },
   exitCode: (doc) => pluginExitCode(doc.status),
+  errorExitCode: 3,
 });
 
 export const syncCheckCommand = defineCommand({
@@ -56,6 +59,7 @@ export const syncCheckCommand = defineCommand({
     return lines.join('\n');
   },
   exitCode: (d) => pluginExitCode(d.status),
+  errorExitCode: 3,
 });
 
 /** One character per day: a restore point that day (■), the PITR range (━), nothing (·). */
@@ -85,6 +89,46 @@ export interface ReportDoc {
   markdown?: string;
 }
 
+/** How each format's reports begin: only a file that begins so may be replaced by `--out`. */
+const REPORT_START = /^(# hybrid-backup report|<!doctype html><html lang="en"><head><meta charset="utf-8">.*<title>hybrid-backup report|\{\s*"generatedAt")/s;
+
+/**
+ * `--out` may name any new file, or an earlier report, but nothing in the backup directory
+ * except under reports/ (backups, sidecars, the ledger) and no other existing file: the
+ * service may write it with more rights than the person asking.
+ * @throws HbError `report-out-refused`
+ */
+async function checkReportOut(file: string, backupDir: string): Promise<void> {
+  const rel = path.relative(path.resolve(backupDir), file);
+  const inside = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
+  if ((inside || rel === '') && !rel.startsWith(`reports${path.sep}`)) {
+    throw new HbError('report-out-refused', `--out ${file} is inside the backup directory, where only reports/ takes reports`, `leave --out off (reports go to ${path.join(backupDir, 'reports')}), or name a file outside ${backupDir}`);
+  }
+  if (inside) await ensurePrivateDir(path.join(backupDir, 'reports'));
+  const info = await stat(file).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw new HbError('report-out-refused', `--out ${file} cannot be checked: ${e.message}`, 'name a file this user may write');
+  });
+  if (!info) {
+    const dir = await stat(path.dirname(file)).catch(() => null);
+    if (!dir?.isDirectory()) throw new HbError('report-out-refused', `--out ${file}: the folder ${path.dirname(file)} does not exist`, 'create the folder first, or name another file');
+    return;
+  }
+  if (!info.isFile()) throw new HbError('report-out-refused', `--out ${file} is not a regular file`, 'name a file, e.g. report.html');
+  const fh = await open(file, 'r');
+  let head: string;
+  try {
+    const buf = Buffer.alloc(4096);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    head = buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+  if (!REPORT_START.test(head)) {
+    throw new HbError('report-out-refused', `--out ${file} exists and is not a hybrid-backup report; it was left alone`, 'name a new file, or remove that one first');
+  }
+}
+
 export const reportCommand = defineCommand({
   name: 'report',
   summary: 'a detailed report of both layers: Markdown (default), JSON or a self-contained HTML page, also saved under reports/',
@@ -93,7 +137,8 @@ export const reportCommand = defineCommand({
     const report = await buildReport(ctx);
     const date = report.generatedAt.slice(0, 10);
     const file = args.out ? path.resolve(args.out) : path.join(ctx.config.backupDir, 'reports', `hybrid-report-${date}.${args.format}`);
-    if (!args.out) await ensurePrivateDir(path.dirname(file));
+    if (args.out) await checkReportOut(file, ctx.config.backupDir);
+    else await ensurePrivateDir(path.dirname(file));
     const text = args.format === 'md' ? renderMarkdown(report) : args.format === 'html' ? renderHtml(report) : `${JSON.stringify(report, null, 2)}\n`;
     await atomicWriteFile(file, text, 0o640);
     ctx.log.info(`report written to ${file}`);

@@ -29,7 +29,8 @@ export const pruneCommand = defineCommand({
       .optional(),
   }),
   async run(ctx, args): Promise<PruneDoc> {
-    const { plan, dryRun } = await prune(ctx, { dryRun: args.dryRun, asOf: args.asOf ? new Date(args.asOf) : undefined });
+    // --as-of is for planning: it never deletes (a time in the future would delete far more than now).
+    const { plan, dryRun } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
     return {
       deleted: plan.delete.map((d) => ({ ...d.backup, reason: d.reason })),
       kept: plan.keep.map((k) => ({ ...k.backup, keptBecause: k.reasons })),

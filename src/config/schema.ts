@@ -213,6 +213,7 @@ export const configSchema = z.strictObject({
         .regex(/^([A-Za-z0-9._-]+\/)*$/, { message: 'is not a folder path ending in / (or empty)' })
         .default('')
         .describe('a folder inside the bucket, ending in "/", e.g. "prod/"'),
+      timeoutMinutes: z.number().positive().default(60).describe('how many minutes one upload may take before it is stopped (and retried at the next run)'),
     })
     .prefault({}),
 

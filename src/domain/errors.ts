@@ -23,6 +23,7 @@ export const ERROR_CATALOGUE = {
   'restore-target-is-source': { exit: EXIT_USAGE, summary: 'the restore target is the database the backup came from' },
   'restore-target-missing': { exit: EXIT_USAGE, summary: 'restore needs --target' },
   'database-url-invalid': { exit: EXIT_USAGE, summary: 'a connection string cannot be parsed' },
+  'report-out-refused': { exit: EXIT_USAGE, summary: 'report --out names a place a report must not be written' },
   'service-running': { exit: EXIT_USAGE, summary: 'a service already answers on the control socket' },
 
   'supabase-not-configured': { exit: EXIT_USAGE, summary: 'the Management API is not configured (project ref and access token)' },

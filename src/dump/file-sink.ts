@@ -27,6 +27,11 @@ export class FileSink extends Writable {
   private syncedAt = 0;
   /** The background fdatasync in flight, if any. */
   private syncing: Promise<void> | null = null;
+  /**
+   * A writeback error from a background fdatasync. Linux reports such an error once per
+   * descriptor, so the final fsync could succeed after it: it must fail the file instead.
+   */
+  private syncError: Error | null = null;
 
   /** @throws the open error (EEXIST, EACCES, …) synchronously. */
   constructor(
@@ -39,6 +44,7 @@ export class FileSink extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.syncError) return cb(this.syncError);
     try {
       this.onChunk?.(chunk);
       let off = 0;
@@ -50,7 +56,12 @@ export class FileSink extends Writable {
     if (this.bytes - this.syncedAt >= EARLY_SYNC_EVERY && !this.syncing) {
       this.syncedAt = this.bytes;
       const fd = this.fd!;
-      this.syncing = new Promise<void>((resolve) => fs.fdatasync(fd, () => resolve())).then(() => {
+      this.syncing = new Promise<void>((resolve) =>
+        fs.fdatasync(fd, (e) => {
+          if (e) this.syncError ??= e;
+          resolve();
+        }),
+      ).then(() => {
         this.syncing = null;
       });
     }
@@ -61,7 +72,8 @@ export class FileSink extends Writable {
     const fd = this.fd!;
     void (this.syncing ?? Promise.resolve()).then(() =>
       fs.fsync(fd, (e) => {
-        if (e) return cb(e);
+        const err = e ?? this.syncError;
+        if (err) return cb(err);
         this.fd = null;
         fs.close(fd, (c) => cb(c));
       }),

@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { PassThrough, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { StringDecoder } from 'node:string_decoder';
 import { createGzip } from 'node:zlib';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
@@ -78,14 +79,18 @@ class Tap extends Transform {
   }
 }
 
-/** Applies a function to every line (the last line may lack its newline). */
-class LineMap extends Transform {
+/**
+ * Applies a function to every line (the last line may lack its newline). Chunks are decoded with
+ * a StringDecoder, so a character split across two chunks stays whole.
+ */
+export class LineMap extends Transform {
   private carry = '';
+  private readonly decoder = new StringDecoder('utf8');
   constructor(private readonly fn: (line: string) => string) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    const text = this.carry + chunk.toString('utf8');
+    const text = this.carry + this.decoder.write(chunk);
     const nl = text.lastIndexOf('\n');
     if (nl < 0) {
       this.carry = text;
@@ -95,7 +100,8 @@ class LineMap extends Transform {
     cb(null, Buffer.from(`${text.slice(0, nl).split('\n').map(this.fn).join('\n')}\n`));
   }
   override _flush(cb: TransformCallback): void {
-    cb(null, this.carry ? Buffer.from(this.fn(this.carry)) : undefined);
+    const rest = this.carry + this.decoder.end();
+    cb(null, rest ? Buffer.from(this.fn(rest)) : undefined);
   }
 }
 
@@ -227,7 +233,14 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
     const before = stopped();
     if (before) return fail(before);
     if (part.kind === 'text') {
-      if (!head.write(part.text)) await new Promise((r) => head.once('drain', r));
+      if (!head.write(part.text)) {
+        // 'drain', or 'close' when the stream was destroyed meanwhile (an abort, a write error)
+        await new Promise<void>((resolve) => {
+          const done = () => (head.off('drain', done), head.off('close', done), resolve());
+          head.once('drain', done);
+          head.once('close', done);
+        });
+      }
       continue;
     }
     try {

@@ -454,16 +454,21 @@ export class Ledger {
     return Object.fromEntries(rows.map((r) => [r.table_name, r.rows]));
   }
 
-  setBackupStatus(id: number, status: BackupStatus): void {
-    this.db.prepare('UPDATE backups SET status=? WHERE id=?').run(status, id);
+  /**
+   * What a checksum check found: `corrupt` or `ok` again. Only a backup that should have a file
+   * (ok or corrupt) changes; a pruned or failed one keeps its status.
+   */
+  setIntegrity(id: number, status: 'ok' | 'corrupt'): void {
+    this.db.prepare(`UPDATE backups SET status=? WHERE id=? AND status IN ('ok','corrupt')`).run(status, id);
   }
 
   markChecked(id: number, at = now()): void {
     this.db.prepare('UPDATE backups SET checked_at=? WHERE id=?').run(at, id);
   }
 
-  markPruned(id: number, at = now()): void {
-    this.db.prepare(`UPDATE backups SET status='pruned', pruned_at=? WHERE id=? AND status='ok'`).run(at, id);
+  /** Marks an ok, unpinned backup pruned; false when it no longer is one (pinned or checked meanwhile). */
+  markPruned(id: number, at = now()): boolean {
+    return this.db.prepare(`UPDATE backups SET status='pruned', pruned_at=? WHERE id=? AND status='ok' AND pinned=0`).run(at, id).changes === 1;
   }
 
   setPinned(id: number, pinned: boolean): void {
@@ -478,16 +483,11 @@ export class Ledger {
     return r ? toRun(r) : undefined;
   }
 
-  /** The newest run of a job that ended with `status`. */
-  lastRunWithStatus(job: string, status: RunStatus): Run | undefined {
-    const r = this.db.prepare('SELECT * FROM runs WHERE job=? AND status=? ORDER BY started_at DESC, id DESC LIMIT 1').get(job, status) as RunRow | undefined;
-    return r ? toRun(r) : undefined;
-  }
-
-  /** The newest run of a job, optionally only with some triggers. */
-  lastRun(job: string, triggers?: readonly string[]): Run | undefined {
-    const where = triggers?.length ? ` AND trigger IN (${triggers.map(() => '?').join(',')})` : '';
-    const r = this.db.prepare(`SELECT * FROM runs WHERE job=?${where} ORDER BY started_at DESC, id DESC LIMIT 1`).get(job, ...(triggers ?? [])) as RunRow | undefined;
+  /** The newest run of a job, optionally only with some triggers, or only with a status. */
+  lastRun(job: string, triggers?: readonly string[], status?: RunStatus): Run | undefined {
+    const where = `${triggers?.length ? ` AND trigger IN (${triggers.map(() => '?').join(',')})` : ''}${status ? ' AND status = ?' : ''}`;
+    const args: unknown[] = [job, ...(triggers ?? []), ...(status ? [status] : [])];
+    const r = this.db.prepare(`SELECT * FROM runs WHERE job=?${where} ORDER BY started_at DESC, id DESC LIMIT 1`).get(...args) as RunRow | undefined;
     return r ? toRun(r) : undefined;
   }
 

@@ -43,6 +43,8 @@ export interface LogOptions {
   fileLevel: Level;
   /** Level for stderr; 'silent' for none. */
   consoleLevel: Level | 'silent';
+  /** Console lines as one JSON object each (for log shippers), instead of text. */
+  consoleJson?: boolean;
 }
 
 /** The loggers of one process: one per channel, sharing the console. */
@@ -70,7 +72,7 @@ export class Logs {
           new winston.transports.Console({
             level: this.opts.consoleLevel,
             stderrLevels: ['error', 'warn', 'info', 'debug'],
-            format: winston.format.combine(scrub(), consoleLine),
+            format: this.opts.consoleJson ? winston.format.combine(scrub(), winston.format.timestamp(), winston.format.json()) : winston.format.combine(scrub(), consoleLine),
           }),
         );
       }

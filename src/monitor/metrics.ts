@@ -33,7 +33,7 @@ class Exposition {
 /** The metrics as Prometheus text. */
 export function renderMetrics(ledger: Ledger, now = Date.now()): string {
   const e = new Exposition();
-  const last = JOBS.map((job) => ({ job, any: ledger.lastRun(job), ok: ledger.lastRunWithStatus(job, 'ok') }));
+  const last = JOBS.map((job) => ({ job, any: ledger.lastRun(job), ok: ledger.lastRun(job, undefined, 'ok') }));
   e.metric('hybrid_backup_job_last_success_timestamp_seconds', 'gauge', 'When each job last finished ok (unix seconds).', last.map((j) => [{ job: j.job }, seconds(j.ok?.finishedAt)]));
   e.metric(
     'hybrid_backup_job_last_duration_seconds',

@@ -87,16 +87,28 @@ function fail(what: string, e: StorageErrorLike | Error | null | undefined): HbE
 const isNotFound = (e: StorageErrorLike | null | undefined) =>
   !!e && (e.status === 404 || e.statusCode === '404' || /not.?found/i.test(e.message));
 
+/** Counts (and hashes) what passes. */
 class Counter extends Transform {
   bytes = 0;
+  private readonly hash = createHash('sha256');
   constructor(private readonly onBytes?: (n: number) => void) {
     super({ highWaterMark: 1 << 20 });
   }
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
+    this.hash.update(chunk);
     this.onBytes?.(this.bytes);
     cb(null, chunk);
   }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/** `bucket/path/in/bucket` → its parts. */
+export function splitLocation(location: string): { bucket: string; path: string } {
+  const i = location.indexOf('/');
+  return { bucket: location.slice(0, i), path: location.slice(i + 1) };
 }
 
 export class OffsiteStore {
@@ -145,55 +157,81 @@ export class OffsiteStore {
 
   /**
    * Uploads a file (streamed) with its SHA-256 in the object's metadata, then confirms the stored
-   * size. Overwrites an earlier, failed copy of the same name.
+   * size. The bytes sent are hashed on the way: when `meta.sha256` is given and they differ (the
+   * local file changed since the backup), the upload is refused with `offsite-mismatch`.
+   * Overwrites an earlier, failed copy of the same name.
    */
   async upload(file: string, objectPath: string, meta: { sha256?: string; bytes: number; contentType: string }, onBytes?: (n: number) => void): Promise<void> {
+    const source = createReadStream(file, { highWaterMark: 1 << 20 });
     const counter = new Counter(onBytes);
-    const body = createReadStream(file, { highWaterMark: 1 << 20 }).pipe(counter);
-    const up = await this.bucket.upload(objectPath, body, {
-      upsert: true,
-      contentType: meta.contentType,
-      metadata: { ...(meta.sha256 ? { sha256: meta.sha256 } : {}), bytes: String(meta.bytes) },
-      duplex: 'half',
-      headers: { 'content-length': String(meta.bytes) },
-    });
-    if (up.error) throw fail(`upload ${objectPath}`, up.error);
-    const stored = await this.stat(objectPath);
+    // A read error (the file deleted meanwhile, EIO) fails the request body, not the process.
+    const read = pipeline(source, counter).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    const stop = () => {
+      source.destroy();
+      counter.destroy();
+    };
+    let up;
+    try {
+      up = await this.bucket.upload(objectPath, counter, {
+        upsert: true,
+        contentType: meta.contentType,
+        metadata: { ...(meta.sha256 ? { sha256: meta.sha256 } : {}), bytes: String(meta.bytes) },
+        duplex: 'half',
+        headers: { 'content-length': String(meta.bytes) },
+      });
+    } catch (e) {
+      stop();
+      throw e;
+    }
+    if (up.error) {
+      stop();
+      const readError = await read;
+      if (readError && !/premature close/i.test(readError.message)) throw new HbError('offsite-failed', `cannot read ${file}: ${readError.message}`);
+      throw fail(`upload ${objectPath}`, up.error);
+    }
+    const readError = await read;
+    if (readError) throw new HbError('offsite-failed', `cannot read ${file}: ${readError.message}`);
+    const sent = counter.digest();
+    if (meta.sha256 && sent !== meta.sha256) {
+      await this.remove(this.location(objectPath)).catch(() => {});
+      throw new HbError('offsite-mismatch', `${file} no longer matches its recorded SHA-256 (read ${sent}); it was not kept offsite`, 'the local file is damaged: run hybrid-backup verify all');
+    }
+    const stored = await this.stat(this.location(objectPath));
     if (!stored) throw new HbError('offsite-mismatch', `the upload of ${objectPath} reported success but the object is not there`);
     if (stored.size !== meta.bytes) {
       throw new HbError('offsite-mismatch', `${this.location(objectPath)} holds ${stored.size} bytes, the backup has ${meta.bytes}`, 'the upload was cut short; it is retried at the next run');
     }
   }
 
-  /** Size and metadata of an object, or null when there is none. */
-  async stat(objectPath: string): Promise<{ size: number; sha256: string | null } | null> {
-    const r = await this.bucket.info(objectPath);
+  /** Size and recorded SHA-256 of the object at `bucket/path`, or null when there is none. */
+  async stat(location: string): Promise<{ size: number; sha256: string | null } | null> {
+    const { bucket, path } = splitLocation(location);
+    const r = await this.client.storage.from(bucket).info(path);
     if (r.error) {
       if (isNotFound(r.error)) return null;
-      throw fail(`read ${objectPath}`, r.error);
+      throw fail(`read ${location}`, r.error);
     }
     const meta = (r.data as { metadata?: Record<string, unknown> }).metadata ?? {};
     return { size: Number(r.data.size ?? -1), sha256: typeof meta.sha256 === 'string' ? meta.sha256 : null };
   }
 
-  /** Downloads an object (streamed) into `dest`, created exclusively; returns its SHA-256 and size. */
-  async download(objectPath: string, dest: string, onBytes?: (n: number) => void): Promise<{ sha256: string; bytes: number }> {
-    const r = await this.bucket.download(objectPath).asStream();
-    if (r.error) throw fail(`download ${objectPath}`, r.error);
-    const hash = createHash('sha256');
+  /** Downloads the object at `bucket/path` (streamed) into `dest`, created exclusively; returns its SHA-256 and size. */
+  async download(location: string, dest: string, onBytes?: (n: number) => void): Promise<{ sha256: string; bytes: number }> {
+    const { bucket, path } = splitLocation(location);
+    const r = await this.client.storage.from(bucket).download(path).asStream();
+    if (r.error) throw fail(`download ${location}`, r.error);
     const counter = new Counter(onBytes);
-    const tap = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        hash.update(chunk);
-        cb(null, chunk);
-      },
-    });
-    await pipeline(Readable.fromWeb(r.data as unknown as WebReadableStream), counter, tap, createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
-    return { sha256: hash.digest('hex'), bytes: counter.bytes };
+    await pipeline(Readable.fromWeb(r.data as unknown as WebReadableStream), counter, createWriteStream(dest, { flags: 'wx', mode: 0o600 }));
+    return { sha256: counter.digest(), bytes: counter.bytes };
   }
 
-  async remove(objectPaths: string[]): Promise<void> {
-    const r = await this.bucket.remove(objectPaths);
-    if (r.error) throw fail(`delete ${objectPaths.join(', ')}`, r.error);
+  /** Deletes objects given as `bucket/path` (all in one bucket); absent ones are not an error. */
+  async remove(...locations: string[]): Promise<void> {
+    const { bucket } = splitLocation(locations[0]!);
+    const r = await this.client.storage.from(bucket).remove(locations.map((l) => splitLocation(l).path));
+    if (r.error) throw fail(`delete ${locations.join(', ')}`, r.error);
   }
 }

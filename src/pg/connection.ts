@@ -23,7 +23,7 @@ export interface ConnInfo {
   explicit: boolean;
 }
 
-const KV_RE = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('((?:[^'\\]|\\.)*)'|[^\s]*)/y;
+const KV_RE = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('((?:[^'\\]|\\.)*)'|(?!')[^\s]*)/y;
 
 function parseKeyValue(s: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -32,7 +32,7 @@ function parseKeyValue(s: string): Record<string, string> {
     if (/^\s*$/.test(s.slice(pos))) break;
     KV_RE.lastIndex = pos;
     const m = KV_RE.exec(s);
-    if (!m) throw new Error(`cannot parse near "${s.slice(pos, pos + 20)}"`);
+    if (!m) throw new Error(`cannot parse the key=value pair at character ${pos + 1}`);
     const [, key, raw, quoted] = m;
     out[key!.toLowerCase()] = quoted !== undefined ? quoted.replace(/\\(.)/g, '$1') : raw!;
     pos = KV_RE.lastIndex;
@@ -74,13 +74,14 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
     } catch (e) {
       throw new HbError(
         'database-url-invalid',
-        `${what} is not a valid connection string: ${(e as Error).message.replace(str, '<hidden>')}`,
+        `${what} is not a valid connection string (${e instanceof TypeError ? 'not a valid URL' : (e as Error).message})`,
         'use the form postgresql://user:password@host:5432/dbname, or libpq key=value pairs',
       );
     }
   }
   const { host, port, user, dbname, password, ...params } = kv;
   redactor.addSecret(password);
+  redactor.addSecret(params.sslpassword);
   let portNum: number | undefined;
   if (port !== undefined && port !== '') {
     portNum = Number(port);
@@ -118,7 +119,7 @@ export function safeUrl(c: ConnInfo): string {
   const host = e.host.startsWith('/') ? '' : e.host.includes(':') ? `[${e.host}]` : e.host;
   const q = new URLSearchParams();
   if (e.host.startsWith('/')) q.set('host', e.host);
-  for (const [k, v] of Object.entries(c.params)) if (k !== 'password') q.set(k, v);
+  for (const [k, v] of Object.entries(c.params)) if (k !== 'password' && k !== 'sslpassword') q.set(k, v);
   const qs = q.toString();
   return `postgresql://${encodeURIComponent(e.user)}@${host}:${e.port}/${encodeURIComponent(e.database)}${qs ? `?${qs}` : ''}`;
 }

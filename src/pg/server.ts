@@ -8,6 +8,11 @@ import { loadPg } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 import { type ConnInfo, describeConn, effective, pgClientConfig } from './connection.js';
 
+/** The major version from `server_version_num`: 150004 is 15; before 10 the major had two parts, 90624 is 9.6. */
+export function serverMajor(versionNum: number): number {
+  return versionNum >= 100000 ? Math.floor(versionNum / 10000) : Math.floor(versionNum / 10000) + (Math.floor(versionNum / 100) % 100) / 10;
+}
+
 export interface ServerInfo {
   /** e.g. 150020 */
   versionNum: number;
@@ -107,7 +112,7 @@ export async function probeServer(conn: ConnInfo, connectTimeoutSeconds: number)
     const versionNum = Number(row.num);
     return {
       versionNum,
-      major: versionNum >= 100000 ? Math.floor(versionNum / 10000) : Math.floor(versionNum / 100) / 10,
+      major: serverMajor(versionNum),
       version: row.version,
       database: row.db,
       user: row.usr,

@@ -14,11 +14,11 @@ export interface DaemonResult {
 }
 
 /** Starts the service; resolves only when it failed to start (the process exits on signals). */
-export async function runDaemon(opts: { configFile?: string; version: string }): Promise<DaemonResult> {
+export async function runDaemon(opts: { configFile?: string; version: string; json?: boolean }): Promise<DaemonResult> {
   let app: App;
   try {
     const config = loadConfig({ configFile: opts.configFile });
-    app = await App.open(config, { consoleLevel: 'info' });
+    app = await App.open(config, { consoleLevel: 'info', consoleJson: opts.json });
   } catch (e) {
     return { error: toHbError(e) };
   }

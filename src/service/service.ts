@@ -95,11 +95,14 @@ export class Service implements ServiceView {
     return !last || Date.now() - Date.parse(last.startedAt) > maxAgeMs;
   }
 
-  /** Whether the job's last due time passed with no scheduled run since. */
+  /**
+   * Whether the job's last due time passed with no good scheduled run since: missed while the
+   * service was down, or cut short by a crash or restart.
+   */
   private missed(job: Job): boolean {
     const due = previousRunOf(this.config, job.name);
     if (!due) return false;
-    const last = this.app.ledger.lastRun(job.name, ['schedule', 'startup']);
+    const last = this.app.ledger.lastRun(job.name, ['schedule', 'startup'], 'ok');
     return !last || last.startedAt < due.toISOString();
   }
 
@@ -214,12 +217,15 @@ export class Service implements ServiceView {
       this.server.stopAccepting();
       for (const c of this.crons) c.stop();
       this.app.backupSlot.rejectWaiting(new HbError('service-stopping', 'the service is shutting down; this backup did not start', 'run it again once the service is back'));
-      const all = Promise.allSettled([...this.work]);
-      const finished = await Promise.race([all.then(() => true), sleep(graceMs, false)]);
-      if (!finished) {
+      // Until nothing runs: work may start work (a backup its upload) during the grace period.
+      const deadline = Date.now() + graceMs;
+      while (this.work.size > 0 && Date.now() < deadline) {
+        await Promise.race([Promise.allSettled([...this.work]), sleep(deadline - Date.now())]);
+      }
+      if (this.work.size > 0) {
         this.log.warn('grace period over: aborting running work (partial files are removed, runs recorded interrupted)');
         this.abort.abort();
-        await all;
+        while (this.work.size > 0) await Promise.allSettled([...this.work]);
       }
       await this.server.close();
       if (this.serviceRunId !== null) this.app.ledger.finishRun(this.serviceRunId, 'ok');

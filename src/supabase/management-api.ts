@@ -86,6 +86,10 @@ export class ManagementApi {
 
   private async request<S extends z.ZodType>(method: string, path: string, schema: S | null, what: string, body?: unknown): Promise<z.output<S>> {
     const url = `${this.o.baseUrl.replace(/\/+$/, '')}${path}`;
+    // A PATCH or POST that timed out or got a 5xx may have been applied: it is not sent again
+    // (a second point-in-time restore, or one of the 3 schedule changes a day used up). Only a
+    // refused connection or a 429 prove it was not.
+    const idempotent = method === 'GET';
     for (let attempt = 0; ; attempt++) {
       const last = attempt >= this.o.maxRetries;
       await this.o.limiter.acquire(this.o.signal);
@@ -105,7 +109,12 @@ export class ManagementApi {
       } catch (e) {
         if (this.o.signal?.aborted) throw new HbError('aborted', `the request for ${what} was stopped`);
         const timedOut = (e as Error).name === 'TimeoutError';
-        const reason = timedOut ? `no answer within ${this.o.timeoutMs / 1000}s` : redact(String((e as Error & { cause?: Error }).cause?.message ?? (e as Error).message));
+        const cause = (e as Error & { cause?: NodeJS.ErrnoException }).cause;
+        const reason = timedOut ? `no answer within ${this.o.timeoutMs / 1000}s` : redact(String(cause?.message ?? (e as Error).message));
+        const neverArrived = !timedOut && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(cause?.code ?? '');
+        if (!idempotent && !neverArrived) {
+          throw new HbError('supabase-unavailable', `${method} ${path} got no answer (${reason}); it may or may not have been applied`, 'check the project in the dashboard before trying again');
+        }
         if (last) {
           throw timedOut
             ? new HbError('supabase-timeout', `the Management API did not answer ${method} ${path} within ${this.o.timeoutMs / 1000}s (${attempt + 1} attempts)`, 'check status.supabase.com; raise supabase.requestTimeoutSeconds if the network is slow')
@@ -146,6 +155,9 @@ export class ManagementApi {
       }
       if (status === 402) {
         throw new HbError('supabase-plan', `${what} needs a higher Supabase plan (402)`, 'managed backups start with the Pro plan: Dashboard → Organization → Billing');
+      }
+      if (status >= 500 && !idempotent) {
+        throw new HbError('supabase-unavailable', `the Management API answered ${method} ${path} with ${status} ${res.statusText}; it may or may not have been applied`.trim(), 'check the project in the dashboard before trying again');
       }
       if (status === 429 || status >= 500) {
         const reason = `${status} ${res.statusText}`.trim();

@@ -88,3 +88,36 @@ export async function freeBytes(dir: string): Promise<number> {
   const s = await fs.statfs(dir);
   return Number(s.bavail) * Number(s.bsize);
 }
+
+/** Temporary names this product writes, with the writer's pid: atomic writes and offsite downloads. */
+const TEMP_NAME = /^\.(?:.+\.(\d+)\.\d+\.tmp|offsite-\d+-(\d+)\.download)$/;
+
+/**
+ * Removes temporary files left by processes that died mid-write (a crash, kill -9). A file is
+ * removed only when its writer's pid is gone and it has not changed for `quietMs`, so a live
+ * writer (or one on another host sharing the folder) is never disturbed. Returns the names removed.
+ */
+export async function removeStaleTempFiles(dir: string, isAlive: (pid: number) => boolean, quietMs = 10 * 60_000): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1] ?? m[2]);
+    if (pid === process.pid || isAlive(pid)) continue;
+    try {
+      const st = await fs.lstat(path.join(dir, name));
+      if (!st.isFile() || Date.now() - st.mtimeMs < quietMs) continue;
+      await fs.rm(path.join(dir, name), { force: true });
+      removed.push(name);
+    } catch {
+      // gone already, or not ours to remove
+    }
+  }
+  return removed;
+}

@@ -1,5 +1,6 @@
 /** Driving the real CLI as a subprocess, the way an operator runs it. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { execa, type ResultPromise } from 'execa';
@@ -46,4 +47,21 @@ export function readLedger<T = any>(backupDir: string, sql: string, ...params: u
   } finally {
     db.close();
   }
+}
+
+/**
+ * Removes one data row from a backup's COPY block and records the file's new checksum in the
+ * ledger, as if pg_dump had silently lost the row: the file passes its checksum, only a restore
+ * drill can tell. `copyHeader` is how the block starts (`COPY public.t`).
+ */
+export function loseOneRow(backupDir: string, backup: { id: number; file: string }, copyHeader: string): void {
+  const lines = readFileSync(backup.file, 'utf8').split('\n');
+  const at = lines.findIndex((l) => l.startsWith(copyHeader));
+  if (at < 0) throw new Error(`no "${copyHeader}" block in ${backup.file}`);
+  lines.splice(at + 3, 1);
+  const damaged = lines.join('\n');
+  writeFileSync(backup.file, damaged);
+  const db = new Database(path.join(backupDir, 'ledger.db'));
+  db.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(damaged).digest('hex'), Buffer.byteLength(damaged), backup.id);
+  db.close();
 }

@@ -6,12 +6,13 @@
  */
 import { psql } from './pg.js';
 
-/** Cluster-wide roles a Supabase project has; created once, tolerant of concurrent test runs. */
-export const ROLES_SQL = `
+/** SQL creating cluster-wide NOLOGIN roles unless they exist; safe when test runs race. */
+export function createRolesSql(roles: readonly string[]): string {
+  return `
 DO $$
 DECLARE r text;
 BEGIN
-  FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
+  FOREACH r IN ARRAY ARRAY[${roles.map((r) => `'${r}'`).join(', ')}] LOOP
     BEGIN
       EXECUTE format('CREATE ROLE %I NOLOGIN', r);
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
@@ -19,6 +20,10 @@ BEGIN
   END LOOP;
 END $$;
 `;
+}
+
+/** Cluster-wide roles a Supabase project has. */
+export const ROLES_SQL = createRolesSql(['anon', 'authenticated', 'service_role']);
 
 export const FIXTURE_SQL = `
 CREATE SCHEMA extensions;

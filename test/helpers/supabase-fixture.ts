@@ -3,23 +3,13 @@
  * schemas (auth, storage, extensions, graphql_public, realtime, vault, supabase_migrations) as a
  * fresh project has them, and — for the source — a user's data on top.
  */
+import { createRolesSql } from './fixture.js';
 import { psql } from './pg.js';
 
 export const PLATFORM_ROLES = ['anon', 'authenticated', 'service_role', 'authenticator', 'supabase_admin', 'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user'];
 
-/** Cluster-wide roles: the platform's and one of the user's own. Safe to run concurrently. */
-export const SUPABASE_ROLES_SQL = `
-DO $$
-DECLARE r text;
-BEGIN
-  FOREACH r IN ARRAY ARRAY[${PLATFORM_ROLES.map((r) => `'${r}'`).join(', ')}, 'hb_app_reader'] LOOP
-    BEGIN
-      EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-    END;
-  END LOOP;
-END $$;
-`;
+/** Cluster-wide roles: the platform's and one of the user's own. */
+export const SUPABASE_ROLES_SQL = createRolesSql([...PLATFORM_ROLES, 'hb_app_reader']);
 
 /** What every fresh project has before the user does anything. */
 export const PLATFORM_SQL = `

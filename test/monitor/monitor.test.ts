@@ -3,7 +3,6 @@
  * Management API for the managed layer, a local HTTP receiver for the webhook, and a Prometheus
  * text-format parser for metrics.prom.
  */
-import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +10,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { loseOneRow, readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { dailyProject, FakeManagementApi, REF, TOKEN } from '../helpers/fake-supabase.js';
 import { ADMIN_URL, createDatabase, dropDatabase, psql } from '../helpers/pg.js';
 
@@ -111,6 +110,21 @@ describe('monitor', () => {
     expect(readLedger(s.backupDir, 'select status from monitor_results')).toEqual([{ status: 'ok' }, { status: 'ok' }]);
   });
 
+  it('a check that cannot run is UNKNOWN (exit 3), never WARNING or CRITICAL: bad config, bad flag', async () => {
+    const s = setup();
+    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ retention: { days: -1 } }));
+    for (const cmd of ['monitor', 'sync-check']) {
+      const bad = await runCli([cmd, '--json'], s.env);
+      expect(bad.exitCode, bad.stderr).toBe(3);
+      expect(JSON.parse(bad.stdout).error.message).toMatch(/retention\.days/);
+      const flag = await runCli([cmd, '--no-such-flag'], { ...s.env, HYBRID_BACKUP_CONFIG: '' });
+      expect(flag.exitCode, flag.stderr).toBe(3);
+      expect(flag.stderr).toMatch(/no-such-flag/);
+    }
+    // other commands keep the SPEC's 2 for bad configuration
+    expect((await runCli(['list'], s.env)).exitCode).toBe(2);
+  });
+
   it('the newest backup\'s age: warning past 26 h, critical past 50 h (exit 1, 2)', async () => {
     const s = setup();
     const b = await healthy(s.env);
@@ -186,16 +200,8 @@ describe('monitor', () => {
   it('a failing restore drill is critical', async () => {
     const s = setup();
     const b = await healthy(s.env);
-    const lines = readFileSync(b.file, 'utf8').split('\n');
     // (the supabase profile is the default here: SUPABASE_PROJECT_REF is set, identifiers are quoted)
-    const copy = lines.findIndex((l) => l.startsWith('COPY "public"."t"'));
-    expect(copy).toBeGreaterThan(0);
-    lines.splice(copy + 3, 1);
-    const damaged = lines.join('\n');
-    writeFileSync(b.file, damaged);
-    const l = new Database(path.join(s.backupDir, 'ledger.db'));
-    l.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(damaged).digest('hex'), Buffer.byteLength(damaged), b.id);
-    l.close();
+    loseOneRow(s.backupDir, b, 'COPY "public"."t"');
     expect((await runCli(['restore-test'], s.env)).exitCode).toBe(1);
     const m = await monitor(s.env);
     expect(m.exitCode).toBe(2);

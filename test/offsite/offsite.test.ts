@@ -160,6 +160,32 @@ describe('offsite copies', () => {
     expect(readLedger(s.backupDir, `select status, error_code from runs where job = 'restore' order by id desc limit 1`)).toEqual([{ status: 'failed', error_code: 'checksum-mismatch' }]);
   });
 
+  it('a pre-change backup uploads only its own copy; older failures wait for the next run', async () => {
+    const s = setup();
+    storage.inject({ method: 'POST', path: /\.sql$/, status: 500 });
+    const failed = await manual(s.env);
+    expect(failed.offsite.status).toBe('failed');
+    const pc = JSON.parse((await runCli(['pre-change', 'migration 42', '--json'], s.env)).stdout);
+    expect(pc.offsite.status).toBe('uploaded');
+    expect(readLedger(s.backupDir, 'select offsite_status from backups where id = ?', failed.id)[0].offsite_status).toBe('failed');
+    const sync = await runCli(['offsite-sync', '--json'], s.env);
+    expect(sync.exitCode).toBe(0);
+    expect(JSON.parse(sync.stdout)).toEqual({ uploaded: [failed.id], failed: [] });
+  });
+
+  it('refuses to upload a local file that no longer matches its checksum, and marks the backup corrupt', async () => {
+    const s = setup();
+    const b = await manual({ ...s.env, SUPABASE_URL: '' });
+    const buf = readFileSync(b.file);
+    buf[300] = buf[300]! ^ 0x40;
+    writeFileSync(b.file, buf);
+    const r = await runCli(['offsite-sync', '--json'], s.env);
+    expect(r.exitCode).toBe(1);
+    expect(JSON.parse(r.stdout).failed[0].error).toMatch(/no longer matches its recorded SHA-256 .* it was not kept offsite/);
+    expect(readLedger(s.backupDir, 'select status, offsite_status from backups where id = ?', b.id)).toEqual([{ status: 'corrupt', offsite_status: 'failed' }]);
+    expect(storage.objects.has(`hybrid-backups/${s.prefix}${path.basename(b.file)}`)).toBe(false);
+  });
+
   it('in the service, the upload runs in the background after the reply', async () => {
     const s = setup({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } });
     const env = { ...s.env, HYBRID_BACKUP_SOCKET: path.join(s.dir, 's.sock') };

@@ -3,7 +3,8 @@
  * CLI, and the CLI itself killed with SIGKILL. Nothing may appear under a final name; the ledger
  * must say what happened; the next command cleans up.
  */
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,5 +109,32 @@ describe('crash safety', () => {
     expect(b.status).toBe('ok');
     expect(b.rowCount).toBe(2_000_000);
     expect((await runCli(['verify', String(b.id)], s.env)).exitCode).toBe(0);
+  });
+
+  it('temporary files of a writer that died are removed at the next start; a live writer\'s and fresh ones are left', async () => {
+    const s = setup();
+    expect((await runCli(['list'], s.env)).exitCode).toBe(0);
+    const child = execa('true');
+    const dead = child.pid!;
+    await child; // a pid that has exited
+    const old = new Date(Date.now() - 3_600_000);
+    const names = {
+      deadTmp: `.metrics.prom.${dead}.${Date.now()}.tmp`,
+      deadDownload: `.offsite-3-${dead}.download`,
+      freshDead: `.ledger-note.${dead}.${Date.now() + 1}.tmp`,
+      live: `.metrics.prom.${process.pid}.${Date.now()}.tmp`,
+      other: `.${dead}.notours`,
+    };
+    for (const [k, n] of Object.entries(names)) {
+      const f = path.join(s.backupDir, n);
+      writeFileSync(f, 'x');
+      if (k !== 'freshDead') utimesSync(f, old, old);
+    }
+    expect((await runCli(['list'], s.env)).exitCode).toBe(0);
+    const left = readdirSync(s.backupDir);
+    expect(left).not.toContain(names.deadTmp);
+    expect(left).not.toContain(names.deadDownload);
+    expect(left).toEqual(expect.arrayContaining([names.freshDead, names.live, names.other]));
+    expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toMatch(/removed 2 temporary file\(s\) left by a process that died mid-write/);
   });
 });

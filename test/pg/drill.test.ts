@@ -7,10 +7,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Database from 'better-sqlite3';
-import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
+import { loseOneRow, readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
 import { ADMIN_URL, createDatabase, dropDatabase, psql, query } from '../helpers/pg.js';
 import { fakePgBin, realPgBin } from '../helpers/pgbin.js';
 import { supabaseShaped } from '../helpers/supabase-fixture.js';
@@ -73,14 +71,7 @@ describe('restore-test', () => {
     const s = setup();
     const b = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
     // The dump lost a row, yet the file is checksummed as it is: only the drill can tell.
-    const lines = readFileSync(b.file, 'utf8').split('\n');
-    const header = lines.findIndex((l) => l.startsWith('COPY public."Order Lines"'));
-    lines.splice(header + 5, 1);
-    const damaged = lines.join('\n');
-    writeFileSync(b.file, damaged);
-    const l = new Database(path.join(s.backupDir, 'ledger.db'));
-    l.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(damaged).digest('hex'), Buffer.byteLength(damaged), b.id);
-    l.close();
+    loseOneRow(s.backupDir, b, 'COPY public."Order Lines"');
 
     const r = await runCli(['restore-test', String(b.id), '--json'], s.env);
     expect(r.exitCode).toBe(1);

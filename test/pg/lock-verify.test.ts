@@ -2,11 +2,13 @@
  * One backup at a time per backup directory across processes, and `verify` catching a damaged
  * file before anything trusts it.
  */
-import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
-import { createDatabase, dbUrl, dropDatabase, psql, uniqueName, databaseExists } from '../helpers/pg.js';
+import { createDatabase, databaseExists, dbUrl, dropDatabase, psql, query, uniqueName } from '../helpers/pg.js';
 import { fakePgBin } from '../helpers/pgbin.js';
 
 let db: { name: string; url: string };
@@ -128,5 +130,27 @@ describe('verify and restore refuse a damaged file', () => {
     const r = await runCli(['restore', 'abc', '--target', db.url], env);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/"abc" is not a backup id/);
+  });
+});
+
+describe('restoring a damaged gzip file', () => {
+  it('commits nothing: psql is stopped before it sees the end of its input', async () => {
+    const s = setup();
+    const env = s.env(s.cfg('c.json', { dump: { compression: 'gzip' } }));
+    await psql(db.url, `create table if not exists big_gz as select g, md5(g::text) as v from generate_series(1, 200000) g;`);
+    const b = JSON.parse((await runCli(['manual', '--json'], env)).stdout);
+    // cut the gzip stream in the middle (the checksum recorded to match, as if it had been written so)
+    const cut = readFileSync(b.file).subarray(0, Math.floor(b.bytes / 2));
+    writeFileSync(b.file, cut);
+    const l = new Database(path.join(s.backupDir, 'ledger.db'));
+    l.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(cut).digest('hex'), cut.length, b.id);
+    l.close();
+    const target = uniqueName('gzcut');
+    const r = await runCli(['restore', String(b.id), '--target', dbUrl(target), '--create'], env);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/cannot read .*\.sql\.gz: .*nothing was restored/);
+    expect(await query(dbUrl(target), `select count(*)::int as n from pg_tables where schemaname = 'public'`)).toEqual([{ n: 0 }]);
+    await psql(db.url, 'drop table big_gz;');
+    await dropDatabase(target);
   });
 });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { createFixture, FIXTURE_COUNTS } from '../helpers/fixture.js';
-import { createDatabase, dropDatabase, dumpForCompare, query, uniqueName, dbUrl } from '../helpers/pg.js';
+import { ADMIN_URL, createDatabase, dropDatabase, dumpForCompare, query, uniqueName, dbUrl } from '../helpers/pg.js';
 
 let source: { name: string; url: string };
 const cleanup: string[] = [];
@@ -115,5 +115,36 @@ describe.each(['none', 'gzip'] as const)('backup and restore roundtrip (compress
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/it is the database the backup was taken from .*--yes/);
     expect(await tableFingerprints(source.url)).toEqual(before);
+  });
+});
+
+describe('restore guard without a system identifier', () => {
+  it('when the server hides pg_control_system, an equal database name under another host name still counts as the source', async () => {
+    // A role that cannot read pg_control_system in its own database: the identity is unknown.
+    const role = uniqueName('nosys');
+    const db = await createDatabase('nosys');
+    const dir = tempDir('hbg');
+    try {
+      await query(ADMIN_URL, `CREATE ROLE "${role}" LOGIN`);
+      await query(ADMIN_URL, `ALTER DATABASE "${db.name}" OWNER TO "${role}"`);
+      await query(db.url, `REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC`);
+      const u = new URL(db.url);
+      u.username = role;
+      await query(u.toString(), 'create table t (id int primary key); insert into t select generate_series(1, 10)');
+      const e = { DATABASE_URL: u.toString(), BACKUP_DIR: path.join(dir, 'b') };
+      const b = await runCli(['manual', '--json'], e);
+      expect(b.exitCode, b.stderr).toBe(0);
+      const alias = new URL(u.toString());
+      alias.hostname = 'localhost';
+      const r = await runCli(['restore', 'latest', '--target', alias.toString()], e);
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/it is the database the backup was taken from/);
+      const [n] = await query(u.toString(), 'select count(*)::int as n from t');
+      expect(n!.n).toBe(10);
+    } finally {
+      await dropDatabase(db.name);
+      await query(ADMIN_URL, `DROP ROLE IF EXISTS "${role}"`);
+      removeDir(dir);
+    }
   });
 });

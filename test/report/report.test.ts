@@ -3,7 +3,7 @@
  * Chromium — it loads with no console errors, its SVG charts are there and not empty, and a
  * screenshot is taken (HB_SCREENSHOT=<file> keeps a copy, for the README).
  */
-import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { chromium } from 'playwright-core';
@@ -63,6 +63,36 @@ describe('report', () => {
     const file = path.join(env.BACKUP_DIR!, 'reports', `hybrid-report-${date}.md`);
     expect(r.stdout).toMatch(new RegExp(`\\n\\n\\(saved to ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)$`));
     expect(readFileSync(file, 'utf8').trimEnd()).toBe(r.stdout.replace(/\n\n\(saved to .*\)$/, ''));
+  });
+
+  it('--out replaces an earlier report but never a backup, the ledger or another file; a missing folder is named', async () => {
+    const b = path.join(dir, 'b');
+    const backup = readdirSync(b).find((f) => f.endsWith('.sql'))!;
+    const refused = [
+      [path.join(b, backup), /inside the backup directory/],
+      [path.join(b, 'ledger.db'), /inside the backup directory/],
+      [path.join(b, 'new.md'), /inside the backup directory/],
+      [path.join(dir, 'c.json'), /exists and is not a hybrid-backup report/],
+      [path.join(dir, 'no', 'such', 'r.md'), /the folder .* does not exist/],
+      [dir, /inside the backup directory|is not a regular file/],
+    ] as const;
+    for (const [out, msg] of refused) {
+      const before = existsSync(out) && statSync(out).isFile() ? readFileSync(out) : null;
+      const r = await runCli(['report', '--out', out], env);
+      expect(r.exitCode, `${out}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      if (before && !out.endsWith('ledger.db')) expect(readFileSync(out)).toEqual(before); // the ledger records runs
+    }
+    // an earlier report of any format, in reports/ or outside, is replaced
+    for (const format of ['md', 'json', 'html']) {
+      const out = path.join(dir, `again.${format}`);
+      expect((await runCli(['report', '--format', format, '--out', out], env)).exitCode).toBe(0);
+      const r = await runCli(['report', '--format', format, '--out', out], env);
+      expect(r.exitCode, r.stderr).toBe(0);
+    }
+    const inReports = path.join(b, 'reports', 'custom.md');
+    expect((await runCli(['report', '--out', inReports], env)).exitCode).toBe(0);
+    expect(readFileSync(inReports, 'utf8')).toMatch(/^# hybrid-backup report/);
   });
 
   it('JSON: the same data, one document', async () => {

@@ -231,6 +231,21 @@ describe('the service', () => {
     expect(second.stderr).toMatch(/a hybrid-backup service already answers on .*s\.sock/);
   });
 
+  it('daemon --json logs one JSON object per line, and reports a start-up error as {error}', async () => {
+    const s = setup();
+    const d = await startDaemon(s.env, { args: ['--json'] });
+    daemons.push(d);
+    expect(await stopDaemon(d)).toBe(0);
+    const lines = d.output().split('\n').filter(Boolean);
+    expect(lines.length).toBeGreaterThan(1);
+    for (const l of lines) expect(JSON.parse(l)).toMatchObject({ level: expect.any(String), message: expect.any(String), timestamp: expect.any(String) });
+    expect(lines.map((l) => JSON.parse(l).message).join('\n')).toMatch(/listening on .*s\.sock/);
+    s.write({ retention: { days: 'thirty' } });
+    const bad = await runCli(['daemon', '--json'], s.env);
+    expect(bad.exitCode).toBe(2);
+    expect(JSON.parse(bad.stdout).error).toMatchObject({ code: 'config-invalid', message: expect.stringMatching(/retention\.days/) });
+  });
+
   it('catches up a daily backup missed while the service was down, once', async () => {
     const s = setup();
     const first = await daemon(s.env);

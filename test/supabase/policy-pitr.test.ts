@@ -152,6 +152,20 @@ describe('supabase-restore-pitr', () => {
     expect(json(r)).toMatchObject({ projectRef: REF, recoveryTimeTargetUnix: 1795512615 });
     expect(readLedger(s.backupDir, `select status from runs where job = 'supabase-restore-pitr'`)).toEqual([{ status: 'ok' }]);
   });
+
+  it('a restore request the API fails is sent once, never retried, and reported as failed (exit 1)', async () => {
+    const s = setup({ supabase: { requestTimeoutSeconds: 2, maxRetries: 3 } });
+    api.state = pitrProject();
+    const posts = api.requests.filter((q) => q.method === 'POST').length;
+    api.queue('POST /database/backups/restore-pitr', { status: 500, raw: '{"message":"internal error"}' });
+    const r = await runCli(['supabase-restore-pitr', '--to', new Date(Date.now() - 3_600_000).toISOString(), '--confirm', REF, '--json'], s.env);
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(json(r).error.code).toBe('supabase-unavailable');
+    expect(json(r).error.message).toMatch(/500/);
+    // a restore may have started: repeating it blindly could restore twice
+    expect(api.requests.filter((q) => q.method === 'POST').length - posts).toBe(1);
+    expect(readLedger(s.backupDir, `select status from runs where job = 'supabase-restore-pitr'`)).toEqual([{ status: 'failed' }]);
+  });
 });
 
 describe('the poller in the service', () => {

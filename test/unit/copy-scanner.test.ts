@@ -90,3 +90,21 @@ describe('parseCopyTarget', () => {
     expect(parseCopyTarget('"unterminated (x)')).toBeNull();
   });
 });
+
+describe('LineMap', () => {
+  it('keeps multi-byte characters whole across chunk boundaries', async () => {
+    const { LineMap } = await import('../../src/dump/pipeline.js');
+    const text = 'CREATE TYPE "public"."städte" AS ENUM (\'München\', \'Zürich\', \'日本\', \'🐘\');\n-- ok\nlast line without newline ✓';
+    const bytes = Buffer.from(text);
+    for (const size of [1, 2, 3, 5, 7]) {
+      const m = new LineMap((l) => l);
+      const out: Buffer[] = [];
+      m.on('data', (c: Buffer) => out.push(c));
+      const done = new Promise((r) => m.on('end', r));
+      for (let i = 0; i < bytes.length; i += size) m.write(bytes.subarray(i, i + size));
+      m.end();
+      await done;
+      expect(Buffer.concat(out).toString('utf8'), `${size}-byte chunks`).toBe(text);
+    }
+  });
+});

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { HbError } from '../../src/domain/errors.js';
+import { libpqArgs, parseConnInfo, safeUrl } from '../../src/pg/connection.js';
+import { serverMajor } from '../../src/pg/server.js';
+import { redactor } from '../../src/util/redact.js';
+
+describe('connection strings', () => {
+  it('parses URLs and key=value strings to the same parts', () => {
+    const a = parseConnInfo('postgresql://app:pw1@db.example.com:6543/main?sslmode=require');
+    const b = parseConnInfo("host=db.example.com port=6543 user=app password='pw1' dbname=main sslmode=require");
+    for (const c of [a, b]) {
+      expect(c).toMatchObject({ host: 'db.example.com', port: 6543, user: 'app', database: 'main', password: 'pw1' });
+      expect(c.params).toEqual({ sslmode: 'require' });
+    }
+  });
+
+  it('a malformed key=value string is refused without echoing any of it', () => {
+    const bad = "host=db.example.com password='s3cr3t-and-more";
+    let err: unknown;
+    try {
+      parseConnInfo(bad);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(HbError);
+    const msg = (err as HbError).message;
+    expect(msg).toMatch(/DATABASE_URL is not a valid connection string/);
+    expect(msg).not.toContain('s3cr3t');
+    expect(msg).not.toContain('db.example.com');
+  });
+
+  it('keeps sslpassword out of the shown URL and registers it as a secret', () => {
+    const c = parseConnInfo('postgresql://app@db.example.com/main?sslmode=verify-full&sslpassword=k3y-pass-phrase');
+    expect(safeUrl(c)).toBe('postgresql://app@db.example.com:5432/main?sslmode=verify-full');
+    expect(redactor.redact('oops k3y-pass-phrase leaked')).not.toContain('k3y-pass-phrase');
+    // libpq tools still receive it, or they could not open the key
+    expect(libpqArgs(c).dbname).toContain('sslpassword=k3y-pass-phrase');
+  });
+
+  it('never puts the password on the command line', () => {
+    const c = parseConnInfo('postgresql://app:top%20secret@db.example.com/main');
+    const { dbname, env } = libpqArgs(c);
+    expect(dbname).not.toContain('top secret');
+    expect(env.PGPASSWORD).toBe('top secret');
+  });
+});
+
+describe('server versions', () => {
+  it('reads the major from server_version_num, two-part before 10', () => {
+    expect(serverMajor(150004)).toBe(15);
+    expect(serverMajor(170000)).toBe(17);
+    expect(serverMajor(100023)).toBe(10);
+    expect(serverMajor(90624)).toBe(9.6);
+    expect(serverMajor(90224)).toBe(9.2);
+  });
+});
