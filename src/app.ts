@@ -37,7 +37,7 @@ export class App {
     readonly ledger: Ledger,
     readonly logs: Logs,
   ) {
-    this.alerts = new Alerter({ url: config.alerts.webhookUrl, timeoutMs: config.alerts.timeoutSeconds * 1000, retries: config.alerts.retries, log: logs.channel('backup') });
+    this.alerts = new Alerter({ url: config.alerts.webhookUrl, timeoutMs: config.alerts.timeoutSeconds * 1000, retries: config.alerts.retries, exitWaitMs: config.alerts.exitWaitSeconds * 1000, log: logs.channel('backup') });
     ledger.onRunFinished((run) => {
       const alert = alertFor(run);
       if (alert) this.alerts.send(alert);

@@ -222,6 +222,7 @@ export const configSchema = z.strictObject({
       webhookUrl: httpUrl('the URL alerts are POSTed to'),
       timeoutSeconds: z.int().min(1).max(60).default(10).describe('how many seconds one alert POST may take'),
       retries: z.int().min(0).max(10).default(3).describe('how many times a failed alert POST is retried, with backoff'),
+      exitWaitSeconds: z.number().min(0).max(60).default(5).describe('how long a command waits at exit for alerts still being sent, before giving them up'),
     })
     .prefault({}),
 

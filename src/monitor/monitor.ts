@@ -8,47 +8,125 @@ import type { RunContext } from '../context.js';
 import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
 import { offsiteSettings } from '../offsite/store.js';
-import { verifyOne } from '../backup/verify.js';
+import { planRetention } from '../backup/retention.js';
+import { type VerifyResult, verifyOne } from '../backup/verify.js';
 import { freeBytes } from '../util/fs.js';
 import { formatAge, formatBytes, formatCount, formatDuration } from '../util/format.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
+/**
+ * Retention is judged as of this long ago: a backup that crossed its limit since then is left to
+ * the next daily prune, so only one the prune should already have removed is flagged.
+ */
+const RETENTION_GRACE = 26 * HOUR;
 
 const check = (name: string, status: MonitorCheck['status'], message: string): MonitorCheck => ({ name, status, message });
 
-function localAge(ctx: RunContext, newest: Backup | undefined, now: number): MonitorCheck {
+/** A corrupt backup the checksum check reports, and when a run first found it so. */
+export interface CorruptEntry {
+  id: number;
+  since: string;
+}
+
+/**
+ * `local-backup-checksum`, with the corrupt backups it reports (also in `--json`): the next run
+ * reads them back, so a finding stays critical until a good backup is taken after it.
+ */
+export interface ChecksumCheck extends MonitorCheck {
+  corrupt: CorruptEntry[];
+}
+
+const ids = (bs: readonly Backup[]) => bs.map((b) => b.id).join(', ');
+
+/** Corrupt backups newer than the newest ok one (all of them when there is no ok one). */
+function newerCorrupt(ctx: RunContext, newestOk: Backup | undefined): Backup[] {
+  const after = newestOk ? Date.parse(newestOk.createdAt) : -Infinity;
+  return ctx.ledger.listBackups({ statuses: ['corrupt'] }).filter((b) => Date.parse(b.createdAt) > after);
+}
+
+function localAge(ctx: RunContext, newest: Backup | undefined, corrupt: readonly Backup[], now: number): MonitorCheck {
   const m = ctx.config.monitor;
-  if (!newest) return check('local-backup-age', 'critical', 'no ok local backup at all: take one with npm run backup:manual');
+  const bad = corrupt.length ? `backup ${ids(corrupt)}, newer, ${corrupt.length === 1 ? 'is' : 'are'} corrupt` : '';
+  if (!newest) return check('local-backup-age', 'critical', `no ok local backup at all${bad ? ` (${bad})` : ''}: take one with npm run backup:manual`);
   const h = (now - Date.parse(newest.createdAt)) / HOUR;
   const status = h > m.localCritHours ? 'critical' : h > m.localWarnHours ? 'warning' : 'ok';
-  return check('local-backup-age', status, `newest ok backup is ${formatDuration(now - Date.parse(newest.createdAt))} old (backup ${newest.id}, ${newest.kind}, ${formatBytes(newest.bytes)})${status === 'ok' ? '' : `; limits ${m.localWarnHours} h / ${m.localCritHours} h`}`);
+  return check('local-backup-age', status, `newest ok backup is ${formatDuration(now - Date.parse(newest.createdAt))} old (backup ${newest.id}, ${newest.kind}, ${formatBytes(newest.bytes)})${status === 'ok' ? '' : `; limits ${m.localWarnHours} h / ${m.localCritHours} h`}${bad ? `; ${bad}` : ''}`);
 }
 
-/** Re-hashes the newest ok backup and, in daily rotation, `integritySamples` older ones. */
-async function integrity(ctx: RunContext, ok: Backup[], now: number): Promise<MonitorCheck> {
-  if (ok.length === 0) return check('local-backup-checksum', 'unknown', 'no ok backup to check');
-  const older = ok.slice(1);
+/** The corrupt backups the previous recorded run reported, id → since. */
+function previouslyCorrupt(ctx: RunContext): Map<number, string> {
+  const prev = ctx.ledger.listMonitors(1)[0]?.checks.find((c) => c.name === 'local-backup-checksum') as Partial<ChecksumCheck> | undefined;
+  const out = new Map<number, string>();
+  for (const e of Array.isArray(prev?.corrupt) ? prev.corrupt : []) {
+    if (typeof e?.id === 'number' && typeof e.since === 'string' && !Number.isNaN(Date.parse(e.since))) out.set(e.id, e.since);
+  }
+  return out;
+}
+
+/** What a failed re-hash found, in one phrase. */
+function describeFailure(b: Backup, r: VerifyResult): string {
+  return `backup ${b.id}: ${r.error}${r.actual ? ` (sha256 ${r.actual}, recorded ${r.expected})` : ''}`;
+}
+
+/**
+ * Re-hashes, in this order: every corrupt backup newer than the newest ok one (a file put back
+ * makes it ok again); the newest ok backup, fully, and when that fails the next one down until one
+ * matches; and, in daily rotation, `integritySamples` older ok ones.
+ *
+ * Critical while a corrupt backup is newer than the newest good one, or was found corrupt (by
+ * this run or, carried in {@link ChecksumCheck.corrupt}, an earlier one) after the newest good one
+ * was taken: the finding stands, run after run, until a good backup is taken after it.
+ */
+async function integrity(ctx: RunContext, now: number): Promise<ChecksumCheck> {
+  const found = new Map<number, string>();
+  const rehash = async (b: Backup): Promise<boolean> => {
+    const r = await verifyOne(ctx, b);
+    if (!r.ok) found.set(b.id, describeFailure(b, r));
+    return r.ok;
+  };
+  for (const b of newerCorrupt(ctx, ctx.ledger.latestBackup(['ok']))) await rehash(b);
+  let newestGood: Backup | undefined;
+  for (const b of ctx.ledger.listBackups({ statuses: ['ok'] })) {
+    if (await rehash(b)) {
+      newestGood = b;
+      break;
+    }
+  }
+  const older = newestGood ? ctx.ledger.listBackups({ statuses: ['ok'] }).filter((b) => b.id !== newestGood.id) : [];
   const n = Math.min(ctx.config.monitor.integritySamples, older.length);
   const start = older.length ? Math.floor(now / DAY) % older.length : 0;
-  const sample = [ok[0]!, ...Array.from({ length: n }, (_, i) => older[(start + i) % older.length]!)];
-  const bad: string[] = [];
-  for (const b of sample) {
-    const r = await verifyOne(ctx, b);
-    if (!r.ok) bad.push(`backup ${b.id}: ${r.error}${r.actual ? ` (sha256 ${r.actual}, recorded ${r.expected})` : ''}`);
+  const sample = Array.from({ length: n }, (_, i) => older[(start + i) % older.length]!);
+  for (const b of sample) await rehash(b);
+
+  const known = previouslyCorrupt(ctx);
+  const goodAt = newestGood ? Date.parse(newestGood.createdAt) : -Infinity;
+  const corrupt: CorruptEntry[] = [];
+  const lines: string[] = [];
+  for (const b of ctx.ledger.listBackups({ statuses: ['corrupt'] })) {
+    const since = known.get(b.id) ?? (found.has(b.id) ? new Date(now).toISOString() : undefined);
+    if (Date.parse(b.createdAt) <= goodAt && (!since || Date.parse(since) < goodAt)) continue; // a good backup was taken since
+    corrupt.push({ id: b.id, since: since ?? new Date(now).toISOString() });
+    lines.push(found.get(b.id) ?? `backup ${b.id}: found corrupt ${formatAge(since, now)}`);
   }
-  if (bad.length) return check('local-backup-checksum', 'critical', `checksum mismatch: ${bad.join('; ')}`);
-  return check('local-backup-checksum', 'ok', `SHA-256 matches for the newest backup${n ? ` and ${n} older (${sample.slice(1).map((b) => b.id).join(', ')})` : ''}`);
+  if (corrupt.length) {
+    const good = newestGood ? `the newest good backup is ${newestGood.id}` : 'no good local backup is left';
+    return { ...check('local-backup-checksum', 'critical', `checksum mismatch: ${lines.join('; ')}; ${good}: critical until a good backup is taken (npm run backup:manual)`), corrupt };
+  }
+  if (!newestGood) return { ...check('local-backup-checksum', 'unknown', 'no ok backup to check'), corrupt };
+  return { ...check('local-backup-checksum', 'ok', `SHA-256 matches for the newest backup${n ? ` and ${n} older (${ids(sample)})` : ''}`), corrupt };
 }
 
-function sizeDrop(ctx: RunContext, ok: Backup[]): MonitorCheck {
+/** Compares the two newest ok backups: what a restore would use (corrupt ones are the checksum check's). */
+function sizeDrop(ctx: RunContext, ok: Backup[], corrupt: readonly Backup[]): MonitorCheck {
   const [newest, prev] = ok;
-  if (!newest || !prev) return check('local-backup-size', 'ok', 'not enough backups to compare sizes');
+  const skipped = corrupt.length ? ` (corrupt backup ${ids(corrupt)} not compared)` : '';
+  if (!newest || !prev) return check('local-backup-size', 'ok', `not enough backups to compare sizes${skipped}`);
   const ratio = newest.bytes / Math.max(1, prev.bytes);
   if (ratio < ctx.config.monitor.sizeDropRatio) {
-    return check('local-backup-size', 'warning', `backup ${newest.id} is ${formatBytes(newest.bytes)}, ${Math.round(ratio * 100)} % of the previous one (${formatBytes(prev.bytes)}): an empty or partial dump can look like a success`);
+    return check('local-backup-size', 'warning', `backup ${newest.id} is ${formatBytes(newest.bytes)}, ${Math.round(ratio * 100)} % of the previous one (${formatBytes(prev.bytes)}): an empty or partial dump can look like a success${skipped}`);
   }
-  return check('local-backup-size', 'ok', `${formatBytes(newest.bytes)}, ${Math.round(ratio * 100)} % of the previous backup`);
+  return check('local-backup-size', 'ok', `${formatBytes(newest.bytes)}, ${Math.round(ratio * 100)} % of the previous backup${skipped}`);
 }
 
 async function disk(ctx: RunContext, newest: Backup | undefined): Promise<MonitorCheck> {
@@ -60,13 +138,32 @@ async function disk(ctx: RunContext, newest: Backup | undefined): Promise<Monito
   return check('disk-space', 'ok', `${formatBytes(free)} free, room for ${formatCount(Math.floor(free / Math.max(1, newest.bytes)))} backups of this size`);
 }
 
+/**
+ * Ok backups the retention rules (planned as of {@link RETENTION_GRACE} ago) would have deleted:
+ * still here means prune is not doing its job. Oldest last.
+ */
+function pastRetention(ctx: RunContext, now: number): Backup[] {
+  const plan = planRetention(ctx.ledger.listBackups({ statuses: ['ok'] }), new Date(now - RETENTION_GRACE), { ...ctx.config.retention, timeZone: ctx.config.timezone });
+  return plan.delete.map((d) => d.backup);
+}
+
+/** Warning when prune never ran, failed, has not run for 2 days, or left backups it should have deleted. */
 function retention(ctx: RunContext, now: number): MonitorCheck {
+  const problems: string[] = [];
   const last = ctx.ledger.lastRun('prune');
-  if (!last) return check('retention', 'warning', 'retention has never run (the service runs it daily; or npm run backup:prune)');
-  if (last.status === 'failed') return check('retention', 'warning', `the last retention run failed: ${last.error?.message ?? 'unknown error'}`);
-  const age = now - Date.parse(last.startedAt);
-  if (age > 2 * DAY) return check('retention', 'warning', `retention last ran ${formatAge(last.startedAt, now)}`);
-  return check('retention', 'ok', `retention ran ${formatAge(last.startedAt, now)} (${last.status})`);
+  if (!last) problems.push('retention has never run (the service runs it daily; or npm run backup:prune)');
+  else if (last.status === 'failed') problems.push(`the last retention run failed: ${last.error?.message ?? 'unknown error'}`);
+  else if (now - Date.parse(last.startedAt) > 2 * DAY) problems.push(`retention last ran ${formatAge(last.startedAt, now)}`);
+  const late = pastRetention(ctx, now);
+  const oldest = late[late.length - 1];
+  if (oldest) {
+    const limit = oldest.kind === 'pre-change' ? ctx.config.retention.preChangeDays : ctx.config.retention.days;
+    problems.push(
+      `${late.length} ok backup${late.length === 1 ? ' is' : 's are'} past retention and still kept, the oldest backup ${oldest.id} (${oldest.kind}, created ${formatAge(oldest.createdAt, now)}; limit ${limit} days): see npm run backup:prune -- --dry-run`,
+    );
+  }
+  if (problems.length) return check('retention', 'warning', problems.join('; '));
+  return check('retention', 'ok', `retention ran ${formatAge(last!.startedAt, now)} (${last!.status}); no backup is past retention`);
 }
 
 function drill(ctx: RunContext, now: number): MonitorCheck {
@@ -124,19 +221,24 @@ function supabase(ctx: RunContext, now: number): MonitorCheck[] {
   return out;
 }
 
+/** Runs a check; one that throws becomes an `unknown` check instead of failing the monitor. */
+async function guarded(run: () => MonitorCheck | Promise<MonitorCheck>): Promise<MonitorCheck> {
+  try {
+    return await run();
+  } catch (e) {
+    return check('monitor', 'unknown', `a check could not run: ${toHbError(e).message}`);
+  }
+}
+
 /** Runs every check now. */
 export async function evaluate(ctx: RunContext, now = Date.now()): Promise<MonitorDoc> {
+  const checksum = await guarded(() => integrity(ctx, now));
+  // Read after the checksum check: a backup it found corrupt is no longer one to count on.
   const ok = ctx.ledger.listBackups({ statuses: ['ok'] });
   const newest = ok[0];
-  const checks: MonitorCheck[] = [localAge(ctx, newest, now)];
-  for (const c of [() => integrity(ctx, ok, now), () => Promise.resolve(sizeDrop(ctx, ok)), () => disk(ctx, newest)]) {
-    try {
-      checks.push(await c());
-    } catch (e) {
-      checks.push(check('monitor', 'unknown', `a check could not run: ${toHbError(e).message}`));
-    }
-  }
-  checks.push(retention(ctx, now), drill(ctx, now), offsite(ctx, newest), ...supabase(ctx, now));
+  const corrupt = newerCorrupt(ctx, newest);
+  const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
+  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), offsite(ctx, newest), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }
 

@@ -1,7 +1,9 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { z } from 'zod';
 import { loadConfig } from '../../src/config/load.js';
+import { configSchema, ENV_BINDINGS } from '../../src/config/schema.js';
 import { HbError } from '../../src/domain/errors.js';
 import { readLedger, removeDir, ROOT, runCli, tempDir } from '../helpers/cli.js';
 
@@ -112,9 +114,42 @@ describe('configuration', () => {
   });
 });
 
+/** Every option's dotted path, from the schema itself. */
+function schemaLeaves(schema: z.ZodType, prefix = ''): string[] {
+  let t = schema as unknown as { def: { type: string; innerType?: unknown; shape?: Record<string, z.ZodType> } };
+  while (['default', 'optional', 'prefault', 'nullable'].includes(t.def.type)) t = t.def.innerType as typeof t;
+  if (t.def.type === 'object') return Object.entries(t.def.shape!).flatMap(([k, v]) => schemaLeaves(v, prefix ? `${prefix}.${k}` : k));
+  return [prefix];
+}
+
+function jsonLeaves(v: unknown, prefix = ''): string[] {
+  if (v && typeof v === 'object' && !Array.isArray(v)) return Object.entries(v).flatMap(([k, x]) => jsonLeaves(x, prefix ? `${prefix}.${k}` : k));
+  return [prefix];
+}
+
 describe('config/hybrid-backup.example.json', () => {
+  const example = readFileSync(path.join(ROOT, 'config/hybrid-backup.example.json'), 'utf8');
+  const leaves = schemaLeaves(configSchema);
+  const fromEnv = new Set(ENV_BINDINGS.map((b) => b.path.join('.')));
+
   it('is valid as shipped', () => {
-    const cwd = project(readFileSync(path.join(ROOT, 'config/hybrid-backup.example.json'), 'utf8'));
+    const cwd = project(example);
     expect(loadConfig({ cwd, env: {} }).timezone).toBe('Europe/Berlin');
+  });
+
+  it('holds every option that has a default, at its default (secrets and derived paths excepted)', () => {
+    const defaults = loadConfig({ cwd: project('{}'), env: {} }) as unknown as Record<string, unknown>;
+    const shipped = JSON.parse(example);
+    const get = (o: unknown, p: string) => p.split('.').reduce<unknown>((a, k) => (a as Record<string, unknown> | undefined)?.[k], o);
+    const expected = leaves.filter((p) => !ENV_BINDINGS.some((b) => b.secret && b.path.join('.') === p) && p !== 'socket.path' && get(defaults, p) !== undefined);
+    expect(jsonLeaves(shipped).sort()).toEqual(expected.sort());
+    for (const p of expected) if (!['backupDir', 'timezone'].includes(p)) expect(get(shipped, p), p).toEqual(get(defaults, p));
+  });
+
+  it('the README names every option, in the configuration table or as an environment variable', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'));
+    const missing = leaves.filter((p) => !fromEnv.has(p) && !table.includes(`\`${p}\``));
+    expect(missing).toEqual([]);
   });
 });
