@@ -5,14 +5,19 @@
  * recorded from its own COPY blocks; optionally run pg_amcheck; drop the scratch database — on
  * success, failure and timeout, and at the next drill for any a killed process left behind.
  *
- * A passing drill sets the backup's `verifiedAt`. Every drill is recorded (`restore_drills`).
+ * A supabase-profile backup's scratch database first gets the platform (roles, schemas,
+ * extensions, empty tables) as the backup's sidecar recorded it at backup time.
+ *
+ * A passing drill sets the backup's `verifiedAt`. Every drill is recorded (`restore_drills`); the
+ * result document also says whether the scratch database was dropped (`scratchDropped`).
  */
 import { randomBytes } from 'node:crypto';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, DrillResult } from '../domain/types.js';
-import { compactUtc } from '../dump/naming.js';
-import { isReservedRole, PLATFORM_SCHEMAS, RESERVED_ROLES } from '../dump/profiles.js';
+import { compactUtc, SIDECAR_SUFFIX } from '../dump/naming.js';
+import { isPlatformLayout, isReservedRole, type PlatformLayout, readPlatformLayout, RESERVED_ROLES } from '../dump/profiles.js';
+import { readSidecar } from '../dump/sidecar.js';
 import { type ConnInfo, describeConn, libpqArgs, parseConnInfo } from '../pg/connection.js';
 import { probeServer, withClient } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
@@ -23,6 +28,17 @@ import { assertRestorable, runPsql } from './restore.js';
 import { resolveBackup, verifyOne } from './verify.js';
 
 const qi = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/** A drill's result document: the recorded result, and what became of the scratch database. */
+export interface DrillOutcome extends DrillResult {
+  /**
+   * true: the scratch database was dropped; false: the drop failed and it may be left on the
+   * drill server (the next drill tries again); null: none was created (the drill stopped before).
+   */
+  scratchDropped: boolean | null;
+  /** Why the drop failed. */
+  scratchDropError?: string;
+}
 
 /** The restore-test server, or an error saying drills are off. */
 export function drillServer(ctx: RunContext): ConnInfo {
@@ -62,47 +78,64 @@ async function dropScratch(ctx: RunContext, server: ConnInfo, name: string): Pro
 }
 
 /**
- * Gives a scratch database what a fresh Supabase project has before any restore: the platform's
- * roles, schemas, extensions and (empty) tables, read from the source database's structure.
+ * The platform layout a supabase-profile backup recorded in its sidecar at backup time. Backups
+ * taken before hybrid-backup recorded it (or whose sidecar is gone or could not record it) fall
+ * back, with a note, to reading the source database as it is now.
  */
-async function prepareSupabaseScratch(ctx: RunContext, scratch: ConnInfo, psqlPath: string): Promise<void> {
+async function platformLayoutOf(ctx: RunContext, b: Backup): Promise<PlatformLayout> {
+  const file = b.file + SIDECAR_SUFFIX;
+  let why: string;
+  try {
+    const sidecar = await readSidecar(file);
+    if (isPlatformLayout(sidecar.platform)) return sidecar.platform;
+    why = sidecar.platform === null ? 'could not record the platform layout when it was taken' : 'has no platform layout (taken by an older version)';
+  } catch (e) {
+    why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'has no sidecar' : `has an unreadable sidecar (${redact((e as Error).message)})`;
+  }
+  const note = `backup ${b.id} ${why}: reading the platform schemas from the source database (DATABASE_URL) as it is now, not as it was at backup time`;
+  ctx.log.warn(note, { backupId: b.id });
+  ctx.reporter.notice(note);
   const source = parseConnInfo(ctx.config.databaseUrl);
   const timeout = ctx.config.dump.connectTimeoutSeconds;
-  const platform = PLATFORM_SCHEMAS.filter((s) => !s.includes('*') && s !== 'information_schema');
-  const shape = await withClient(source, { connectTimeoutSeconds: timeout }, async (c) => {
-    const schemas = (await c.query<{ n: string }>('SELECT nspname AS n FROM pg_namespace WHERE nspname = ANY($1) ORDER BY 1', [platform])).rows.map((r) => r.n);
-    const exts = (
-      await c.query<{ e: string; n: string }>(`SELECT e.extname AS e, n.nspname AS n FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname = ANY($1)`, [platform])
-    ).rows;
-    const roles = (await c.query<{ r: string }>('SELECT rolname AS r FROM pg_roles ORDER BY 1')).rows.map((r) => r.r).filter(isReservedRole);
-    return { schemas, exts, roles };
-  });
+  try {
+    const major = (await probeServer(source, timeout)).major;
+    const pgDump = await chooseTool('pg_dump', major, ctx.config.dump.pgBinDir);
+    const { dbname, env } = libpqArgs(source);
+    return await withClient(source, { connectTimeoutSeconds: timeout }, (c) =>
+      readPlatformLayout(c, { pgDump: pgDump.tool.path, pgDumpMajor: pgDump.tool.major, dbname, env: { ...env, PGCONNECT_TIMEOUT: String(timeout) }, snapshot: null, signal: ctx.signal }),
+    );
+  } catch (e) {
+    if (ctx.signal.aborted) throw e;
+    throw new HbError(
+      'restore-test-failed',
+      `cannot read the platform schemas of the source database: ${toHbError(e).message}`,
+      `backup ${b.id} ${why}, so its drill needs DATABASE_URL reachable; backups taken from now on record the platform layout in their sidecar`,
+    );
+  }
+}
+
+/**
+ * Gives a scratch database what a fresh Supabase project has before any restore: the platform's
+ * roles, schemas, extensions and (empty) tables, as the source had them when the backup was taken.
+ */
+async function prepareSupabaseScratch(ctx: RunContext, b: Backup, scratch: ConnInfo, psqlPath: string): Promise<void> {
+  const timeout = ctx.config.dump.connectTimeoutSeconds;
+  const shape = await platformLayoutOf(ctx, b);
   // Roles are cluster-wide: create the platform's that the drill server lacks.
   await withClient(scratch, { connectTimeoutSeconds: timeout }, async (c) => {
-    for (const role of new Set([...shape.roles, ...RESERVED_ROLES.filter((r) => ['anon', 'authenticated', 'service_role', 'authenticator'].includes(r))])) {
+    for (const role of new Set([...shape.roles.filter(isReservedRole), ...RESERVED_ROLES.filter((r) => ['anon', 'authenticated', 'service_role', 'authenticator'].includes(r))])) {
       if (role.startsWith('pg_')) continue;
       await c.query(`DO $hb$ BEGIN CREATE ROLE ${qi(role)} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $hb$`);
     }
     for (const s of shape.schemas) await c.query(`CREATE SCHEMA IF NOT EXISTS ${qi(s)}`);
-    for (const x of shape.exts) await c.query(`CREATE EXTENSION IF NOT EXISTS ${qi(x.e)} WITH SCHEMA ${qi(x.n)}`);
+    for (const x of shape.extensions) await c.query(`CREATE EXTENSION IF NOT EXISTS ${qi(x.name)} WITH SCHEMA ${qi(x.schema)}`);
   });
-  if (shape.schemas.length === 0) return;
+  if (shape.schemas.length === 0 || shape.ddl === '') return;
   // The platform tables, empty; triggers calling the user's functions come with the backup itself.
-  const major = (await probeServer(source, timeout)).major;
-  const pgDump = await chooseTool('pg_dump', major, ctx.config.dump.pgBinDir);
-  const src = libpqArgs(source);
   const dst = libpqArgs(scratch);
   const { execa } = await loadExeca();
-  const ddl = await execa(pgDump.tool.path, ['--schema-only', '--no-password', `--dbname=${src.dbname}`, ...shape.schemas.map((s) => `--schema=${s}`)], {
-    env: src.env,
-    extendEnv: true,
-    reject: false,
-    maxBuffer: 256 * 1024 * 1024,
-    cancelSignal: ctx.signal,
-  });
-  if (ddl.exitCode !== 0) throw new HbError('restore-test-failed', `cannot read the platform schemas of the source database: ${redact(String(ddl.stderr)).trim()}`, 'a drill of a supabase-profile backup needs DATABASE_URL reachable');
   const userFn = new RegExp(`EXECUTE (FUNCTION|PROCEDURE) (?!(${shape.schemas.map((s) => s.replace(/[^\w]/g, '')).join('|')})\\.)`);
-  const sql = String(ddl.stdout)
+  const sql = shape.ddl
     .split('\n')
     .map((l) => (/^CREATE SCHEMA /.test(l) ? l.replace(/^CREATE SCHEMA /, 'CREATE SCHEMA IF NOT EXISTS ') : /^CREATE TRIGGER /.test(l) && userFn.test(l) ? `-- ${l}` : l))
     .join('\n');
@@ -145,7 +178,7 @@ async function amcheck(ctx: RunContext, scratch: ConnInfo, major: number): Promi
 }
 
 /** Runs a restore drill of a backup (`latest`: the newest ok one). Resolves with the (recorded) result, passing or not. */
-export async function restoreDrill(ctx: RunContext, which: string): Promise<DrillResult> {
+export async function restoreDrill(ctx: RunContext, which: string): Promise<DrillOutcome> {
   const server = drillServer(ctx);
   const b: Backup = resolveBackup(ctx, which);
   assertRestorable(b);
@@ -155,7 +188,7 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
   const log = ctx.log;
   const scratchName = `hb_drill_${b.id}_${compactUtc(startedAt).toLowerCase()}_${randomBytes(3).toString('hex')}`;
   const scratch: ConnInfo = { ...server, database: scratchName };
-  const result: DrillResult = { backupId: b.id, ok: false, tables: 0, rowsChecked: 0, durationMs: 0, mismatches: [], scratchDatabase: scratchName, amcheck: 'off' };
+  const result: DrillOutcome = { backupId: b.id, ok: false, tables: 0, rowsChecked: 0, durationMs: 0, mismatches: [], scratchDatabase: scratchName, amcheck: 'off', scratchDropped: null };
   const timeoutMs = ctx.config.restoreTest.timeoutMinutes * 60_000;
   const timeout = AbortSignal.timeout(timeoutMs);
   const dctx: RunContext = { ...ctx, signal: AbortSignal.any([ctx.signal, timeout]) };
@@ -171,7 +204,7 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
     await withClient(server, { connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds }, (c) => c.query(`CREATE DATABASE ${qi(scratchName)}`));
     created = true;
     log.info(`drill of backup ${b.id}: restoring into scratch database ${scratchName} on ${describeConn(server)}`, { runId: run.id, backupId: b.id });
-    if (b.profile === 'supabase') await prepareSupabaseScratch(dctx, scratch, psql.tool.path);
+    if (b.profile === 'supabase') await prepareSupabaseScratch(dctx, b, scratch, psql.tool.path);
     const t0 = Date.now();
     await runPsql(dctx, b, scratch, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'drill', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
     const expected = ctx.ledger.tableCounts(b.id);
@@ -190,8 +223,11 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
       try {
         await dropScratch(ctx, server, scratchName);
         ctx.ledger.mergeRunDetails(run.id, { scratchDropped: true });
+        result.scratchDropped = true;
       } catch (e) {
-        log.error(`could not drop scratch database ${scratchName} (the next drill retries): ${toHbError(e).message}`, { runId: run.id });
+        result.scratchDropped = false;
+        result.scratchDropError = redact(toHbError(e).message);
+        log.error(`could not drop scratch database ${scratchName} (the next drill retries): ${result.scratchDropError}`, { runId: run.id });
       }
     }
   }

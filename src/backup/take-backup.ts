@@ -16,7 +16,7 @@ import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.j
 import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
 import type { NewBackup } from '../ledger/ledger.js';
-import { effectiveProfile, platformTableTriggers, profileParts } from '../dump/profiles.js';
+import { effectiveProfile, type PlatformLayout, platformTableTriggers, profileParts, readPlatformLayout } from '../dump/profiles.js';
 import { assertDumpableConnection, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withSnapshot } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
@@ -128,9 +128,23 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       });
     // Several pg_dump runs see one database state: a connection exports a snapshot and holds it.
     const major = server.major;
+    let platform: PlatformLayout | null = null;
     const out =
       profile === 'supabase'
-        ? await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => dump(snapshot, await platformTableTriggers(client, major)))
+        ? await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => {
+            const triggers = await platformTableTriggers(client, major);
+            // The platform as it is now, for restore drills of this backup (recorded in the sidecar).
+            try {
+              const layoutEnv = { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds) };
+              platform = await readPlatformLayout(client, { pgDump: choice.tool.path, pgDumpMajor: choice.tool.major, dbname, env: layoutEnv, snapshot, signal: ctx.signal });
+            } catch (e) {
+              if (ctx.signal.aborted || toHbError(e).code === 'dump-aborted') throw e;
+              const msg = `backup run ${run.id}: could not record the platform layout in the sidecar; a restore drill of this backup will read it from the source database: ${toHbError(e).message}`;
+              log.warn(msg, { runId: run.id });
+              ctx.reporter.notice(msg);
+            }
+            return dump(snapshot, triggers);
+          })
         : await dump(null);
 
     await fs.rename(partialPath, finalPath);
@@ -158,6 +172,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       tableCount: Object.keys(out.tables).length,
       rowCount: Object.values(out.tables).reduce((a, n) => a + n, 0),
       tables: out.tables,
+      ...(profile === 'supabase' ? { platform } : {}),
     };
     await atomicWriteFile(finalPath + SIDECAR_SUFFIX, `${JSON.stringify(sidecar, null, 2)}\n`);
 

@@ -7,14 +7,18 @@
  * documented backup recipe does, from one consistent snapshot:
  *   1. roles (`pg_dumpall --roles-only --no-role-passwords`), the platform's reserved roles
  *      commented out (every project has them, and supautils blocks changing them), the others
- *      created only when missing;
+ *      created only when missing — a role the target already has is kept as it is (its
+ *      attributes and settings untouched);
  *   2. the schema without the platform-managed schemas;
  *   3. the data of the user schemas plus `auth` and `storage` (without their migration tables),
  *      under `session_replication_role = replica` so triggers and foreign keys do not fire.
  */
 import type { Config } from '../config/schema.js';
+import { HbError } from '../domain/errors.js';
 import type { DumpProfile } from '../domain/types.js';
 import { type ConnInfo, effective, isSupabaseHost } from '../pg/connection.js';
+import { loadExeca } from '../util/lazy.js';
+import { redact } from '../util/redact.js';
 import type { DumpPart } from './pipeline.js';
 import { CLUSTER_DUMP_COMPLETE, DUMP_COMPLETE } from './stream-tail.js';
 
@@ -95,11 +99,28 @@ export function effectiveProfile(config: Config, conn: ConnInfo): DumpProfile {
 
 const quoted = /^"((?:[^"]|"")+)"/;
 const roleOf = (rest: string) => quoted.exec(rest)?.[1]?.replace(/""/g, '"') ?? null;
+const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+/** A dollar-quote tag that does not occur in `body`. */
+function dollarTag(body: string): string {
+  for (let i = 0; ; i++) {
+    const tag = i === 0 ? '$hb$' : `$hb${i}$`;
+    if (!body.includes(tag)) return tag;
+  }
+}
+
+/**
+ * The roles this restore created, a JSON array in a session setting: the role part runs before
+ * anything else, and `RESET ALL` after it clears the setting.
+ */
+const CREATED_ROLES = "coalesce(nullif(current_setting('hb.created_roles', true), ''), '[]')::jsonb";
 
 /**
  * Rewrites one line of `pg_dumpall --roles-only --quote-all-identifiers` output for a Supabase
  * project: reserved roles are neither created nor altered (except the settings supautils allows),
- * membership grants to them are dropped, other roles are created only when missing.
+ * membership grants to them are dropped, other roles are created only when missing — and only a
+ * role created here gets the backup's attributes and settings; one the target already has is
+ * kept as it is.
  */
 export function supabaseRoleLine(line: string): string {
   let m = /^CREATE ROLE (.+);$/.exec(line);
@@ -107,12 +128,18 @@ export function supabaseRoleLine(line: string): string {
     const role = roleOf(m[1]!);
     if (role === null) return line;
     if (isReservedRole(role)) return `-- ${line} -- platform role`;
-    return `DO $hb$ BEGIN ${line} EXCEPTION WHEN duplicate_object THEN RAISE NOTICE 'role exists, kept as it is'; END $hb$;`;
+    const tag = dollarTag(line);
+    return `DO ${tag} BEGIN ${line} PERFORM set_config('hb.created_roles', (${CREATED_ROLES} || to_jsonb(${literal(role)}::text))::text, false); EXCEPTION WHEN duplicate_object THEN RAISE NOTICE 'role exists, kept as it is'; END ${tag};`;
   }
   m = /^ALTER ROLE (.+)$/.exec(line);
   if (m) {
     const role = roleOf(m[1]!);
-    if (role === null || !isReservedRole(role)) return line;
+    if (role === null) return line;
+    if (!isReservedRole(role)) {
+      if (!line.endsWith(';')) return line;
+      const tag = dollarTag(line);
+      return `DO ${tag} BEGIN IF ${CREATED_ROLES} ? ${literal(role)} THEN ${line} END IF; END ${tag};`;
+    }
     const setting = / SET (\S+) (TO|=) /.exec(line)?.[1];
     return setting && ALLOWED_ROLE_SETTINGS.test(setting) ? line : `-- ${line}`;
   }
@@ -165,6 +192,73 @@ export async function platformTableTriggers(client: { query: (sql: string, param
   if (r.rows.length === 0) return '';
   const create = serverMajor >= 14 ? 'CREATE OR REPLACE TRIGGER' : 'CREATE TRIGGER';
   return `-- your triggers on platform tables (pg_dump leaves them out with the platform schemas)\n${r.rows.map((x) => `${x.def.replace(/^CREATE TRIGGER/, create)};`).join('\n')}\n\n`;
+}
+
+/**
+ * What a fresh Supabase project has before anything is restored into it, as the source had it:
+ * the platform schemas present, the extensions installed in them, the reserved roles, and the
+ * schema-only DDL of those schemas. A supabase-profile backup records it in its sidecar, so a
+ * restore drill can give its scratch database the platform without the source database.
+ */
+export interface PlatformLayout {
+  schemas: string[];
+  extensions: Array<{ name: string; schema: string }>;
+  /** The reserved roles the source's server has. */
+  roles: string[];
+  /** `pg_dump --schema-only` of `schemas` ("" when there are none). */
+  ddl: string;
+  /** Major version of the pg_dump that wrote `ddl`. */
+  pgDumpMajor: number;
+}
+
+/** The platform schemas a layout covers: the named ones (no patterns), not information_schema. */
+const LAYOUT_SCHEMAS = PLATFORM_SCHEMAS.filter((s) => !s.includes('*') && s !== 'information_schema');
+
+/** True when `x` has the shape of a PlatformLayout (a sidecar is a file anyone can edit). */
+export function isPlatformLayout(x: unknown): x is PlatformLayout {
+  const l = x as PlatformLayout | null;
+  const strings = (a: unknown) => Array.isArray(a) && a.every((v) => typeof v === 'string');
+  return (
+    !!l &&
+    typeof l === 'object' &&
+    strings(l.schemas) &&
+    strings(l.roles) &&
+    typeof l.ddl === 'string' &&
+    Array.isArray(l.extensions) &&
+    l.extensions.every((e) => !!e && typeof e.name === 'string' && typeof e.schema === 'string')
+  );
+}
+
+/**
+ * Reads the platform layout of the database `client` is connected to; `pg_dump` (with `snapshot`
+ * when given: the backup's own) writes the DDL.
+ * @throws HbError `dump-failed` when pg_dump fails, `dump-aborted` when stopped
+ */
+export async function readPlatformLayout(
+  client: { query: (sql: string, params?: unknown[]) => Promise<{ rows: Array<Record<string, string>> }> },
+  opts: { pgDump: string; pgDumpMajor: number; dbname: string; env: Record<string, string>; snapshot: string | null; signal?: AbortSignal },
+): Promise<PlatformLayout> {
+  const schemas = (await client.query('SELECT nspname AS n FROM pg_catalog.pg_namespace WHERE nspname = ANY($1) ORDER BY 1', [LAYOUT_SCHEMAS])).rows.map((r) => r.n!);
+  const extensions = (
+    await client.query(
+      'SELECT e.extname AS name, n.nspname AS schema FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname = ANY($1) ORDER BY 1',
+      [LAYOUT_SCHEMAS],
+    )
+  ).rows.map((r) => ({ name: r.name!, schema: r.schema! }));
+  const roles = (await client.query('SELECT rolname AS r FROM pg_catalog.pg_roles ORDER BY 1')).rows.map((r) => r.r!).filter(isReservedRole);
+  if (schemas.length === 0) return { schemas, extensions, roles, ddl: '', pgDumpMajor: opts.pgDumpMajor };
+  const { execa } = await loadExeca();
+  const snap = opts.snapshot ? [`--snapshot=${opts.snapshot}`] : [];
+  const r = await execa(opts.pgDump, ['--schema-only', '--no-password', `--dbname=${opts.dbname}`, ...snap, ...schemas.map((s) => `--schema=${s}`)], {
+    env: { ...opts.env, PGAPPNAME: 'hybrid-backup' },
+    extendEnv: true,
+    reject: false,
+    maxBuffer: 256 * 1024 * 1024,
+    cancelSignal: opts.signal,
+  });
+  if (opts.signal?.aborted || r.isCanceled) throw new HbError('dump-aborted', 'stopped before pg_dump of the platform schemas finished');
+  if (r.exitCode !== 0) throw new HbError('dump-failed', `pg_dump of the platform schemas failed: ${redact(String(r.stderr || `exit code ${r.exitCode}`)).trim().split('\n').slice(0, 3).join(' | ')}`);
+  return { schemas, extensions, roles, ddl: String(r.stdout), pgDumpMajor: opts.pgDumpMajor };
 }
 
 export interface ProfileTools {

@@ -1,9 +1,11 @@
 /**
  * The `.meta.json` sidecar beside every backup file: enough to understand and check the file
- * without the ledger (kind, description, checksum, versions, per-table row counts).
+ * without the ledger (kind, description, checksum, versions, per-table row counts), and for a
+ * supabase-profile backup the platform layout a restore drill prepares its scratch database with.
  */
 import { readFile } from 'node:fs/promises';
 import type { BackupKind, Compression, DumpProfile, TableCounts } from '../domain/types.js';
+import type { PlatformLayout } from './profiles.js';
 
 export const SIDECAR_FORMAT = 'hybrid-backup/1';
 
@@ -27,6 +29,11 @@ export interface Sidecar {
   tableCount: number;
   rowCount: number;
   tables: TableCounts;
+  /**
+   * Supabase profile: the source's platform schemas, extensions, reserved roles and the schemas'
+   * DDL at backup time (null when it could not be read; absent in sidecars of older versions).
+   */
+  platform?: PlatformLayout | null;
 }
 
 export async function readSidecar(file: string): Promise<Sidecar> {

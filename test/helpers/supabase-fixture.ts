@@ -1,15 +1,23 @@
 /**
- * Databases shaped like Supabase projects, on the local server: the platform's roles and
- * schemas (auth, storage, extensions, graphql_public, realtime, vault, supabase_migrations) as a
- * fresh project has them, and — for the source — a user's data on top.
+ * Databases shaped like Supabase projects: the platform's roles and schemas (auth, storage,
+ * extensions, graphql_public, realtime, vault, supabase_migrations) as a fresh project has them,
+ * and — for the source — the user's roles and data on top.
  */
 import { createRolesSql } from './fixture.js';
 import { psql } from './pg.js';
 
 export const PLATFORM_ROLES = ['anon', 'authenticated', 'service_role', 'authenticator', 'supabase_admin', 'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user'];
 
-/** Cluster-wide roles: the platform's and one of the user's own. */
-export const SUPABASE_ROLES_SQL = createRolesSql([...PLATFORM_ROLES, 'hb_app_reader']);
+/** Cluster-wide roles every project has: the platform's. */
+export const PLATFORM_ROLES_SQL = createRolesSql(PLATFORM_ROLES);
+
+/**
+ * The user's own roles (cluster-wide): a reader, and a writer with a connection limit a restore
+ * that creates it must carry over. Created unless they exist; safe when test runs race.
+ */
+export const USER_ROLES_SQL = `${createRolesSql(['hb_app_reader'])}
+DO $$ BEGIN CREATE ROLE hb_app_writer NOLOGIN CONNECTION LIMIT 7; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+`;
 
 /** What every fresh project has before the user does anything. */
 export const PLATFORM_SQL = `
@@ -89,6 +97,7 @@ CREATE POLICY "owners see their todos" ON public.todos FOR SELECT TO authenticat
 GRANT SELECT ON public.profiles TO anon, authenticated;
 GRANT ALL ON public.todos TO authenticated;
 GRANT SELECT ON public.todos TO hb_app_reader;
+GRANT INSERT ON public.todos TO hb_app_writer;
 CREATE FUNCTION public.handle_new_user() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 BEGIN INSERT INTO public.profiles (id, username) VALUES (NEW.id, split_part(NEW.email, '@', 1)); RETURN NEW; END $$;
 CREATE TRIGGER on_auth_user_created AFTER INSERT ON auth.users FOR EACH ROW EXECUTE FUNCTION public.handle_new_user();
@@ -98,8 +107,10 @@ INSERT INTO public.todos (owner, title) SELECT '00000000-0000-0000-0000-00000000
 UPDATE public.todos SET done = true WHERE id % 3 = 0;
 `;
 
+/** A fresh project (`withUserData` false: only what the platform creates) or a user's project. */
 export async function supabaseShaped(url: string, withUserData: boolean): Promise<void> {
-  await psql(url, SUPABASE_ROLES_SQL);
+  await psql(url, PLATFORM_ROLES_SQL);
+  if (withUserData) await psql(url, USER_ROLES_SQL);
   await psql(url, PLATFORM_SQL);
   if (withUserData) await psql(url, USER_SQL);
 }

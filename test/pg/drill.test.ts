@@ -13,6 +13,9 @@ import { ADMIN_URL, createDatabase, dropDatabase, psql, query } from '../helpers
 import { fakePgBin, realPgBin } from '../helpers/pgbin.js';
 import { supabaseShaped } from '../helpers/supabase-fixture.js';
 
+/** A DATABASE_URL nothing listens on. */
+const UNREACHABLE = 'postgresql://postgres@127.0.0.1:1/nowhere';
+
 let db: { name: string; url: string };
 const dbs: string[] = [];
 const dirs: string[] = [];
@@ -56,7 +59,8 @@ describe('restore-test', () => {
     const r = await runCli(['restore-test', 'latest', '--json'], s.env);
     expect(r.exitCode, r.stderr).toBe(0);
     const doc = JSON.parse(r.stdout);
-    expect(doc).toMatchObject({ backupId: b.id, ok: true, tables: 2, rowsChecked: 1500, mismatches: [] });
+    expect(doc).toMatchObject({ backupId: b.id, ok: true, tables: 2, rowsChecked: 1500, mismatches: [], scratchDropped: true });
+    expect(doc).not.toHaveProperty('scratchDropError');
     expect(doc.durationMs).toBeGreaterThan(0);
     expect(doc.scratchDatabase).toMatch(new RegExp(`^hb_drill_${b.id}_\\d{8}t\\d{6}z_[0-9a-f]{6}$`));
     expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
@@ -64,7 +68,7 @@ describe('restore-test', () => {
     expect(list.backups[0].verifiedAt).not.toBeNull();
     expect(readLedger(s.backupDir, 'select ok, tables, rows_checked from restore_drills')).toEqual([{ ok: 1, tables: 2, rows_checked: 1500 }]);
     const human = await runCli(['restore-test', String(b.id)], s.env);
-    expect(human.stdout).toMatch(/drill of backup \d+ PASSED: 2 tables, 1,500 rows exactly as the dump recorded/);
+    expect(human.stdout).toMatch(/drill of backup \d+ PASSED: 2 tables, 1,500 rows exactly as the dump recorded.*\n {2}scratch database hb_drill_\S+ dropped$/);
   });
 
   it('a backup with one data row removed from a COPY block fails (exit 1) naming the table', async () => {
@@ -95,9 +99,15 @@ describe('restore-test', () => {
     const r = await runCli(['restore-test', String(b.id), '--json'], s.env);
     expect(r.exitCode).toBe(1);
     const doc = JSON.parse(r.stdout);
-    expect(doc).toMatchObject({ ok: false, tables: 0, rowsChecked: 0, error: { code: 'checksum-mismatch' } });
-    // no scratch database was ever created
+    expect(doc).toMatchObject({ ok: false, tables: 0, rowsChecked: 0, error: { code: 'checksum-mismatch' }, scratchDropped: null });
+    // no scratch database was ever created, and the drill says so
     expect(readLedger(s.backupDir, `select json_extract(details, '$.scratchDb') as db from runs where job = 'restore-drill'`)).toEqual([{ db: null }]);
+    // (the drill marked that backup corrupt: no drill runs for it again) another one, on screen
+    const b2 = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
+    writeFileSync(b2.file, readFileSync(b2.file).subarray(0, 300));
+    const human = await runCli(['restore-test', String(b2.id)], s.env);
+    expect(human.exitCode).toBe(1);
+    expect(human.stdout).toMatch(/^drill of backup \d+ FAILED: backup \d+ fails its checksum.*\n {2}no scratch database was created$/);
   });
 
   it('a killed drill leaves its scratch database, and the next drill drops it', async () => {
@@ -133,13 +143,17 @@ describe('restore-test', () => {
     const s = setup({ restoreTest: { timeoutMinutes: 0.05 } });
     const b = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
     const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
-    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nexec sleep 30\n`);
+    // psql answers for its version, then never finishes a restore
+    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nif [ "$1" = "--version" ]; then exec ${await realPgBin()}/psql --version; fi\nexec sleep 30\n`);
     writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ restoreTest: { timeoutMinutes: 0.05 }, dump: { pgBinDir: bin } }));
     const t0 = Date.now();
     const r = await runCli(['restore-test', String(b.id), '--json'], s.env);
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(r.exitCode).toBe(1);
+    // the scratch database was created (the restore had started) and then dropped
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, scratchDropped: true });
     expect(JSON.parse(r.stdout).error.message).toMatch(/took longer than 0\.05 minutes and was stopped/);
+    expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toMatch(/drill of backup \d+: restoring into scratch database hb_drill_/);
     expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
   });
 
@@ -160,18 +174,105 @@ describe('restore-test', () => {
     expect(sched.jobs.find((j: { name: string }) => j.name === 'restore-drill')).toMatchObject({ enabled: false });
   });
 
-  it('a supabase-profile backup: the scratch database first gets the platform schemas and roles', async () => {
+  it('a supabase-profile backup: the scratch database first gets the platform as the backup recorded it, without the source database', async () => {
     const src = await createDatabase('drsb');
     dbs.push(src.name);
     await supabaseShaped(src.url, true);
     const s = setup({ dump: { profile: 'supabase' } });
-    const env = { ...s.env, DATABASE_URL: src.url };
-    const b = JSON.parse((await runCli(['manual', '--json'], env)).stdout);
-    const r = await runCli(['restore-test', String(b.id), '--json'], env);
+    const b = JSON.parse((await runCli(['manual', '--json'], { ...s.env, DATABASE_URL: src.url })).stdout);
+    expect(JSON.parse(readFileSync(`${b.file}.meta.json`, 'utf8')).platform.schemas).toContain('auth');
+    // At drill time the source database cannot be reached.
+    const r = await runCli(['restore-test', String(b.id), '--json'], { ...s.env, DATABASE_URL: UNREACHABLE });
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     const doc = JSON.parse(r.stdout);
-    expect(doc.ok).toBe(true);
-    expect(doc.rowsChecked).toBe(b.rowCount);
+    expect(doc).toMatchObject({ ok: true, tables: b.tableCount, rowsChecked: b.rowCount, mismatches: [], scratchDropped: true });
+    expect(doc.rowsChecked).toBeGreaterThan(50);
+    expect(r.stderr).not.toMatch(/source database/);
     expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
+  });
+
+  it('a supabase-profile backup whose sidecar lacks the platform layout (an older version) reads the source database, saying so', async () => {
+    const src = await createDatabase('drsbold');
+    dbs.push(src.name);
+    await supabaseShaped(src.url, true);
+    const s = setup({ dump: { profile: 'supabase' } });
+    const b = JSON.parse((await runCli(['manual', '--json'], { ...s.env, DATABASE_URL: src.url })).stdout);
+    const sidecarFile = `${b.file}.meta.json`;
+    const { platform, ...older } = JSON.parse(readFileSync(sidecarFile, 'utf8'));
+    expect(platform.ddl).toMatch(/CREATE TABLE auth\.users/);
+    writeFileSync(sidecarFile, JSON.stringify(older, null, 2));
+
+    const r = await runCli(['restore-test', String(b.id), '--json'], { ...s.env, DATABASE_URL: src.url });
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, rowsChecked: b.rowCount, scratchDropped: true });
+    const note = new RegExp(`backup ${b.id} has no platform layout \\(taken by an older version\\): reading the platform schemas from the source database \\(DATABASE_URL\\) as it is now`);
+    expect(r.stderr).toMatch(note);
+    expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toMatch(note);
+
+    // and without the source database such a drill cannot prepare its scratch database
+    const off = await runCli(['restore-test', String(b.id), '--json'], { ...s.env, DATABASE_URL: UNREACHABLE });
+    expect(off.exitCode).toBe(1);
+    const doc = JSON.parse(off.stdout);
+    expect(doc).toMatchObject({ ok: false, scratchDropped: true, error: { code: 'restore-test-failed' } });
+    expect(doc.error.message).toMatch(/cannot read the platform schemas of the source database: cannot reach database "nowhere" on 127\.0\.0\.1:1/);
+    expect(off.stderr).toMatch(note);
+    expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
+  });
+
+  it('a scratch database that cannot be dropped is reported as left, with how to drop it by hand; the next drill drops it', async () => {
+    const s = setup();
+    const b = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
+    // psql restores, then makes the scratch database a template, which DROP DATABASE refuses
+    const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
+    const real = await realPgBin();
+    writeFileSync(
+      path.join(bin, 'psql'),
+      `#!/bin/sh
+${real}/psql "$@" || exit $?
+db=
+for a in "$@"; do case "$a" in --dbname=*) db="\${a#--dbname=}";; esac; done
+[ -n "$db" ] || exit 0
+exec ${real}/psql -X -q -v ON_ERROR_STOP=1 -d "$db" <<'SQL'
+DO $$ BEGIN EXECUTE format('ALTER DATABASE %I IS_TEMPLATE true', current_database()); END $$;
+SQL
+`,
+    );
+    writeFileSync(path.join(s.dir, 'stuck.json'), JSON.stringify({ dump: { pgBinDir: bin } }));
+    const stuck = { ...s.env, HYBRID_BACKUP_CONFIG: path.join(s.dir, 'stuck.json') };
+    const left: string[] = [];
+    try {
+      const r = await runCli(['restore-test', String(b.id), '--json'], stuck);
+      // the backup restored and counted: the drill passed; only the clean-up failed
+      expect(r.exitCode, r.stderr).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      left.push(doc.scratchDatabase);
+      expect(doc).toMatchObject({ ok: true, rowsChecked: 1500, scratchDropped: false });
+      expect(doc.scratchDropError).toMatch(/cannot drop a template database/);
+      expect(await scratchDatabases(b.id, s.backupDir)).toEqual([doc.scratchDatabase]);
+
+      const human = await runCli(['restore-test', String(b.id)], stuck);
+      expect(human.exitCode, human.stderr).toBe(0);
+      const name = /scratch database (hb_drill_\S+) was NOT dropped/.exec(human.stdout)?.[1];
+      expect(name, human.stdout).toBeDefined();
+      left.push(name!);
+      expect(human.stdout).toMatch(/PASSED: 2 tables, 1,500 rows/);
+      expect(human.stdout).toContain(`scratch database ${name} was NOT dropped: `);
+      expect(human.stdout).toContain(`hint: drop it by hand: psql "$RESTORE_TEST_DATABASE_URL" -c 'DROP DATABASE "${name}"' (the next drill also tries)`);
+      expect(human.stdout).not.toMatch(/ dropped$/m);
+      expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toContain(`could not drop scratch database ${name}`);
+      expect((await scratchDatabases(b.id, s.backupDir)).sort()).toEqual([...left].sort());
+
+      // once droppable again, the next drill drops what the earlier ones left
+      for (const d of left) await query(ADMIN_URL, `ALTER DATABASE "${d}" IS_TEMPLATE false`);
+      const next = await runCli(['restore-test', String(b.id)], s.env);
+      expect(next.exitCode, next.stderr).toBe(0);
+      expect(next.stdout).toMatch(/ scratch database hb_drill_\S+ dropped$/m);
+      expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
+    } finally {
+      for (const d of left) {
+        await query(ADMIN_URL, `ALTER DATABASE "${d}" IS_TEMPLATE false`).catch(() => {});
+        await dropDatabase(d);
+      }
+    }
   });
 });
