@@ -32,6 +32,10 @@ export async function buildReport(ctx: RunContext, now = Date.now()): Promise<Re
   const sync = syncCheck(ctx.config, all, snap, now);
   const from = sync.window.from;
   const inWindow = all.filter((b) => b.createdAt >= from);
+  // Failures and the success rate come from runs alone. Every backup attempt is a `backup` run:
+  // the ledger records a backup and closes its run in one transaction, and crash recovery records
+  // an interrupted attempt against its run. So a failed backup row always has its failed run, and
+  // counting failed backup rows as well would count each failure twice.
   const runs = ctx.ledger.listRuns({ since: from, limit: 100_000 });
   const backupRuns = runs.filter((r) => r.job === 'backup' && r.status !== 'running');
   const ok = backupRuns.filter((r) => r.status === 'ok').length;

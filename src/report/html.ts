@@ -89,6 +89,7 @@ export function sizesSvg(r: ReportData, W = 1000): string {
   return parts.join('');
 }
 
+const nw = (s: string) => `<span class="nw">${esc(s)}</span>`;
 const badge = (status: string, label = status) => `<span class="badge ${STATUS_CLASS[status] ?? 'unk'}">${esc(label)}</span>`;
 const table = (head: string[], rows: string[][]) =>
   `<div class="scroll"><table><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('')}</tbody></table></div>`;
@@ -109,13 +110,15 @@ h2{font-size:17px;margin:0 0 10px}.cards{display:grid;grid-template-columns:repe
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:14px}th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 th{color:var(--muted);font-weight:600;white-space:nowrap}.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff;white-space:nowrap}
 .badge.ok{background:var(--ok)}.badge.warn{background:var(--warn)}.badge.crit{background:var(--crit)}.badge.unk{background:var(--unk)}.badge.off{background:#9ca3af}
+.nw{white-space:nowrap}
 footer{color:var(--muted);font-size:12px;text-align:center;padding:8px}
 @media (max-width:600px){main{padding:8px}section{padding:10px}table{font-size:13px}.chart.wide{display:none}}
 @media (min-width:601px){.chart.narrow{display:none}}
 `;
 
 export function renderHtml(r: ReportData): string {
-  const t = (iso: string | null | undefined) => esc(formatTime(iso, r.timezone));
+  // times, sizes, kinds and job names never break across lines: table rows stay one line tall on a desktop
+  const t = (iso: string | null | undefined) => nw(formatTime(iso, r.timezone));
   const now = Date.parse(r.generatedAt);
   const s = r.sync;
   const rate = r.successRate.rate === null ? '–' : `${Math.round(r.successRate.rate * 1000) / 10} %`;
@@ -138,7 +141,7 @@ export function renderHtml(r: ReportData): string {
   html.push(`<section><h2>Monitor</h2>${table(['check', 'status', ''], r.monitor.checks.map((c) => [esc(c.name), badge(c.status, c.status.toUpperCase()), esc(c.message)]))}</section>`);
   html.push(
     `<section><h2>Failures</h2>${
-      r.failures.length === 0 ? '<p>None in the window.</p>' : table(['started', 'job', 'status', 'reason'], r.failures.map((f) => [t(f.startedAt), esc(f.job), badge('critical', f.status), esc(`${f.code ?? ''}: ${f.message}`)]))
+      r.failures.length === 0 ? '<p>None in the window.</p>' : table(['started', 'job', 'status', 'reason'], r.failures.map((f) => [t(f.startedAt), nw(f.job), badge('critical', f.status), esc(`${f.code ? `${f.code}: ` : ''}${f.message}`)]))
     }</section>`,
   );
   html.push(
@@ -168,7 +171,7 @@ export function renderHtml(r: ReportData): string {
   html.push(
     `<section><h2>Backups</h2>${table(
       ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'description'],
-      r.backups.slice(0, 100).map((b) => [esc(b.id), t(b.createdAt), esc(b.kind), badge(b.status === 'ok' ? 'ok' : b.status === 'pruned' ? 'off' : 'critical', b.status), esc(b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-'), b.verifiedAt ? t(b.verifiedAt) : '-', esc(b.offsite?.status ?? '-'), esc(b.description ?? b.error?.message ?? '')]),
+      r.backups.slice(0, 100).map((b) => [esc(b.id), t(b.createdAt), nw(b.kind), badge(b.status === 'ok' ? 'ok' : b.status === 'pruned' ? 'off' : 'critical', b.status), b.status === 'ok' || b.status === 'corrupt' ? nw(formatBytes(b.bytes)) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', esc(b.offsite?.status ?? '-'), esc(b.description ?? b.error?.message ?? '')]),
     )}</section>`,
   );
   html.push(`<footer>hybrid-backup · window ${t(r.window.from)} → ${t(r.window.to)}</footer></main></body></html>`);

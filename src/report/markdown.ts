@@ -37,7 +37,7 @@ export function renderMarkdown(r: ReportData): string {
   );
 
   out.push('## Failures', '');
-  out.push(r.failures.length === 0 ? 'None in the window.' : mdTable(['run', 'started', 'job', 'status', 'reason'], r.failures.map((f) => [String(f.id), t(f.startedAt), f.job, f.status, `${f.code ?? ''}: ${f.message}`])), '');
+  out.push(r.failures.length === 0 ? 'None in the window.' : mdTable(['run', 'started', 'job', 'status', 'reason'], r.failures.map((f) => [String(f.id), t(f.startedAt), f.job, f.status, `${f.code ? `${f.code}: ` : ''}${f.message}`])), '');
 
   out.push('## Restore drills', '');
   out.push(

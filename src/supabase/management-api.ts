@@ -4,7 +4,8 @@
  * Every request: `Authorization: Bearer <token>`, a per-attempt timeout, at most 60 requests a
  * minute (the shared limiter), retries with exponential backoff and jitter on 429 (honouring
  * `Retry-After`), 5xx, timeouts and network errors; never on 401/403/404 or other 4xx. Replies
- * are validated (./schemas.ts). Errors carry codes and hints; the token never appears in them.
+ * are validated (./schemas.ts). Errors carry codes and hints (a 403 names the permission that
+ * endpoint needs, as the contract states it); the token never appears in them.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { z } from 'zod';
@@ -34,6 +35,32 @@ export interface ManagementApiOptions {
   onRetry?: (info: { path: string; attempt: number; waitMs: number; reason: string }) => void;
 }
 
+/**
+ * One endpoint this client calls, and what a token needs for it — as Supabase's contract
+ * (test/contracts) states it in each operation's `security` (`fga_permissions`: what a
+ * fine-grained, scoped access token must carry) and `x-oauth-scope` (an OAuth app's token).
+ */
+interface Call {
+  /** What is asked for, in messages: "the backups list". */
+  what: string;
+  /** What a 403 refuses: "the access token may not <verb> <what>". */
+  verb: 'read' | 'change' | 'start';
+  /** In words, for the 403 hint. */
+  access: string;
+  permission: string;
+  /** null where the contract states none (the add-ons). */
+  oauthScope: string | null;
+}
+
+const CALLS = {
+  listBackups: { what: 'the backups list', verb: 'read', access: "read access to the project's database backups", permission: 'backups_read', oauthScope: 'database:read' },
+  getProject: { what: 'the project', verb: 'read', access: 'read access to the project', permission: 'project_admin_read', oauthScope: 'projects:read' },
+  listAddons: { what: 'the add-ons', verb: 'read', access: "read access to the project's add-ons", permission: 'infra_add_ons_read', oauthScope: null },
+  getBackupSchedule: { what: 'the backup schedule', verb: 'read', access: "read access to the project's database backups", permission: 'backups_read', oauthScope: 'database:read' },
+  updateBackupSchedule: { what: 'the backup schedule', verb: 'change', access: "write access to the project's database backups", permission: 'backups_write', oauthScope: 'database:write' },
+  restorePitr: { what: 'a point-in-time restore', verb: 'start', access: "write access to the project's database backups", permission: 'backups_write', oauthScope: 'database:write' },
+} as const satisfies Record<string, Call>;
+
 const MAX_RETRY_AFTER_MS = 60_000;
 
 /** Parses Retry-After: delta-seconds or an HTTP date. */
@@ -57,34 +84,35 @@ export class ManagementApi {
   }
 
   listBackups(): Promise<BackupsResponse> {
-    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups`, backupsResponse, 'the backups list');
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups`, backupsResponse, CALLS.listBackups);
   }
 
   getProject(): Promise<ProjectResponse> {
-    return this.request('GET', `/v1/projects/${this.o.projectRef}`, projectResponse, 'the project');
+    return this.request('GET', `/v1/projects/${this.o.projectRef}`, projectResponse, CALLS.getProject);
   }
 
   listAddons(): Promise<AddonsResponse> {
-    return this.request('GET', `/v1/projects/${this.o.projectRef}/billing/addons`, addonsResponse, 'the add-ons');
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/billing/addons`, addonsResponse, CALLS.listAddons);
   }
 
   getBackupSchedule(): Promise<ScheduleResponse> {
-    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, 'the backup schedule');
+    return this.request('GET', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, CALLS.getBackupSchedule);
   }
 
   /** `HH:MM:SS` in UTC. */
   updateBackupSchedule(scheduleFor: string): Promise<ScheduleResponse> {
-    return this.request('PATCH', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, 'the backup schedule', { schedule_for: scheduleFor });
+    return this.request('PATCH', `/v1/projects/${this.o.projectRef}/database/backups/schedule`, scheduleResponse, CALLS.updateBackupSchedule, { schedule_for: scheduleFor });
   }
 
   /** Starts a point-in-time restore of the whole project. */
   async restorePitr(unixSeconds: number): Promise<void> {
-    await this.request('POST', `/v1/projects/${this.o.projectRef}/database/backups/restore-pitr`, null, 'the point-in-time restore', {
+    await this.request('POST', `/v1/projects/${this.o.projectRef}/database/backups/restore-pitr`, null, CALLS.restorePitr, {
       recovery_time_target_unix: unixSeconds,
     });
   }
 
-  private async request<S extends z.ZodType>(method: string, path: string, schema: S | null, what: string, body?: unknown): Promise<z.output<S>> {
+  private async request<S extends z.ZodType>(method: string, path: string, schema: S | null, call: Call, body?: unknown): Promise<z.output<S>> {
+    const { what } = call;
     const url = `${this.o.baseUrl.replace(/\/+$/, '')}${path}`;
     // A PATCH or POST that timed out or got a 5xx may have been applied: it is not sent again
     // (a second point-in-time restore, or one of the 3 schedule changes a day used up). Only a
@@ -148,7 +176,11 @@ export class ManagementApi {
         throw new HbError('supabase-unauthorized', 'the Supabase access token is invalid or expired (401)', 'create a new access token at supabase.com/dashboard/account/tokens and set SUPABASE_ACCESS_TOKEN');
       }
       if (status === 403) {
-        throw new HbError('supabase-forbidden', `the access token may not read ${what} of project ${this.o.projectRef} (403)`, 'use a token of an account (or a scoped token) with read access to the project\'s database backups');
+        throw new HbError(
+          'supabase-forbidden',
+          `the access token may not ${call.verb} ${what} (project ${this.o.projectRef}, 403; it needs the ${call.permission} permission)`,
+          `this needs ${call.access}: give a fine-grained (scoped) access token the ${call.permission} permission${call.oauthScope ? ` (an OAuth app's token: the ${call.oauthScope} scope)` : ''}; with a personal access token, use an account whose role in the project's organization allows it`,
+        );
       }
       if (status === 404) {
         throw new HbError('supabase-not-found', `no project ${this.o.projectRef} is visible to this token (404)`, 'check SUPABASE_PROJECT_REF (the 20 letters in the dashboard URL) and that the token\'s account belongs to the project\'s organization');

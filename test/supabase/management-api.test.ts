@@ -131,7 +131,7 @@ describe('supabase-status', () => {
 
   it.each([
     [401, 'supabase-unauthorized', /access token is invalid or expired \(401\)/, /create a new access token/],
-    [403, 'supabase-forbidden', /may not read the backups list of project abcdefghijklmnopqrst \(403\)/, /read access to the project's database backups/],
+    [403, 'supabase-forbidden', /may not read the backups list \(project abcdefghijklmnopqrst, 403; it needs the backups_read permission\)/, /read access to the project's database backups: give a fine-grained \(scoped\) access token the backups_read permission \(an OAuth app's token: the database:read scope\)/],
     [404, 'supabase-not-found', /no project abcdefghijklmnopqrst is visible to this token \(404\)/, /check SUPABASE_PROJECT_REF/],
   ])('%i: no retry, error %s with its hint; the failure recorded, not a crash', async (code, errCode, message, hint) => {
     const s = setup();
@@ -146,6 +146,79 @@ describe('supabase-status', () => {
     expect(api.count('GET', '/database/backups') - before).toBe(1);
     expect(readLedger(s.backupDir, `select status, error_code from runs`)).toEqual([{ status: 'failed', error_code: errCode }]);
     expect(readLedger(s.backupDir, `select ok, error_code from supabase_snapshots`)).toEqual([{ ok: 0, error_code: errCode }]);
+  });
+
+  describe('403: the hint names what that endpoint needs, as the contract states it', () => {
+    /** The operation's `security` → `fga_permissions` (scoped tokens) and `x-oauth-scope` (OAuth apps), read from the contract. */
+    const contract = JSON.parse(readFileSync(CONTRACT, 'utf8'));
+    function needs(method: string, suffix: string): { permission: string; oauthScope: string | null } {
+      const op = contract.paths[`/v1/projects/{ref}${suffix}`][method.toLowerCase()];
+      const permissions = (op.security as Array<Record<string, string[]>>).flatMap((s) => s.fga_permissions ?? []);
+      expect(permissions, `${method} ${suffix}`).toHaveLength(1);
+      return { permission: permissions[0]!, oauthScope: op['x-oauth-scope'] ?? null };
+    }
+    function expectHintFor(error: { message: string; hint: string }, method: string, suffix: string) {
+      const { permission, oauthScope } = needs(method, suffix);
+      expect(error.message).toContain(`403; it needs the ${permission} permission`);
+      expect(error.hint).toContain(`give a fine-grained (scoped) access token the ${permission} permission`);
+      if (oauthScope) expect(error.hint).toContain(`(an OAuth app's token: the ${oauthScope} scope)`);
+      else expect(error.hint).not.toMatch(/scope\)/);
+      // no other endpoint's permission is named
+      for (const other of ['backups_read', 'backups_write', 'project_admin_read', 'infra_add_ons_read'].filter((p) => p !== permission)) expect(`${error.message} ${error.hint}`).not.toContain(other);
+    }
+
+    it('GET the project: project_admin_read, the poll fails without a retry', async () => {
+      const s = setup();
+      api.state = dailyProject();
+      const before = api.count('GET', '');
+      api.queue('GET ', { status: 403, raw: '{"message":"Forbidden action"}' });
+      const r = await status(s.env);
+      expect(r.exitCode).toBe(1);
+      expect(r.doc.error).toMatchObject({ code: 'supabase-forbidden', message: expect.stringMatching(/^the access token may not read the project \(project abcdefghijklmnopqrst, 403/) });
+      expectHintFor(r.doc.error, 'GET', '');
+      expect(r.doc.error.hint).toMatch(/this needs read access to the project:/);
+      expect(api.count('GET', '') - before).toBe(1);
+    });
+
+    it('GET the add-ons: infra_add_ons_read (no OAuth scope stated), a note on an otherwise good poll', async () => {
+      const s = setup();
+      api.state = dailyProject();
+      api.queue('GET /billing/addons', { status: 403, raw: '{"message":"Forbidden action"}' });
+      const r = await status(s.env);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.doc.addons).toBeNull();
+      const note = (r.doc.notes as string[]).find((n) => n.startsWith('add-ons not readable: '));
+      expect(note).toBe('add-ons not readable: the access token may not read the add-ons (project abcdefghijklmnopqrst, 403; it needs the infra_add_ons_read permission)');
+      expect(needs('GET', '/billing/addons')).toEqual({ permission: 'infra_add_ons_read', oauthScope: null });
+    });
+
+    it('PATCH the backup schedule (supabase-config --apply-schedule): backups_write, recorded as a failed change', async () => {
+      const s = setup();
+      writeFileSync(s.env.HYBRID_BACKUP_CONFIG, JSON.stringify({ timezone: 'UTC', schedules: { backup: '0 3 * * *' }, supabase: { requestTimeoutSeconds: 1, maxRetries: 2 } }));
+      api.state = dailyProject();
+      api.queue('PATCH /database/backups/schedule', { status: 403, raw: '{"message":"Forbidden action"}' });
+      const r = await cli(['supabase-config', '--apply-schedule', '--json'], s.env);
+      expect(r.exitCode).toBe(1);
+      const { error } = JSON.parse(r.stdout);
+      expect(error).toMatchObject({ code: 'supabase-forbidden', message: expect.stringMatching(/^the access token may not change the backup schedule /) });
+      expectHintFor(error, 'PATCH', '/database/backups/schedule');
+      expect(error.hint).toMatch(/this needs write access to the project's database backups:/);
+      expect(api.state.scheduleFor).toBe('04:00:00');
+      expect(readLedger(s.backupDir, `select status, error_code from runs where job = 'supabase-schedule'`)).toEqual([{ status: 'failed', error_code: 'supabase-forbidden' }]);
+    });
+
+    it('POST a point-in-time restore: backups_write', async () => {
+      const s = setup();
+      api.state = pitrProject();
+      const before = api.count('POST', '/database/backups/restore-pitr');
+      api.queue('POST /database/backups/restore-pitr', { status: 403, raw: '{"message":"Forbidden action"}' });
+      const r = await cli(['supabase-restore-pitr', '--to', new Date(Date.now() - 3_600_000).toISOString(), '--confirm', REF, '--json'], s.env);
+      expect(r.exitCode).toBe(1);
+      const { error } = JSON.parse(r.stdout);
+      expect(error).toMatchObject({ code: 'supabase-forbidden', message: expect.stringMatching(/^the access token may not start a point-in-time restore /) });
+      expectHintFor(error, 'POST', '/database/backups/restore-pitr');
+      expect(api.count('POST', '/database/backups/restore-pitr') - before).toBe(1);
+    });
   });
 
   it('a wrong token is refused by the API the same way', async () => {
