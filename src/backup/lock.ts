@@ -20,8 +20,11 @@ function timeoutError(waitedMs: number, who: string): HbError {
   );
 }
 
-/** Takes this process's backup slot, then the ledger lock, for `runId`; returns a release function for both. */
-export async function acquireBackupLock(ctx: RunContext, runId: number): Promise<() => void> {
+/**
+ * Takes this process's backup slot, then the ledger lock, for `runId`; returns a release function
+ * for both. Retention takes it too, so it never judges or deletes while a backup is being written.
+ */
+export async function acquireBackupLock(ctx: RunContext, runId: number, purpose = `backup run ${runId}`): Promise<() => void> {
   const waitMs = ctx.config.dump.lockWaitSeconds * 1000;
   const start = Date.now();
   let releaseSlot: () => void;
@@ -41,7 +44,7 @@ export async function acquireBackupLock(ctx: RunContext, runId: number): Promise
     throw timeoutError(Date.now() - start, 'earlier backups in this service');
   }
   try {
-    const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs);
+    const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs, purpose);
     return () => {
       releaseLock();
       releaseSlot();
@@ -52,10 +55,10 @@ export async function acquireBackupLock(ctx: RunContext, runId: number): Promise
   }
 }
 
-async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, waitMs: number): Promise<() => void> {
+async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, waitMs: number, purpose: string): Promise<() => void> {
   let lastNotice = 0;
   for (let attempt = 0; ; attempt++) {
-    const holder = ctx.ledger.tryLock(BACKUP_LOCK, runId, `backup run ${runId}`);
+    const holder = ctx.ledger.tryLock(BACKUP_LOCK, runId, purpose);
     if (!holder) return () => ctx.ledger.unlock(BACKUP_LOCK);
     const waited = Date.now() - start;
     const who = `${holder.purpose ?? 'another backup'} (pid ${holder.pid}, since ${holder.acquiredAt})`;

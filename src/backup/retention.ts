@@ -16,6 +16,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { deletePrunedCopies } from '../offsite/sync.js';
+import { acquireBackupLock } from './lock.js';
 import { formatTime } from '../util/format.js';
 
 export interface RetentionPolicy {
@@ -134,15 +135,20 @@ export interface PruneOutcome {
 
 /** Applies retention (or only plans it, with `dryRun`). Records a `prune` run unless dry. */
 export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Date }): Promise<PruneOutcome> {
-  const asOf = opts.asOf ?? new Date();
   const { retention, timezone, backupDir } = ctx.config;
   const policy: RetentionPolicy = { ...retention, timeZone: timezone };
   if (opts.dryRun) {
+    const asOf = opts.asOf ?? new Date();
     assertSafeToPrune(ctx, asOf);
     return { plan: planRetention(ctx.ledger.listBackups(), asOf, policy), dryRun: true };
   }
-  const run = ctx.ledger.startRun('prune', ctx.trigger, { asOf: asOf.toISOString() });
+  const run = ctx.ledger.startRun('prune', ctx.trigger, opts.asOf ? { asOf: opts.asOf.toISOString() } : {});
+  let release: (() => void) | undefined;
   try {
+    // Wait for a backup being written (the daily one runs just before): its outcome decides
+    // whether pruning is safe, and nothing is deleted while a file is being added.
+    release = await acquireBackupLock(ctx, run.id, `prune run ${run.id}`);
+    const asOf = opts.asOf ?? new Date();
     assertSafeToPrune(ctx, asOf);
     const plan = planRetention(ctx.ledger.listBackups(), asOf, policy);
     const deleted: PlannedDeletion[] = [];
@@ -156,15 +162,21 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     }
     // Files of entries pruned earlier whose deletion was cut short.
     for (const b of ctx.ledger.listBackups({ statuses: ['pruned'] })) await removeBackupFiles(ctx, b, backupDir);
-    // Their offsite copies go too (failures are recorded and retried at the next prune).
+    // Their offsite copies go too (failures are recorded and retried at the next prune), without
+    // holding up a backup that waits for the lock.
+    release();
+    release = undefined;
     await deletePrunedCopies(ctx);
     ctx.ledger.finishRun(run.id, 'ok', null, { deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length });
     return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
   } catch (e) {
     const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-    ctx.log.error(`prune failed: ${err.message}`, { runId: run.id, code: err.code });
+    const stopped = err.code === 'dump-aborted' || err.code === 'service-stopping';
+    ctx.ledger.finishRun(run.id, stopped ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+    ctx.log.error(`prune ${stopped ? 'stopped' : 'failed'}: ${err.message}`, { runId: run.id, code: err.code });
     throw err;
+  } finally {
+    release?.();
   }
 }
 

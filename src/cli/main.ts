@@ -180,14 +180,15 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .description('list backups, newest first')
     .addOption(new Option('--status <statuses>', `only these statuses, comma-separated (${BACKUP_STATUSES.join(', ')})`))
     .addOption(new Option('--kind <kind>', 'only this kind').choices([...BACKUP_KINDS]))
-    .option('--limit <n>', 'at most n backups (default 100)', intArg)
+    .option('--limit <n>', 'at most n backups (default: the newest 100 on screen, every one with --json)', intArg)
     .option('--all', 'every backup, however many')
     .action(
-      act('list', (o: { status?: string; kind?: string; limit?: number; all?: boolean }) => ({
+      act('list', (o: { status?: string; kind?: string; limit?: number; all?: boolean; json?: boolean }) => ({
         status: o.status?.split(',').map((s) => s.trim()),
         kind: o.kind,
         limit: o.limit,
-        all: !!o.all,
+        // a program reading --json gets the whole ledger unless it asks for less
+        all: !!o.all || (!!o.json && o.limit === undefined),
       })),
     );
 

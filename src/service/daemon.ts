@@ -40,7 +40,7 @@ export async function runDaemon(opts: { configFile?: string; version: string; js
       process.exit(1);
     }
     log.info(`${sig} received`);
-    const grace = app.config.service.shutdownGraceSeconds * 1000;
+    const grace = service.shutdownGraceMs(); // the reloaded configuration's, after a SIGHUP
     // The last word: whatever hangs, the process ends.
     setTimeout(() => process.exit(1), grace + 30_000).unref();
     service.stop().then(

@@ -69,12 +69,11 @@ export class Service implements ServiceView {
    * @throws HbError `service-running` when another service answers on the socket.
    */
   async start(): Promise<void> {
-    const hadService = this.app.ledger.lastRun('service') !== undefined;
     await this.server.listen();
     this.serviceRunId = this.app.ledger.startRun('service', 'cli', { socket: this.config.socket.path, version: this.opts.version }).id;
     this.schedule();
     this.log.info(`service started (pid ${this.pid}, backups in ${this.config.backupDir}, times in ${this.config.timezone})`);
-    const missed = hadService ? this.jobs().filter((j) => j.startup.kind === 'missed' && this.missed(j)) : [];
+    const missed = this.jobs().filter((j) => j.startup.kind === 'missed' && this.missed(j));
     const stale = this.jobs().filter((j) => j.startup.kind === 'stale' && this.stale(j, j.startup.maxAgeMs));
     if (missed.length) this.log.info(`catching up ${missed.map((j) => j.name).join(', ')}: due while the service was down`);
     if (stale.length) this.log.info(`running ${stale.map((j) => j.name).join(', ')} now: the last run is too old`);
@@ -97,11 +96,14 @@ export class Service implements ServiceView {
 
   /**
    * Whether the job's last due time passed with no good scheduled run since: missed while the
-   * service was down, or cut short by a crash or restart.
+   * service was down, or cut short by a crash or restart. A due time before the service was
+   * first started on this backup directory was never the service's to keep.
    */
   private missed(job: Job): boolean {
     const due = previousRunOf(this.config, job.name);
     if (!due) return false;
+    const installed = this.app.ledger.firstRun('service');
+    if (!installed || installed.startedAt > due.toISOString()) return false;
     const last = this.app.ledger.lastRun(job.name, ['schedule', 'startup'], 'ok');
     return !last || last.startedAt < due.toISOString();
   }
@@ -210,7 +212,12 @@ export class Service implements ServiceView {
   }
 
   /** Stops the service; see the class comment. */
-  stop(graceMs = this.config.service.shutdownGraceSeconds * 1000): Promise<void> {
+  /** How long a stop lets running work finish, from the current (possibly reloaded) configuration. */
+  shutdownGraceMs(): number {
+    return this.config.service.shutdownGraceSeconds * 1000;
+  }
+
+  stop(graceMs = this.shutdownGraceMs()): Promise<void> {
     this.stopping ??= (async () => {
       const busy = this.work.size;
       this.log.info(`stopping: taking no new work${busy ? `; waiting up to ${graceMs / 1000}s for ${busy} running operation${busy === 1 ? '' : 's'}` : ''}`);

@@ -4,12 +4,14 @@
  */
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
 import { type Daemon, ping, rawExchange, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
 import { fakePgBin } from '../helpers/pgbin.js';
+import { Ledger } from '../../src/ledger/ledger.js';
 
 let db: { name: string; url: string };
 const dirs: string[] = [];
@@ -84,6 +86,37 @@ describe('the service', () => {
     expect(existsSync(d.socket)).toBe(false);
   });
 
+  it('list: on screen the newest 100, with --json every backup; the same document in-process and through the service', async () => {
+    const s = setup();
+    expect((await runCli(['manual', 'real one', '--json'], s.env)).exitCode).toBe(0);
+    const l = Ledger.open(s.backupDir);
+    const t0 = Date.parse('2026-01-01T03:00:00Z');
+    for (let i = 0; i < 149; i++) {
+      const at = new Date(t0 + i * 86_400_000 / 4).toISOString();
+      l.recordBackup({
+        runId: null, kind: 'daily', description: null, file: path.join(s.backupDir, `x${i}.sql`), bytes: 1000 + i, sha256: 'cd'.repeat(32), compression: 'none', profile: 'full',
+        status: i % 10 === 0 ? 'failed' : 'ok', createdAt: at, finishedAt: at, durationMs: 5, database: 'app', source: null, sourceSystemId: null, serverVersion: '15.20',
+        pgDumpVersion: '15.20', tables: { 'public.t': i }, error: i % 10 === 0 ? { code: 'dump-failed', message: `failure "${i}"` } : null,
+      });
+    }
+    l.close();
+    const direct = await runCli(['list', '--json', '--direct'], s.env);
+    const screen = await runCli(['list', '--direct'], s.env);
+    await daemon(s.env);
+    const served = await runCli(['list', '--json'], s.env);
+    const limited = await runCli(['list', '--json', '--limit', '7'], s.env);
+    const servedScreen = await runCli(['list'], s.env);
+    expect(direct.exitCode, direct.stderr).toBe(0);
+    const all = JSON.parse(direct.stdout);
+    expect(all.total).toBe(150);
+    expect(all.backups).toHaveLength(150);
+    expect(all.backups[0].description).toBe('real one'); // newest first
+    expect(JSON.parse(served.stdout)).toEqual(all);
+    expect(JSON.parse(limited.stdout).backups).toEqual(all.backups.slice(0, 7));
+    expect(screen.stdout).toMatch(/showing the newest 100 of 150 backups \(--all for every one\)/);
+    expect(servedScreen.stdout).toBe(screen.stdout);
+  });
+
   it('20 concurrent pre-change requests all succeed, one at a time, in order', async () => {
     const s = setup();
     await daemon(s.env);
@@ -106,6 +139,7 @@ describe('the service', () => {
       ['unknown command', '{"command":"rm-rf"}\n', /unknown command rm-rf/],
       ['unknown field', '{"command":"list","sudo":true}\n', /invalid request/],
       ['bad arguments', '{"command":"list","args":{"limit":"many"}}\n', /invalid limit for list/],
+      ['a misspelt argument is refused, not dropped (a dry run must not turn real)', '{"command":"prune","args":{"dry_run":true}}\n', /invalid arguments for prune: .*dry_run/],
       ['invalid UTF-8', Buffer.from([0xff, 0xfe, 0xfd, 0x0a]), /not valid UTF-8 JSON/],
       ['binary garbage', Buffer.concat([Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7919) % 256)), Buffer.from('\n')]), /not valid UTF-8 JSON|invalid request/],
       ['oversize line', 'x'.repeat(70 * 1024), /longer than 65536 bytes/],
@@ -246,15 +280,28 @@ describe('the service', () => {
     expect(JSON.parse(bad.stdout).error).toMatchObject({ code: 'config-invalid', message: expect.stringMatching(/retention\.days/) });
   });
 
-  it('catches up a daily backup missed while the service was down, once', async () => {
-    const s = setup();
+  it('catches up a daily backup missed while the service was down, once — not one due before it was installed', async () => {
+    const s = setup(); // backup due 00:00 on 1 January, prune 01:00
     const first = await daemon(s.env);
     // a fresh install does not catch up: nothing was missed while it was down
     await sleep(500);
     expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup'`)[0].n).toBe(0);
     await stopDaemon(first);
 
-    // back up after its 1 January run time passed while it was down
+    // Restarted: the 1 January due time passed before the service was first started, so again nothing.
+    const again = await daemon(s.env);
+    await sleep(700);
+    expect(again.output()).not.toMatch(/catching up/);
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup'`)[0].n).toBe(0);
+    await stopDaemon(again);
+
+    // Now say the service was installed, and stopped, before the last 1 January: that due time
+    // passed while it was down.
+    const due = new Date(Date.UTC(new Date().getUTCFullYear(), 0, 1));
+    const before = new Date(due.getTime() - 86_400_000).toISOString();
+    const l = new Database(path.join(s.backupDir, 'ledger.db'));
+    l.prepare(`update runs set started_at = ?, finished_at = ? where job = 'service'`).run(before, before);
+    l.close();
     const second = await daemon(s.env);
     let runs: any[] = [];
     for (let i = 0; i < 200 && runs.length < 2; i++) {

@@ -7,7 +7,8 @@ import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
+import { fakePgBin } from '../helpers/pgbin.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
 
 let db: { name: string; url: string };
@@ -113,6 +114,51 @@ describe('retention', () => {
     expect(dry.exitCode).toBe(1);
     expect(readLedger(s.backupDir, `select count(*) as n from backups where status = 'ok'`)[0].n).toBe(3);
     expect(readLedger(s.backupDir, `select status, error_code from runs where job = 'prune'`)).toEqual([{ status: 'failed', error_code: 'prune-refused' }]);
+  });
+
+  it('waits for a backup being written, then prunes; the new backup is never judged or touched mid-write', async () => {
+    const s = setup({ days: 1, minKeep: 1 });
+    await backups(s.env, 3, 10);
+    const slowCfg = path.join(s.dir, 'slow.json');
+    writeFileSync(slowCfg, JSON.stringify({ timezone: 'UTC', retention: { days: 1, minKeep: 1 }, dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 3; exec "$REAL" "$@"') } }));
+    const writing = startCli(['manual', 'in flight', '--json'], { ...s.env, HYBRID_BACKUP_CONFIG: slowCfg });
+    for (let i = 0; i < 200 && readLedger(s.backupDir, 'select 1 from locks').length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    const r = await runCli(['prune', '--json'], s.env);
+    const w = await writing;
+    expect(w.exitCode, String(w.stderr)).toBe(0);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/waiting for backup run \d+ \(pid \d+, since .*\) to finish/);
+    const fresh = JSON.parse(String(w.stdout));
+    // the three old ones go; the one written meanwhile is the newest and stays
+    expect(JSON.parse(r.stdout).deleted).toHaveLength(3);
+    expect(readLedger(s.backupDir, 'select id, status from backups where id = ?', fresh.id)).toEqual([{ id: fresh.id, status: 'ok' }]);
+    const [pruneRun] = readLedger(s.backupDir, `select started_at, finished_at from runs where job = 'prune'`);
+    expect(Date.parse(pruneRun.finished_at)).toBeGreaterThanOrEqual(Date.parse(fresh.finishedAt));
+  });
+
+  it('--as-of plans each rule for another time without moving a clock: minKeep, pins, a failed newest run', async () => {
+    const s = setup({ days: 30, preChangeDays: 30, minKeep: 2 });
+    const made = await backups(s.env, 4, 0);
+    expect((await runCli(['pin', String(made[0])], s.env)).exitCode).toBe(0);
+    const in40days = new Date(Date.now() + 40 * 86_400_000).toISOString();
+    const plan = await prune(s.env, '--as-of', in40days);
+    expect(plan.exitCode, plan.stderr).toBe(0);
+    expect(plan.doc.dryRun).toBe(true);
+    // all four are past 30 days then: the pinned one and the newest two (minKeep) stay
+    expect(ids(plan.doc.deleted)).toEqual([made[1]]);
+    expect(plan.doc.kept.find((b: { id: number }) => b.id === made[0]).keptBecause.join("; ")).toMatch(/pinned/);
+    expect(plan.doc.kept.find((b: { id: number }) => b.id === made[3]).keptBecause.join("; ")).toMatch(/newest 2/);
+    // a scheduled backup that fails in 10 days stops any plan after it, not one before it
+    const l = ledger(s.backupDir);
+    const failedAt = new Date(Date.now() + 10 * 86_400_000).toISOString();
+    l.prepare(`insert into runs (job, trigger, status, started_at, finished_at, error_code, error_message) values ('backup', 'schedule', 'failed', ?, ?, 'db-unreachable', 'connection refused')`).run(failedAt, failedAt);
+    l.close();
+    const after = await runCli(['prune', '--as-of', in40days], s.env);
+    expect(after.exitCode).toBe(1);
+    expect(after.stderr).toMatch(/not pruning: the newest scheduled backup .* failed: connection refused/);
+    expect((await prune(s.env, '--as-of', new Date(Date.now() + 5 * 86_400_000).toISOString())).doc.deleted).toEqual([]);
+    // planning changed nothing
+    expect(readLedger(s.backupDir, `select count(*) as n from backups where status = 'ok'`)[0].n).toBe(4);
   });
 
   it('never touches files the ledger does not list', async () => {

@@ -80,3 +80,37 @@ describe('ledger', () => {
     l.close();
   });
 });
+
+describe('listBackupsJson', () => {
+  const base = {
+    runId: null, kind: 'daily' as const, description: null, file: '/b/x.sql', bytes: 10, sha256: 'ab'.repeat(32), compression: 'none' as const,
+    profile: 'full' as const, status: 'ok' as const, createdAt: '2026-11-01T03:00:00.000Z', finishedAt: '2026-11-01T03:00:01.000Z', durationMs: 1000,
+    database: 'app', source: null, sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': 3 }, error: null,
+  };
+
+  it('gives exactly the objects listBackups gives, for every shape of row, and follows every change', () => {
+    const l = Ledger.open(dir());
+    const a = l.recordBackup({ ...base, description: 'quote " and \\ and ünïcode ✓', kind: 'pre-change' });
+    const b = l.recordBackup({ ...base, status: 'failed', sha256: null, bytes: 0, tables: {}, error: { code: 'dump-failed', message: 'pg_dump: error: "x"\nline 2' }, createdAt: '2026-11-02T03:00:00.000Z' });
+    l.recordBackup({ ...base, kind: 'manual', createdAt: '2026-11-02T03:00:00.000Z', compression: 'gzip', finishedAt: null, durationMs: null, serverVersion: null });
+    l.setPinned(a.id, true);
+    l.setOffsite(a.id, { status: 'uploaded', location: 'hybrid-backups/x.sql', bytes: 10 });
+    l.setOffsite(b.id, { status: 'failed', location: '', error: 'timeout' });
+    const same = (filter: Parameters<Ledger['listBackups']>[0] = {}) => expect(JSON.parse(l.listBackupsJson(filter))).toEqual(l.listBackups(filter));
+    same();
+    same({ limit: 2 });
+    same({ statuses: ['failed'] });
+    same({ kind: 'manual' });
+    same({ statuses: ['corrupt'] }); // none: []
+    expect(l.listBackupsJson({ statuses: ['corrupt'] })).toBe('[]');
+    // a change by this connection, then by another one, shows at once
+    l.setIntegrity(a.id, 'corrupt');
+    same();
+    const other = new Database(path.join(path.dirname(l.file), 'ledger.db'));
+    other.prepare('update backups set description = ? where id = ?').run('changed elsewhere', a.id);
+    other.close();
+    expect(JSON.parse(l.listBackupsJson()).find((x: { id: number }) => x.id === a.id).description).toBe('changed elsewhere');
+    same();
+    l.close();
+  });
+});
