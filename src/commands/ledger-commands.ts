@@ -28,9 +28,10 @@ export const listCommand = defineCommand({
   async run(ctx, args): Promise<{ backups: Backup[]; total: number }> {
     const filter = { statuses: args.status, kind: args.kind };
     const limit = args.all ? undefined : (args.limit ?? LIST_DEFAULT_LIMIT);
-    const json = ctx.ledger.listBackupsJson({ ...filter, limit });
-    // The service sends SQLite's JSON as it is (10,000 backups in a few ms); in-process it is parsed.
-    const backups = ctx.service ? (new RawJson(json) as unknown as Backup[]) : (JSON.parse(json) as Backup[]);
+    // The service sends the ledger's cached JSON bytes as they are (10,000 backups in a few ms);
+    // in-process they are parsed.
+    const raw = ctx.ledger.listBackupsRaw({ ...filter, limit });
+    const backups = ctx.service ? (new RawJson(raw) as unknown as Backup[]) : (JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8')) as Backup[]);
     return { backups, total: ctx.ledger.countBackups(filter) };
   },
   render(doc, view) {

@@ -171,14 +171,35 @@ function toRun(r: RunRow): Run {
 
 const now = () => new Date().toISOString();
 
+interface CachedBackupJson {
+  id: number;
+  createdAt: string;
+  json: Buffer;
+}
+
+interface AllBackupsCache {
+  stamp: string;
+  maxRev: number;
+  byId: Map<number, CachedBackupJson>;
+  /** newest first, as `ORDER BY created_at DESC, id DESC` */
+  ordered: CachedBackupJson[];
+  bytes: Buffer;
+}
+
+const OPEN_BRACKET = Buffer.from('[');
+const COMMA = Buffer.from(',');
+const CLOSE_BRACKET = Buffer.from(']');
+
 export class Ledger {
   readonly file: string;
   /** Runs this open found abandoned by dead processes and closed as interrupted. */
   readonly recovered: RecoveredRun[];
   private readonly db: Database.Database;
   private closed = false;
-  /** The last `listBackupsJson` answer, reused while the ledger has not changed. */
+  /** The last filtered `listBackupsJson` answer, reused while the ledger has not changed. */
   private listCache: { key: string; json: string } | undefined;
+  /** Every backup's JSON, refreshed row by row from `rev` (see {@link allBackupsJson}). */
+  private allCache: AllBackupsCache | undefined;
   private readonly finishedListeners: Array<(run: Run) => void> = [];
 
   private constructor(file: string, db: Database.Database) {
@@ -464,6 +485,16 @@ export class Ledger {
    * connection or any other). Its objects equal `listBackups`' (the tests hold them to it).
    */
   listBackupsJson(filter: BackupFilter & { limit?: number } = {}): string {
+    const raw = this.listBackupsRaw(filter);
+    return typeof raw === 'string' ? raw : raw.toString('utf8');
+  }
+
+  /**
+   * {@link listBackupsJson} as the service sends it: every backup (no filter) as the cached UTF-8
+   * bytes, so a `list --json` of 10,000 backups costs no serialising at all while nothing changed.
+   */
+  listBackupsRaw(filter: BackupFilter & { limit?: number } = {}): string | Buffer {
+    if (!filter.statuses && !filter.kind && !filter.limit) return this.allBackupsJson();
     const key = `${JSON.stringify([filter.statuses ?? null, filter.kind ?? null, filter.limit ?? null])}@${this.changeStamp()}`;
     if (this.listCache?.key === key) return this.listCache.json;
     const { where, args } = backupWhere(filter);
@@ -472,6 +503,61 @@ export class Ledger {
     const json = this.db.prepare(`SELECT coalesce(json_group_array(json(j)), '[]') FROM (SELECT ${BACKUP_JSON} AS j FROM backups ${where} ORDER BY created_at DESC, id DESC${limit})`).pluck().get(...args) as string;
     this.listCache = { key, json };
     return json;
+  }
+
+  /**
+   * Every backup, newest first, as one JSON array in UTF-8. Each row's JSON is kept; when the
+   * ledger has changed, only rows whose `rev` is newer than the newest one seen are read again (a
+   * trigger bumps `rev` on every insert and update, whichever process writes), and the order is
+   * re-sorted only when a row is new or its time changed. A row count that no longer matches (a
+   * row deleted by hand) rebuilds the whole cache.
+   */
+  private allBackupsJson(): Buffer {
+    const stamp = this.changeStamp();
+    if (this.allCache?.stamp === stamp) return this.allCache.bytes;
+    const c = this.allCache;
+    this.allCache = undefined; // a refresh that throws leaves no half-updated cache behind
+    const select = `SELECT id, created_at AS createdAt, rev, ${BACKUP_JSON} AS json FROM backups`;
+    type Row = { id: number; createdAt: string; rev: number; json: string };
+    const toEntry = (r: Row): CachedBackupJson => ({ id: r.id, createdAt: r.createdAt, json: Buffer.from(r.json, 'utf8') });
+    const read = this.db.transaction((): AllBackupsCache => {
+      // one read transaction: the count and the rows come from the same snapshot
+      const count = this.db.prepare('SELECT count(*) FROM backups').pluck().get() as number;
+      let maxRev = c?.maxRev ?? -1;
+      let byId = c?.byId ?? new Map<number, CachedBackupJson>();
+      let ordered = c?.ordered ?? [];
+      let resort = !c;
+      for (const r of this.db.prepare(`${select} WHERE rev > ?`).iterate(maxRev) as IterableIterator<Row>) {
+        maxRev = Math.max(maxRev, r.rev);
+        const known = byId.get(r.id);
+        if (known && known.createdAt === r.createdAt) {
+          known.json = Buffer.from(r.json, 'utf8');
+        } else {
+          byId.set(r.id, toEntry(r));
+          resort = true;
+        }
+      }
+      if (byId.size !== count) {
+        byId = new Map();
+        maxRev = -1;
+        for (const r of this.db.prepare(select).iterate() as IterableIterator<Row>) {
+          maxRev = Math.max(maxRev, r.rev);
+          byId.set(r.id, toEntry(r));
+        }
+        resort = true;
+      }
+      if (resort) ordered = [...byId.values()].sort((x, y) => (x.createdAt === y.createdAt ? y.id - x.id : x.createdAt < y.createdAt ? 1 : -1));
+      const pieces: Buffer[] = [OPEN_BRACKET];
+      ordered.forEach((e, i) => {
+        if (i > 0) pieces.push(COMMA);
+        pieces.push(e.json);
+      });
+      pieces.push(CLOSE_BRACKET);
+      // the stamp from before the read: a commit in between only costs one more (empty) refresh
+      return { stamp, maxRev, byId, ordered, bytes: Buffer.concat(pieces) };
+    });
+    this.allCache = read();
+    return this.allCache.bytes;
   }
 
   /** Changes whenever anything commits to the ledger, from this connection or another. */

@@ -137,4 +137,18 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX monitor_results_at ON monitor_results (at);
   `,
+
+  // 5: a revision per backup row, so a reader can fetch only the rows changed since it last looked
+  //    (the service keeps list --json of every backup without re-reading 10,000 rows each time)
+  `
+  ALTER TABLE backups ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+  UPDATE backups SET rev = id;
+  CREATE INDEX backups_rev ON backups (rev);
+  CREATE TRIGGER backups_rev_insert AFTER INSERT ON backups BEGIN
+    UPDATE backups SET rev = (SELECT max(rev) FROM backups) + 1 WHERE id = NEW.id;
+  END;
+  CREATE TRIGGER backups_rev_update AFTER UPDATE ON backups WHEN NEW.rev = OLD.rev BEGIN
+    UPDATE backups SET rev = (SELECT max(rev) FROM backups) + 1 WHERE id = NEW.id;
+  END;
+  `,
 ];

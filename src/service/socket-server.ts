@@ -15,7 +15,7 @@ import type { Reporter } from '../context.js';
 import { HbError } from '../domain/errors.js';
 import type { Logger } from '../log/logger.js';
 import { MAX_REQUEST_BYTES, type Reply, type Request, requestSchema } from './protocol.js';
-import { stringifyWithRaw } from '../util/raw-json.js';
+import { serializeWithRaw } from '../util/raw-json.js';
 
 export type RequestHandler = (req: Request, reporter: Reporter) => Promise<Extract<Reply, { type: 'result' }>>;
 
@@ -141,7 +141,13 @@ export class ControlServer {
     const log = this.opts.log;
     sock.on('error', (e) => log.debug(`control client error: ${e.message}`));
     const send = (r: Reply) => {
-      if (!sock.destroyed && sock.writable) sock.write(`${stringifyWithRaw(r)}\n`);
+      if (sock.destroyed || !sock.writable) return;
+      // A cached list goes out as its cached bytes, not re-encoded into one new 5 MB string.
+      const parts = serializeWithRaw(r);
+      sock.cork();
+      for (const p of parts) sock.write(p);
+      sock.write('\n');
+      sock.uncork(); // now, not on the next tick: a shutdown may close the socket right after
     };
     if (this.closing) {
       send(errorResult(undefined, 'service-stopping', 'the service is shutting down', 1, 'try again once it is back, or use --direct'));

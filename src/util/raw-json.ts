@@ -5,12 +5,24 @@
 import { randomBytes } from 'node:crypto';
 
 export class RawJson {
-  constructor(readonly json: string) {}
+  /** `json`: the text, or its UTF-8 bytes. */
+  constructor(readonly json: string | Buffer) {}
 }
 
-/** `JSON.stringify`, except that each {@link RawJson} in `value` is written as its text. */
-export function stringifyWithRaw(value: unknown): string {
-  const raws: string[] = [];
+/** The last text encoded by {@link serializeWithRaw}: a cached list is sent again unchanged. */
+let lastEncoded: { text: string; bytes: Buffer } | undefined;
+
+function encoded(text: string): Buffer {
+  if (lastEncoded?.text !== text) lastEncoded = { text, bytes: Buffer.from(text, 'utf8') };
+  return lastEncoded.bytes;
+}
+
+/**
+ * `JSON.stringify(value)` as a list of pieces to write in order: the document's own text, with
+ * each {@link RawJson} in it as a Buffer of its text (the same text twice in a row is encoded once).
+ */
+export function serializeWithRaw(value: unknown): Array<string | Buffer> {
+  const raws: Array<string | Buffer> = [];
   const nonce = randomBytes(8).toString('hex');
   const text = JSON.stringify(value, (_key, v: unknown) => {
     if (v instanceof RawJson) {
@@ -19,6 +31,16 @@ export function stringifyWithRaw(value: unknown): string {
     }
     return v;
   });
-  if (raws.length === 0) return text;
-  return text.replace(new RegExp(`"${nonce}:(\\d+)"`, 'g'), (_m, i: string) => raws[Number(i)]!);
+  if (raws.length === 0) return [text];
+  const parts: Array<string | Buffer> = [];
+  const marker = new RegExp(`"${nonce}:(\\d+)"`, 'g');
+  let at = 0;
+  for (const m of text.matchAll(marker)) {
+    parts.push(text.slice(at, m.index));
+    const raw = raws[Number(m[1])]!;
+    parts.push(typeof raw === 'string' ? encoded(raw) : raw);
+    at = m.index + m[0].length;
+  }
+  parts.push(text.slice(at));
+  return parts;
 }

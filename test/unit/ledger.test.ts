@@ -113,4 +113,36 @@ describe('listBackupsJson', () => {
     same();
     l.close();
   });
+
+  it('keeps the full list right, row by row, through inserts, updates and deletes by another process', () => {
+    const l = Ledger.open(dir());
+    const ids = Array.from({ length: 5 }, (_, i) => l.recordBackup({ ...base, createdAt: `2026-11-0${i + 1}T03:00:00.000Z` }).id);
+    const same = () => expect(JSON.parse(l.listBackupsJson())).toEqual(l.listBackups());
+    same();
+    const other = new Database(path.join(path.dirname(l.file), 'ledger.db'));
+    other.pragma('busy_timeout = 5000');
+    // an insert elsewhere with an older time than the newest: it must land in its place, not at the top
+    other.prepare(`insert into backups (kind, file, bytes, sha256, compression, profile, status, created_at, database) values ('manual', '/b/y.sql', 5, ?, 'none', 'full', 'ok', '2026-11-03T12:00:00.000Z', 'app')`).run('cd'.repeat(32));
+    same();
+    expect((JSON.parse(l.listBackupsJson()) as Array<{ file: string }>).map((b) => b.file).indexOf('/b/y.sql')).toBe(2);
+    // an update elsewhere, then one here
+    other.prepare('update backups set status = ? where id = ?').run('pruned', ids[0]);
+    same();
+    l.setPinned(ids[1]!, true);
+    same();
+    // a row deleted by hand, and one deleted and another added in the same change: the count check rebuilds
+    other.prepare('delete from backups where id = ?').run(ids[2]);
+    same();
+    other.transaction(() => {
+      other.prepare('delete from backups where id = ?').run(ids[3]);
+      other.prepare(`insert into backups (kind, file, bytes, sha256, compression, profile, status, created_at, database) values ('daily', '/b/z.sql', 7, ?, 'none', 'full', 'ok', '2026-11-09T03:00:00.000Z', 'app')`).run('ef'.repeat(32));
+    })();
+    same();
+    expect(JSON.parse(l.listBackupsJson())).toHaveLength(5);
+    // every write bumped a revision: the newest rev belongs to the newest change
+    const top = other.prepare('select file from backups order by rev desc limit 1').pluck().get();
+    expect(top).toBe('/b/z.sql');
+    other.close();
+    l.close();
+  });
 });
