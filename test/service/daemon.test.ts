@@ -220,6 +220,24 @@ describe('the service', () => {
     expect(d.output()).toMatch(/grace period over: aborting running work/);
   });
 
+  it('a stop uses the grace period of the configuration SIGHUP reloaded, not the one it started with', async () => {
+    const s = setup();
+    const pgBinDir = await fakePgBin(s.dir, '"$REAL" "$@" | head -c 4000; sleep 30');
+    s.write({ service: { shutdownGraceSeconds: 600 }, dump: { pgBinDir } });
+    const d = await daemon(s.env);
+    s.write({ service: { shutdownGraceSeconds: 1 }, dump: { pgBinDir } });
+    d.proc.kill('SIGHUP');
+    for (let i = 0; i < 100 && !/configuration reloaded/.test(d.output()); i++) await sleep(50);
+    const cli = startCli(['manual', 'abort me after the reloaded grace'], s.env);
+    for (let i = 0; i < 100 && files(s.backupDir, /\.partial$/).length === 0; i++) await sleep(50);
+    const t0 = Date.now();
+    expect(await stopDaemon(d), d.output()).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(15_000); // 600 s had the old configuration been used
+    expect(d.output()).toMatch(/waiting up to 1s for 1 running operation/);
+    expect((await cli).exitCode).toBe(1);
+    expect(readLedger(s.backupDir, `select status from runs where job = 'backup'`)).toEqual([{ status: 'interrupted' }]);
+  });
+
   it('kill -9 of the service mid-backup, then a restart: stale socket replaced, run interrupted, partial removed', async () => {
     const s = setup();
     s.write({ dump: { pgBinDir: await fakePgBin(s.dir, '"$REAL" "$@" | head -c 4000; sleep 30') } });
