@@ -139,16 +139,21 @@ export const MIGRATIONS: readonly string[] = [
   `,
 
   // 5: a revision per backup row, so a reader can fetch only the rows changed since it last looked
-  //    (the service keeps list --json of every backup without re-reading 10,000 rows each time)
+  //    (the service keeps list --json of every backup without re-reading 10,000 rows each time).
+  //    The counter lives in its own row: it never goes back, even when the newest row is deleted.
   `
   ALTER TABLE backups ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+  CREATE TABLE backups_rev (n INTEGER NOT NULL);
+  INSERT INTO backups_rev (n) SELECT coalesce(max(id), 0) FROM backups;
   UPDATE backups SET rev = id;
-  CREATE INDEX backups_rev ON backups (rev);
+  CREATE INDEX backups_by_rev ON backups (rev);
   CREATE TRIGGER backups_rev_insert AFTER INSERT ON backups BEGIN
-    UPDATE backups SET rev = (SELECT max(rev) FROM backups) + 1 WHERE id = NEW.id;
+    UPDATE backups_rev SET n = n + 1;
+    UPDATE backups SET rev = (SELECT n FROM backups_rev) WHERE id = NEW.id;
   END;
   CREATE TRIGGER backups_rev_update AFTER UPDATE ON backups WHEN NEW.rev = OLD.rev BEGIN
-    UPDATE backups SET rev = (SELECT max(rev) FROM backups) + 1 WHERE id = NEW.id;
+    UPDATE backups_rev SET n = n + 1;
+    UPDATE backups SET rev = (SELECT n FROM backups_rev) WHERE id = NEW.id;
   END;
   `,
 ];

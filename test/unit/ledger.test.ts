@@ -139,9 +139,16 @@ describe('listBackupsJson', () => {
     })();
     same();
     expect(JSON.parse(l.listBackupsJson())).toHaveLength(5);
+    // the row changed last deleted and another added at once: the new one still gets a newer rev
+    other.transaction(() => {
+      other.prepare('delete from backups where file = ?').run('/b/z.sql');
+      other.prepare(`insert into backups (kind, file, bytes, sha256, compression, profile, status, created_at, database) values ('daily', '/b/w.sql', 9, ?, 'none', 'full', 'ok', '2026-11-10T03:00:00.000Z', 'app')`).run('0f'.repeat(32));
+    })();
+    same();
+    expect((JSON.parse(l.listBackupsJson()) as Array<{ file: string }>)[0]!.file).toBe('/b/w.sql');
     // every write bumped a revision: the newest rev belongs to the newest change
     const top = other.prepare('select file from backups order by rev desc limit 1').pluck().get();
-    expect(top).toBe('/b/z.sql');
+    expect(top).toBe('/b/w.sql');
     other.close();
     l.close();
   });
