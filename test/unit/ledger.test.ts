@@ -81,6 +81,30 @@ describe('ledger', () => {
   });
 });
 
+describe('ledger migrations', () => {
+  it('brings a ledger written before backups had a rev (schema 4) forward, keeping its rows and listing them right', () => {
+    const d = dir();
+    const old = new Database(path.join(d, 'ledger.db'));
+    old.pragma('journal_mode = WAL');
+    for (let i = 0; i < 4; i++) old.exec(MIGRATIONS[i]!);
+    old.pragma('user_version = 4');
+    const insert = old.prepare(`insert into backups (kind, file, bytes, sha256, compression, profile, status, created_at, database) values ('daily', ?, 1, ?, 'none', 'full', 'ok', ?, 'app')`);
+    insert.run('/b/1.sql', 'aa'.repeat(32), '2026-10-01T03:00:00.000Z');
+    insert.run('/b/2.sql', 'bb'.repeat(32), '2026-10-02T03:00:00.000Z');
+    old.close();
+    const l = Ledger.open(d);
+    expect(JSON.parse(l.listBackupsJson()).map((b: { file: string }) => b.file)).toEqual(['/b/2.sql', '/b/1.sql']);
+    // a change after the migration gets a rev above every backfilled one
+    l.setPinned(1, true);
+    expect(JSON.parse(l.listBackupsJson())[1]).toMatchObject({ id: 1, pinned: true });
+    l.close();
+    const db = new Database(path.join(d, 'ledger.db'));
+    expect(db.pragma('user_version', { simple: true })).toBe(MIGRATIONS.length);
+    expect(db.prepare('select id, rev from backups order by id').all()).toEqual([{ id: 1, rev: 3 }, { id: 2, rev: 2 }]);
+    db.close();
+  });
+});
+
 describe('listBackupsJson', () => {
   const base = {
     runId: null, kind: 'daily' as const, description: null, file: '/b/x.sql', bytes: 10, sha256: 'ab'.repeat(32), compression: 'none' as const,
