@@ -30,8 +30,8 @@ export const listCommand = defineCommand({
     const limit = args.all ? undefined : (args.limit ?? LIST_DEFAULT_LIMIT);
     // The service sends the ledger's cached JSON bytes as they are (10,000 backups in a few ms);
     // in-process they are parsed.
-    const raw = ctx.ledger.listBackupsRaw({ ...filter, limit });
-    const backups = ctx.service ? (new RawJson(raw) as unknown as Backup[]) : (JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8')) as Backup[]);
+    const query = { ...filter, limit };
+    const backups = ctx.service ? (new RawJson(ctx.ledger.listBackupsRaw(query)) as unknown as Backup[]) : (JSON.parse(ctx.ledger.listBackupsJson(query)) as Backup[]);
     return { backups, total: ctx.ledger.countBackups(filter) };
   },
   render(doc, view) {
