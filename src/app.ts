@@ -6,10 +6,11 @@ import path from 'node:path';
 import { type AlertEvent, Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
 import { type Reporter, type RunContext, type ServiceView, silentReporter } from './context.js';
+import { HbError } from './domain/errors.js';
 import type { Run, RunTrigger } from './domain/types.js';
 import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
-import { writeMetrics } from './monitor/metrics.js';
+import { metricsPath, writeMetrics } from './monitor/metrics.js';
 import { FifoMutex } from './util/fifo-mutex.js';
 import { ensurePrivateDir, removeStaleTempFiles } from './util/fs.js';
 import { isAlive } from './util/process.js';
@@ -18,6 +19,10 @@ import { RateLimiter } from './util/rate-limiter.js';
 export interface AppOptions {
   consoleLevel: Level | 'silent';
   consoleJson?: boolean;
+  /** For `ledger-rebuild`: accept an empty ledger beside sidecars, move an unreadable one aside. */
+  recoverLedger?: boolean;
+  /** For commands that only look (the monitor): when the disk is full, read a copy of the ledger. */
+  readOnlyOnFullDisk?: boolean;
 }
 
 export class App {
@@ -36,6 +41,7 @@ export class App {
     readonly config: Config,
     readonly ledger: Ledger,
     readonly logs: Logs,
+    private readonly consoleSilent: boolean,
   ) {
     this.alerts = new Alerter({ url: config.alerts.webhookUrl, timeoutMs: config.alerts.timeoutSeconds * 1000, retries: config.alerts.retries, exitWaitMs: config.alerts.exitWaitSeconds * 1000, log: logs.channel('backup') });
     ledger.onRunFinished((run) => {
@@ -60,7 +66,11 @@ export class App {
     try {
       await writeMetrics(this.config, this.ledger);
     } catch (e) {
-      this.logs.channel('backup').warn(`cannot write metrics: ${(e as Error).message}`);
+      // The metrics file is how a failure reaches Prometheus; when it cannot be written (a full
+      // disk), say so where someone will see it.
+      const msg = `cannot write metrics to ${metricsPath(this.config)}: ${(e as Error).message}`;
+      this.logs.channel('backup').warn(msg);
+      if (this.consoleSilent) process.stderr.write(`hybrid-backup: ${msg}\n`);
     }
   }
 
@@ -70,10 +80,20 @@ export class App {
     const logs = new Logs({ dir: config.backupDir, fileLevel: config.log.level, consoleLevel: opts.consoleLevel, consoleJson: opts.consoleJson });
     let ledger: Ledger;
     try {
-      ledger = Ledger.open(config.backupDir);
+      ledger = Ledger.open(config.backupDir, { recover: opts.recoverLedger });
     } catch (e) {
-      await logs.close();
-      throw e;
+      // A full disk must not keep the monitor (or list) from looking: a read-only copy will do.
+      if (opts.readOnlyOnFullDisk && e instanceof HbError && e.code === 'disk-full') {
+        try {
+          ledger = Ledger.openReadOnlyCopy(config.backupDir, e.message);
+        } catch {
+          await logs.close();
+          throw e;
+        }
+      } else {
+        await logs.close();
+        throw e;
+      }
     }
     const log = logs.channel('backup');
     for (const r of ledger.recovered) {
@@ -86,7 +106,7 @@ export class App {
       const removed = await removeStaleTempFiles(dir, (pid) => isAlive({ pid, start: null, host: null }));
       if (removed.length) log.warn(`removed ${removed.length} temporary file(s) left by a process that died mid-write: ${removed.join(', ')}`, { dir });
     }
-    return new App(config, ledger, logs);
+    return new App(config, ledger, logs, opts.consoleLevel === 'silent');
   }
 
   context(trigger: RunTrigger, opts: { reporter?: Reporter; signal?: AbortSignal; config?: Config; service?: ServiceView } = {}): RunContext {
@@ -110,6 +130,7 @@ export class App {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.flushMetrics();
+      this.ledger.flushPending();
       this.ledger.close();
       await this.alerts.flush();
       await this.logs.close();

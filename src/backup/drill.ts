@@ -18,7 +18,7 @@ import type { Backup, DrillResult } from '../domain/types.js';
 import { compactUtc, SIDECAR_SUFFIX } from '../dump/naming.js';
 import { isPlatformLayout, isReservedRole, type PlatformLayout, readPlatformLayout, RESERVED_ROLES } from '../dump/profiles.js';
 import { readSidecar } from '../dump/sidecar.js';
-import { type ConnInfo, describeConn, libpqArgs, parseConnInfo } from '../pg/connection.js';
+import { type ConnInfo, describeConn, libpqArgs, parseConnInfo, sourceConnInfo } from '../pg/connection.js';
 import { probeServer, withClient } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
 import { formatCount, formatDuration } from '../util/format.js';
@@ -95,7 +95,7 @@ async function platformLayoutOf(ctx: RunContext, b: Backup): Promise<PlatformLay
   const note = `backup ${b.id} ${why}: reading the platform schemas from the source database (DATABASE_URL) as it is now, not as it was at backup time`;
   ctx.log.warn(note, { backupId: b.id });
   ctx.reporter.notice(note);
-  const source = parseConnInfo(ctx.config.databaseUrl);
+  const source = sourceConnInfo(ctx.config.databaseUrl);
   const timeout = ctx.config.dump.connectTimeoutSeconds;
   try {
     const major = (await probeServer(source, timeout)).major;

@@ -1,7 +1,8 @@
 /**
- * One backup at a time per backup directory: first this process's FIFO queue (so a service
- * runs its backups in the order they were asked for), then the ledger's `backup` lock (across
- * processes). A backup waits (telling the operator once, then every minute) up to
+ * One backup at a time per backup directory, in the order they were asked for, whichever process
+ * asked: a backup takes a ticket in the ledger's queue as it is asked for, then this process's
+ * FIFO slot, then the ledger's `backup` lock — which goes to the live waiter with the oldest
+ * ticket. A backup waits (telling the operator once, then every minute) up to
  * `dump.lockWaitSeconds` in all, then fails with `backup-lock-timeout`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -27,6 +28,18 @@ function timeoutError(waitedMs: number, who: string): HbError {
 export async function acquireBackupLock(ctx: RunContext, runId: number, purpose = `backup run ${runId}`): Promise<() => void> {
   const waitMs = ctx.config.dump.lockWaitSeconds * 1000;
   const start = Date.now();
+  // A place in line first, as the request arrives: backups run in the order they were asked
+  // for, whichever process asked.
+  const ticket = ctx.ledger.queueForLock(BACKUP_LOCK, runId, purpose);
+  try {
+    return await acquireInLine(ctx, runId, purpose, ticket, start, waitMs);
+  } catch (e) {
+    ctx.ledger.leaveQueue(ticket);
+    throw e;
+  }
+}
+
+async function acquireInLine(ctx: RunContext, runId: number, purpose: string, ticket: number, start: number, waitMs: number): Promise<() => void> {
   let releaseSlot: () => void;
   try {
     releaseSlot = await ctx.backupSlot.acquire({
@@ -44,7 +57,7 @@ export async function acquireBackupLock(ctx: RunContext, runId: number, purpose 
     throw timeoutError(Date.now() - start, 'earlier backups in this service');
   }
   try {
-    const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs, purpose);
+    const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs, purpose, ticket);
     return () => {
       releaseLock();
       releaseSlot();
@@ -55,10 +68,10 @@ export async function acquireBackupLock(ctx: RunContext, runId: number, purpose 
   }
 }
 
-async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, waitMs: number, purpose: string): Promise<() => void> {
+async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, waitMs: number, purpose: string, ticket: number): Promise<() => void> {
   let lastNotice = 0;
   for (let attempt = 0; ; attempt++) {
-    const holder = ctx.ledger.tryLock(BACKUP_LOCK, runId, purpose);
+    const holder = ctx.ledger.tryLock(BACKUP_LOCK, runId, purpose, ticket);
     if (!holder) return () => ctx.ledger.unlock(BACKUP_LOCK);
     const waited = Date.now() - start;
     const who = `${holder.purpose ?? 'another backup'} (pid ${holder.pid}, since ${holder.acquiredAt})`;

@@ -58,11 +58,12 @@ export function assertRestorable(b: Backup): void {
     failed: 'the backup failed and has no file',
     interrupted: 'the backup was interrupted and has no file',
     pruned: 'it was pruned by retention and its file deleted',
+    missing: 'its file is gone from disk',
   };
   throw new HbError(
     b.status === 'corrupt' ? 'checksum-mismatch' : 'backup-not-restorable',
     `backup ${b.id} cannot be restored: ${why[b.status] ?? b.status}`,
-    'pick an ok backup from `hybrid-backup list`',
+    b.status === 'missing' ? 'restore its offsite copy (--from offsite), put the file back (then verify it), or pick an ok backup from `hybrid-backup list`' : 'pick an ok backup from `hybrid-backup list`',
   );
 }
 
@@ -195,7 +196,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
   const store = from === 'offsite' ? await openOffsite(ctx) : null;
   if (from === 'offsite') {
     if (!store) throw new HbError('offsite-off', 'offsite copies are not configured', 'set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY');
-    if (!['ok', 'corrupt'].includes(b.status) || b.offsite?.status !== 'uploaded') {
+    if (!['ok', 'corrupt', 'missing'].includes(b.status) || b.offsite?.status !== 'uploaded') {
       throw new HbError('backup-not-restorable', `backup ${b.id} has no offsite copy${b.offsite?.error ? ` (${b.offsite.error})` : ''}`, 'see the OFFSITE column of `hybrid-backup list`');
     }
   } else {

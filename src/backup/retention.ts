@@ -17,6 +17,7 @@ import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { deletePrunedCopies } from '../offsite/sync.js';
 import { acquireBackupLock } from './lock.js';
+import { checkFilesPresent } from './verify.js';
 import { formatTime } from '../util/format.js';
 
 export interface RetentionPolicy {
@@ -131,6 +132,30 @@ export function assertSafeToPrune(ctx: RunContext, asOf: Date): void {
 export interface PruneOutcome {
   plan: RetentionPlan;
   dryRun: boolean;
+  /** Backups whose file is gone from disk: they count for nothing. */
+  missing: Backup[];
+  /** What the operator should know about this run (fewer good files than minKeep, …). */
+  notes: string[];
+}
+
+/**
+ * Looks at the disk before deciding: every ok (or missing) backup's file must be there with its
+ * recorded size. Those gone become `missing` (alerted), those of another size `corrupt`; neither
+ * counts as a backup to keep, so the newest `minKeep` kept are ones that really exist.
+ */
+async function planFromDisk(ctx: RunContext, asOf: Date, policy: RetentionPolicy, record: boolean): Promise<Omit<PruneOutcome, 'dryRun'>> {
+  const disk = await checkFilesPresent(ctx, ctx.ledger.listBackups({ statuses: ['ok', 'missing'] }), record);
+  const gone = new Set([...disk.missing, ...disk.wrongSize].map((b) => b.id));
+  const backups = ctx.ledger.listBackups().map((b) => (gone.has(b.id) ? { ...b, status: disk.missing.some((m) => m.id === b.id) ? ('missing' as const) : ('corrupt' as const) } : b));
+  const plan = planRetention(backups, asOf, policy);
+  const notes: string[] = [];
+  if (disk.missing.length) notes.push(`${disk.missing.length} backup${disk.missing.length === 1 ? '' : 's'} ${disk.missing.length === 1 ? 'has' : 'have'} no file on disk (${disk.missing.map((b) => b.id).join(', ')}): marked missing; they count for nothing`);
+  if (disk.wrongSize.length) notes.push(`backup ${disk.wrongSize.map((b) => b.id).join(', ')}: the file's size differs from the ledger: marked corrupt`);
+  const present = disk.present.filter((b) => Date.parse(b.createdAt) <= asOf.getTime()).length;
+  if (present <= policy.minKeep && plan.delete.length === 0 && (disk.missing.length || disk.wrongSize.length)) {
+    notes.push(`only ${present} ok backup${present === 1 ? '' : 's'} with ${present === 1 ? 'its file' : 'their files'} on disk, not more than retention.minKeep (${policy.minKeep}): nothing is deleted`);
+  }
+  return { plan, missing: disk.missing, notes };
 }
 
 /** Applies retention (or only plans it, with `dryRun`). Records a `prune` run unless dry. */
@@ -140,7 +165,7 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
   if (opts.dryRun) {
     const asOf = opts.asOf ?? new Date();
     assertSafeToPrune(ctx, asOf);
-    return { plan: planRetention(ctx.ledger.listBackups(), asOf, policy), dryRun: true };
+    return { ...(await planFromDisk(ctx, asOf, policy, false)), dryRun: true };
   }
   const run = ctx.ledger.startRun('prune', ctx.trigger, opts.asOf ? { asOf: opts.asOf.toISOString() } : {});
   let release: (() => void) | undefined;
@@ -150,7 +175,8 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     release = await acquireBackupLock(ctx, run.id, `prune run ${run.id}`);
     const asOf = opts.asOf ?? new Date();
     assertSafeToPrune(ctx, asOf);
-    const plan = planRetention(ctx.ledger.listBackups(), asOf, policy);
+    const { plan, missing, notes } = await planFromDisk(ctx, asOf, policy, true);
+    for (const n of notes) ctx.log.warn(`prune: ${n}`, { runId: run.id });
     const deleted: PlannedDeletion[] = [];
     for (const d of plan.delete) {
       // Ledger first: a crash after this leaves a pruned entry whose file the next prune removes.
@@ -167,8 +193,8 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     release();
     release = undefined;
     await deletePrunedCopies(ctx);
-    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length });
-    return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false };
+    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length, missing: missing.map((b) => b.id) });
+    return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false, missing: missing.map((b) => ctx.ledger.getBackup(b.id)!), notes };
   } catch (e) {
     const err = toHbError(e);
     const stopped = err.code === 'dump-aborted' || err.code === 'service-stopping';

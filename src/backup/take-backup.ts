@@ -17,7 +17,7 @@ import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
 import type { NewBackup } from '../ledger/ledger.js';
 import { effectiveProfile, type PlatformLayout, platformTableTriggers, profileParts, readPlatformLayout } from '../dump/profiles.js';
-import { assertDumpableConnection, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { assertDumpableConnection, type ConnInfo, libpqArgs, safeUrl, sourceConnInfo } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withSnapshot } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
 import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
@@ -71,12 +71,31 @@ async function checkFreeSpace(ctx: RunContext): Promise<void> {
   }
 }
 
+/** A full-disk error that also says how much space is free and how much the next backup needs. */
+async function withSpaceNeeded(ctx: RunContext, err: HbError): Promise<HbError> {
+  const free = await freeBytes(ctx.config.backupDir).catch(() => null);
+  let last: Backup | undefined;
+  try {
+    last = ctx.ledger.latestBackup(['ok']);
+  } catch {
+    last = undefined;
+  }
+  const need = last ? ` and the next backup needs about ${formatBytes(Math.ceil(last.bytes * ctx.config.dump.freeSpaceFactor))} (the last one took ${formatBytes(last.bytes)})` : '';
+  const where = `the disk holding ${ctx.config.backupDir} is full (${free === null ? '?' : formatBytes(free)} free)${need}`;
+  return new HbError(err.code, `${err.message}: ${where}`, 'free disk space (npm run backup:prune, or remove other files) or move BACKUP_DIR to a larger disk', { cause: err });
+}
+
+/** What a backup whose dump holds no user table says, wherever it is shown. */
+export function emptyDumpWarning(database: string | null, source?: string): string {
+  return `the dump holds no user table: database "${database ?? '?'}"${source ? ` (${source})` : ''} is empty. Is DATABASE_URL the database you mean to protect?`;
+}
+
 /** Takes a backup. Resolves with the recorded `ok` backup; throws the (recorded) failure. */
 export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<Backup> {
   const description = validateDescription(req.description, req.kind === 'pre-change');
   const { config, ledger, log } = ctx;
   const { compression } = config.dump;
-  const conn = parseConnInfo(config.databaseUrl);
+  const conn = sourceConnInfo(config.databaseUrl);
   assertDumpableConnection(conn);
   const profile = effectiveProfile(config, conn);
   await ensurePrivateDir(config.backupDir);
@@ -166,6 +185,8 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       finishedAt,
       durationMs,
       database: server.database,
+      source: safeUrl(conn),
+      sourceSystemId: server.systemId,
       serverVersion: server.version,
       pgDumpVersion,
       uncompressedBytes: out.rawBytes,
@@ -186,13 +207,19 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       tables: out.tables,
       error: null,
     });
+    if (sidecar.tableCount === 0) {
+      const warning = emptyDumpWarning(server.database, safeUrl(conn));
+      log.warn(`backup ${backup.id}: ${warning}`, { runId: run.id, backupId: backup.id });
+      ctx.reporter.notice(`WARNING: backup ${backup.id}: ${warning}`);
+    }
     log.info(
       `backup ${backup.id} ok: ${path.basename(finalPath)}, ${formatBytes(out.bytes)}, ${formatCount(sidecar.tableCount)} tables, ${formatCount(sidecar.rowCount)} rows in ${formatDuration(durationMs)}`,
       { runId: run.id, backupId: backup.id, bytes: out.bytes, sha256: out.sha256, durationMs },
     );
     return backup;
   } catch (e) {
-    const err = toHbError(e);
+    let err = toHbError(e);
+    if (err.code === 'disk-full' || /ENOSPC/.test(err.message)) err = await withSpaceNeeded(ctx, err);
     // Whatever fails while cleaning up, the original error is the one reported.
     try {
       if (renamed) {
@@ -242,7 +269,7 @@ function baseRecord(
   createdAt: string,
   server: ServerInfo | null,
   pgDumpVersion: string | null,
-  conn: ReturnType<typeof parseConnInfo>,
+  conn: ConnInfo,
 ): Omit<NewBackup, 'bytes' | 'sha256' | 'status' | 'finishedAt' | 'durationMs' | 'tables' | 'error'> {
   return {
     runId,

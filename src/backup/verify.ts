@@ -8,8 +8,11 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { RunContext } from '../context.js';
 import { HbError } from '../domain/errors.js';
-import type { Backup, ProgressEvent } from '../domain/types.js';
+import type { Backup, BackupStatus, ProgressEvent } from '../domain/types.js';
 import type { OffsiteStore } from '../offsite/store.js';
+
+/** Statuses of backups that should have a file: a check may find it back, or gone. */
+export const FILE_STATUSES: readonly BackupStatus[] = ['ok', 'corrupt', 'missing'];
 
 export interface VerifyResult {
   id: number;
@@ -54,6 +57,47 @@ export async function hashFile(file: string, onBytes?: (bytes: number) => void, 
   return { sha256: hash.digest('hex'), bytes };
 }
 
+/**
+ * Records that a backup's file is gone from disk: status `missing`, an error in the log and, the
+ * first time, a critical alert. A missing backup counts for nothing (retention, restores) until
+ * its file is back.
+ */
+export function markMissing(ctx: RunContext, b: Backup): void {
+  if (!ctx.ledger.setIntegrity(b.id, 'missing')) return;
+  const what = `backup ${b.id} is missing: its file ${b.file} is gone from disk`;
+  ctx.log.error(what, { backupId: b.id });
+  ctx.alerts.send({ event: 'backup-missing', severity: 'critical', summary: what, details: { backupId: b.id, file: b.file, kind: b.kind, createdAt: b.createdAt } });
+}
+
+/**
+ * Checks, without reading it, that each backup's file is there with its recorded size: a file
+ * gone becomes `missing`, one of another size `corrupt`, and a missing one whose file is back
+ * `ok` again. Returns the backups ok with their file on disk (newest first, as given). `record: false` only tells
+ * (a dry run changes nothing).
+ */
+export async function checkFilesPresent(ctx: RunContext, backups: readonly Backup[], record = true): Promise<{ present: Backup[]; missing: Backup[]; wrongSize: Backup[] }> {
+  const out = { present: [] as Backup[], missing: [] as Backup[], wrongSize: [] as Backup[] };
+  for (const b of backups) {
+    let size: number | null = null;
+    try {
+      size = (await stat(b.file)).size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' && (e as NodeJS.ErrnoException).code !== 'ENOTDIR') throw e;
+    }
+    if (size === null) {
+      out.missing.push(b);
+      if (record) markMissing(ctx, b);
+    } else if (size !== b.bytes) {
+      out.wrongSize.push(b);
+      if (record && ctx.ledger.setIntegrity(b.id, 'corrupt')) ctx.log.error(`backup ${b.id}: ${b.file} has ${size} bytes, the ledger recorded ${b.bytes}: marked corrupt`, { backupId: b.id });
+    } else {
+      if (record && b.status === 'missing' && ctx.ledger.setIntegrity(b.id, 'ok')) ctx.log.info(`backup ${b.id}: its file is back with its recorded size: ok again`, { backupId: b.id });
+      out.present.push({ ...b, status: 'ok' });
+    }
+  }
+  return out;
+}
+
 /** Re-hashes one backup's file and records what was found. */
 export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: ProgressEvent) => void): Promise<VerifyResult> {
   const base = { id: b.id, expected: b.sha256, file: b.file };
@@ -61,8 +105,7 @@ export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: Progr
   try {
     st = await stat(b.file);
   } catch {
-    ctx.ledger.setIntegrity(b.id, 'corrupt');
-    ctx.log.error(`backup ${b.id}: file ${b.file} is missing`, { backupId: b.id });
+    markMissing(ctx, b);
     return { ...base, ok: false, actual: null, bytes: null, error: 'file missing' };
   }
   const started = Date.now();
@@ -70,7 +113,7 @@ export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: Progr
   const ok = sha256 === b.sha256 && bytes === b.bytes;
   if (ok) {
     ctx.ledger.markChecked(b.id);
-    if (b.status === 'corrupt') ctx.ledger.setIntegrity(b.id, 'ok');
+    if (b.status !== 'ok') ctx.ledger.setIntegrity(b.id, 'ok');
   } else {
     ctx.ledger.setIntegrity(b.id, 'corrupt');
     ctx.log.error(`backup ${b.id}: ${b.file} does not match its checksum (expected ${b.sha256}, got ${sha256}; ${bytes} bytes, recorded ${b.bytes})`, { backupId: b.id });
@@ -82,18 +125,18 @@ export async function verifyOne(ctx: RunContext, b: Backup, progress?: (e: Progr
 
 /**
  * Resolves `latest`, `all` or an id to the backups to check: `all` is every backup that should
- * have a file (ok or corrupt).
+ * have a file (ok, corrupt or missing).
  * @throws HbError `backup-not-found`
  */
 export function selectBackups(ctx: RunContext, which: string): Backup[] {
-  if (which === 'all') return ctx.ledger.listBackups({ statuses: ['ok', 'corrupt'] });
+  if (which === 'all') return ctx.ledger.listBackups({ statuses: FILE_STATUSES });
   if (which === 'latest') {
-    const b = ctx.ledger.latestBackup(['ok', 'corrupt']);
+    const b = ctx.ledger.latestBackup(FILE_STATUSES);
     if (!b) throw new HbError('backup-not-found', 'there is no backup yet', 'take one with: npm run backup:manual');
     return [b];
   }
   const b = resolveBackup(ctx, which);
-  if (b.status !== 'ok' && b.status !== 'corrupt') {
+  if (!FILE_STATUSES.includes(b.status)) {
     throw new HbError('backup-not-restorable', `backup ${b.id} is ${b.status}: it has no file to verify`, 'verify an ok backup, or all');
   }
   return [b];

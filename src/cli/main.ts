@@ -13,6 +13,7 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
+import { type DatabaseIdentity, databaseIdentity, sourceConnInfo } from '../pg/connection.js';
 import { redact } from '../util/redact.js';
 import { runDaemon } from '../service/daemon.js';
 import { TerminalReporter } from './progress.js';
@@ -75,7 +76,10 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
   process.on('SIGTERM', onSignal);
   try {
     const args = parseCommandArgs(cmd, rawArgs);
-    app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent' });
+    // A backup of nothing in particular is refused before anything is created or recorded.
+    if (cmd.isBackup) sourceConnInfo(config.databaseUrl);
+    app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent', recoverLedger: !!cmd.recoversLedger, readOnlyOnFullDisk: !!cmd.worksOnFullDisk });
+    if (app.ledger.readOnlyCopy) reporter.notice(app.ledger.readOnlyCopy);
     for (const r of app.ledger.recovered) reporter.notice(`run ${r.runId} (${r.job}) was left running by process ${r.pid ?? '?'}, which is gone: marked interrupted${r.removed.length ? `, removed ${r.removed.join(', ')}` : ''}`);
     const ctx = app.context('cli', { reporter, signal: abort.signal });
     const doc = await cmd.run(ctx, args);
@@ -91,6 +95,20 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
 }
 
 /**
+ * The database this caller means (its DATABASE_URL or libpq variables), for the service to check
+ * against the one it protects; undefined when the caller names none (the service's is meant).
+ * @throws HbError `database-url-invalid` when the caller's string cannot be parsed
+ */
+function callerDatabase(config: Config): DatabaseIdentity | undefined {
+  try {
+    return databaseIdentity(sourceConnInfo(config.databaseUrl));
+  } catch (e) {
+    if (e instanceof HbError && e.code === 'database-not-configured') return undefined;
+    throw e;
+  }
+}
+
+/**
  * Sends the command to a running service; undefined when none answers on the socket.
  * Ctrl-C only disconnects: work the service started goes on.
  */
@@ -101,7 +119,8 @@ async function runViaService(cmd: Command, rawArgs: unknown, config: Config, rep
   };
   process.on('SIGINT', onSignal);
   try {
-    const r = await viaSocket(config.socket.path, { command: cmd.name, args: (rawArgs ?? {}) as Record<string, unknown> }, reporter);
+    const database = cmd.meansDatabase ? callerDatabase(config) : undefined;
+    const r = await viaSocket(config.socket.path, { command: cmd.name, args: (rawArgs ?? {}) as Record<string, unknown>, ...(database ? { database } : {}) }, reporter);
     if (!r.answered) return undefined;
     reporter.clear();
     const res = r.result;
@@ -220,6 +239,10 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--limit <n>', 'at most n runs (default 100)', intArg)
     .action(act('runs', (o: { since?: string; job?: string; limit?: number }) => ({ since: o.since, job: o.job, limit: o.limit })));
 
+  common(program.command('ledger-rebuild'))
+    .description('re-create the ledger\'s backups from the .meta.json sidecars in the backup directory, re-hashing each file (ok, corrupt or missing); an unreadable ledger is moved aside under a dated name first, never deleted; exit 1 when a file does not match or is gone')
+    .action(act('ledger-rebuild', () => ({})));
+
   common(program.command('prune'))
     .description('apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed')
     .option('--dry-run', 'show what would be deleted; change nothing')
@@ -273,7 +296,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
     .option('--json', 'log to stderr as one JSON object per line, and print a start-up error as {error}')
     .action(async (o: { config?: string; json?: boolean }) => {
-      const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json });
+      const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json, launchedByNpm: process.env.npm_lifecycle_event === 'start' });
       if (r.error) setExit(await printError(r.error, !!o.json));
     });
 

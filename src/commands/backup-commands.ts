@@ -1,6 +1,6 @@
 /** `manual` and `pre-change`: take a local backup now. */
 import { z } from 'zod';
-import { takeBackup, validateDescription } from '../backup/take-backup.js';
+import { emptyDumpWarning, takeBackup, validateDescription } from '../backup/take-backup.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { afterLocalBackup } from '../offsite/sync.js';
@@ -22,7 +22,15 @@ function description(required: boolean) {
     });
 }
 
-function renderBackup(b: Backup, view: RenderView): string {
+/** The backup document of `manual` and `pre-change`: the backup, and what the operator must know about it. */
+export type BackupDoc = Backup & { warnings: string[] };
+
+function withWarnings(b: Backup): BackupDoc {
+  const warnings = b.status === 'ok' && b.tableCount === 0 ? [emptyDumpWarning(b.database)] : [];
+  return { ...b, warnings };
+}
+
+function renderBackup(b: BackupDoc, view: RenderView): string {
   const lines = [
     `backup ${b.id} ok (${b.kind}${b.description ? `: ${b.description}` : ''})`,
     `  file     ${b.file}`,
@@ -32,6 +40,7 @@ function renderBackup(b: Backup, view: RenderView): string {
     `  content  ${formatCount(b.tableCount)} tables, ${formatCount(b.rowCount)} rows from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
   ];
   if (b.offsite) lines.push(`  offsite  ${b.offsite.status === 'uploaded' ? `copied to ${b.offsite.location}` : `${b.offsite.status}: ${b.offsite.error ?? ''} (retried at the next run)`}`);
+  for (const w of b.warnings ?? []) lines.push(`  WARNING  ${w}`);
   return lines.join('\n');
 }
 
@@ -39,11 +48,13 @@ export const manualCommand = defineCommand({
   name: 'manual',
   summary: 'take a local backup now (kind manual)',
   isBackup: true,
+  meansDatabase: true,
+  grace: true,
   args: z.object({ description: description(false) }),
-  async run(ctx, args): Promise<Backup> {
+  async run(ctx, args): Promise<BackupDoc> {
     const b = await takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
     await afterLocalBackup(ctx, b);
-    return ctx.ledger.getBackup(b.id)!;
+    return withWarnings(ctx.ledger.getBackup(b.id)!);
   },
   render: renderBackup,
 });
@@ -52,11 +63,13 @@ export const preChangeCommand = defineCommand({
   name: 'pre-change',
   summary: 'take a local backup before a risky change (kind pre-change); exits 0 only once it is durable and recorded',
   isBackup: true,
+  meansDatabase: true,
+  grace: true,
   args: z.object({ description: description(true) }),
-  async run(ctx, args): Promise<Backup> {
+  async run(ctx, args): Promise<BackupDoc> {
     const b = await takeBackup(ctx, { kind: 'pre-change', description: args.description });
     await afterLocalBackup(ctx, b);
-    return ctx.ledger.getBackup(b.id)!;
+    return withWarnings(ctx.ledger.getBackup(b.id)!);
   },
   render: renderBackup,
 });

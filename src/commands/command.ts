@@ -18,6 +18,20 @@ export interface Command<S extends z.ZodType = z.ZodType, D = unknown> {
   args: S;
   /** Takes a backup (serialised with other backups by the service). */
   isBackup?: boolean;
+  /**
+   * Dumps or restores the protected database: the CLI tells the service which database it means,
+   * and the service refuses when it protects another one.
+   */
+  meansDatabase?: boolean;
+  /**
+   * It writes (a backup, a restore, deletions): a stopping service lets it finish within the grace
+   * period. Without it, a stop aborts it at once (read-only work has nothing to finish).
+   */
+  grace?: boolean;
+  /** Opens a lost or unreadable ledger to repair it (`ledger-rebuild`); every other command refuses one. */
+  recoversLedger?: boolean;
+  /** Only looks: on a full disk it reads a copy of the ledger rather than fail (the monitor must say the disk is full). */
+  worksOnFullDisk?: boolean;
   run(ctx: RunContext, args: z.output<S>): Promise<D>;
   /** Human output for the document `run` returned. */
   render(doc: D, view: RenderView): string;
@@ -37,7 +51,16 @@ export function defineCommand<S extends z.ZodType, D>(c: Command<S, D>): Command
  * @throws HbError `usage`, or the code a refinement names (e.g. `description-invalid`)
  */
 export function parseCommandArgs(cmd: Command, raw: unknown): unknown {
-  // Unknown argument names are refused, never dropped: a misspelt `dryRun` must not become a real prune.
+  // Unknown argument names are refused, never dropped: a misspelt `dryRun` must not become a real
+  // prune. Own keys are checked before zod sees them: it would take `__proto__` as the object's
+  // prototype (and drop the key) rather than as a name it does not know.
+  if (cmd.args instanceof z.ZodObject && raw !== null && typeof raw === 'object') {
+    const known = new Set(Object.keys(cmd.args.shape));
+    const unknown = Object.keys(raw).find((k) => !known.has(k));
+    if (unknown !== undefined) {
+      throw new HbError('usage', `invalid arguments for ${cmd.name}: unknown argument ${JSON.stringify(unknown)}`, `${cmd.name} takes ${[...known].join(', ') || 'no arguments'}; see hybrid-backup ${cmd.name} --help`);
+    }
+  }
   const schema = cmd.args instanceof z.ZodObject ? cmd.args.strict() : cmd.args;
   const r = schema.safeParse(raw);
   if (r.success) return r.data;

@@ -6,6 +6,8 @@ import { defineCommand } from './command.js';
 
 export const restoreTestCommand = defineCommand({
   name: 'restore-test',
+  meansDatabase: true,
+  grace: true,
   summary: 'restore a backup into a scratch database, check every table\'s row count, drop it',
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<DrillOutcome> {

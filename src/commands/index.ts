@@ -1,7 +1,7 @@
 /** The command registry: every command the CLI and the control socket can run. */
 import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
-import { listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
+import { ledgerRebuildCommand, listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreTestCommand } from './drill-command.js';
 import { monitorCommand, reportCommand, syncCheckCommand } from './monitor-commands.js';
 import { offsiteSyncCommand } from './offsite-command.js';
@@ -18,6 +18,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   restoreCommand,
   restoreTestCommand,
   runsCommand,
+  ledgerRebuildCommand,
   pruneCommand,
   pinCommand,
   unpinCommand,

@@ -7,6 +7,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
 import { RawJson } from '../util/raw-json.js';
+import { rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
 import { defineCommand } from './command.js';
 
 function truncate(s: string, n: number): string {
@@ -18,6 +19,7 @@ export const LIST_DEFAULT_LIMIT = 100;
 
 export const listCommand = defineCommand({
   name: 'list',
+  worksOnFullDisk: true,
   summary: 'list backups, newest first',
   args: z.object({
     status: z.array(z.enum(BACKUP_STATUSES)).optional(),
@@ -41,7 +43,7 @@ export const listCommand = defineCommand({
       formatTime(b.createdAt, view.timeZone),
       b.kind,
       b.status + (b.pinned ? ' (pinned)' : ''),
-      b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-',
+      b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-',
       b.verifiedAt ? formatAge(b.verifiedAt, view.now) : '-',
       b.offsite ? b.offsite.status : '-',
       b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '', 70) : truncate(b.description ?? path.basename(b.file), 70),
@@ -96,6 +98,7 @@ export const verifyCommand = defineCommand({
 
 export const runsCommand = defineCommand({
   name: 'runs',
+  worksOnFullDisk: true,
   summary: 'the ledger\'s run history, newest first',
   args: z.object({
     since: z.string().optional(),
@@ -129,4 +132,31 @@ export const runsCommand = defineCommand({
     ]);
     return table(['RUN', 'STARTED', 'JOB', 'TRIGGER', 'STATUS', 'TOOK', 'RESULT'], rows);
   },
+});
+
+export const ledgerRebuildCommand = defineCommand({
+  name: 'ledger-rebuild',
+  summary: 're-create the ledger\'s backups from the .meta.json sidecars, re-hashing each file',
+  recoversLedger: true,
+  grace: true,
+  args: z.object({}),
+  async run(ctx): Promise<RebuildOutcome> {
+    return rebuildFromSidecars(ctx, ctx.ledger.movedAside ?? null);
+  },
+  render(doc, view) {
+    const lines: string[] = [];
+    if (doc.movedAside) lines.push(`the unreadable ledger was moved aside to ${doc.movedAside} (kept, not deleted)`);
+    const by = (st: string) => doc.added.filter((b) => b.status === st).length;
+    lines.push(
+      `${doc.added.length} backup${doc.added.length === 1 ? '' : 's'} added from sidecars (${by('ok')} ok, ${by('corrupt')} corrupt: the file does not match, ${by('missing')} missing: the file is gone); ${doc.alreadyKnown} already in the ledger`,
+    );
+    if (doc.added.length) {
+      lines.push('', table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'FILE'], doc.added.map((b) => [String(b.id), formatTime(b.createdAt, view.timeZone), b.kind, b.status, formatBytes(b.bytes), path.basename(b.file)])));
+    }
+    for (const u of doc.unreadable) lines.push(`not used: ${u.sidecar}: ${u.error}`);
+    for (const f of doc.withoutSidecar) lines.push(`not added: ${f} has no .meta.json sidecar saying what it is`);
+    if (doc.added.length || doc.alreadyKnown) lines.push('', 'the run history before the rebuild is not recoverable from sidecars; see hybrid-backup list');
+    return lines.join('\n');
+  },
+  exitCode: (doc) => (doc.added.some((b) => b.status !== 'ok') || doc.unreadable.length ? 1 : 0),
 });

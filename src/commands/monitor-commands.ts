@@ -17,6 +17,7 @@ const LABEL = { ok: 'OK', warning: 'WARNING', critical: 'CRITICAL', unknown: 'UN
 
 export const monitorCommand = defineCommand({
   name: 'monitor',
+  worksOnFullDisk: true,
   summary: 'check both layers now; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
   args: z.object({}),
   async run(ctx): Promise<MonitorDoc> {
@@ -35,12 +36,13 @@ export const monitorCommand = defineCommand({
 
 export const syncCheckCommand = defineCommand({
   name: 'sync-check',
+  worksOnFullDisk: true,
   summary: 'one timeline of both layers: gaps, the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
   args: z.object({}),
   async run(ctx): Promise<SyncDoc> {
     const poll = ctx.ledger.latestPoll();
     const snap = poll?.snapshot?.configured ? poll.snapshot : (ctx.ledger.latestSnapshot() ?? null);
-    return syncCheck(ctx.config, ctx.ledger.listBackups(), snap);
+    return syncCheck(ctx.config, ctx.ledger.listBackups(), snap, Date.now(), poll);
   },
   render(d, view) {
     const t = (iso: string | null) => (iso ? formatTime(iso, view.timeZone) : 'none');

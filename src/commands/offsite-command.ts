@@ -6,6 +6,7 @@ import { defineCommand } from './command.js';
 
 export const offsiteSyncCommand = defineCommand({
   name: 'offsite-sync',
+  grace: true,
   summary: 'upload every ok backup that has no good offsite copy yet (normally done after each backup)',
   args: z.object({}),
   async run(ctx): Promise<SyncOutcome> {

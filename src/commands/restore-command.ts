@@ -6,6 +6,8 @@ import { defineCommand } from './command.js';
 
 export const restoreCommand = defineCommand({
   name: 'restore',
+  meansDatabase: true,
+  grace: true,
   summary: 'restore a backup into a database (checksum first; all or nothing)',
   args: z.object({
     backup: z.string().default('latest'),

@@ -16,10 +16,14 @@ export interface PruneDoc {
   kept: Kept[];
   dryRun: boolean;
   asOf: string;
+  /** Backups whose file is gone from disk (status `missing`): counted for nothing. */
+  missing: Backup[];
+  notes: string[];
 }
 
 export const pruneCommand = defineCommand({
   name: 'prune',
+  grace: true,
   summary: 'apply retention: delete ok backups past their retention, never the newest minKeep or pinned ones',
   args: z.object({
     dryRun: z.boolean().default(false),
@@ -30,16 +34,21 @@ export const pruneCommand = defineCommand({
   }),
   async run(ctx, args): Promise<PruneDoc> {
     // --as-of is for planning: it never deletes (a time in the future would delete far more than now).
-    const { plan, dryRun } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
+    const { plan, dryRun, missing, notes } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
     return {
       deleted: plan.delete.map((d) => ({ ...d.backup, reason: d.reason })),
       kept: plan.keep.map((k) => ({ ...k.backup, keptBecause: k.reasons })),
       dryRun,
       asOf: plan.asOf,
+      missing,
+      notes,
     };
   },
   render(doc, view) {
     const lines: string[] = [];
+    for (const b of doc.missing) lines.push(`MISSING: backup ${b.id} (${b.kind}, ${formatTime(b.createdAt, view.timeZone)}): its file ${b.file} is gone from disk`);
+    for (const n of doc.notes) lines.push(`note: ${n}`);
+    if (lines.length) lines.push('');
     const verb = doc.dryRun ? 'would delete' : 'deleted';
     if (doc.deleted.length) {
       lines.push(`${verb} ${doc.deleted.length} backup${doc.deleted.length === 1 ? '' : 's'} (${formatBytes(doc.deleted.reduce((a, b) => a + b.bytes, 0))}):`);

@@ -4,10 +4,17 @@ import type { Run } from '../domain/types.js';
 import { JOBS } from '../jobs/registry.js';
 import { nextRunOf } from '../config/schedule.js';
 import { formatAge, formatTime, table } from '../util/format.js';
+import { pingService } from '../service/ping.js';
 import { defineCommand } from './command.js';
 
 export interface ScheduleDoc {
-  service: { running: boolean; pid?: number; startedAt?: string };
+  /**
+   * Whether a service runs on this backup directory's socket. `viaDirect`: this document was made
+   * in-process (--direct) while a service answers: the next run times are this configuration's.
+   */
+  service: { running: boolean; pid?: number; startedAt?: string; viaDirect?: boolean };
+  /** Schedules the configuration allows but that do not do what their job is for. */
+  warnings: string[];
   timezone: string;
   jobs: Array<{
     name: string;
@@ -23,16 +30,21 @@ export interface ScheduleDoc {
 
 export const scheduleCommand = defineCommand({
   name: 'schedule',
+  worksOnFullDisk: true,
   summary: 'the scheduled jobs: cron, next run, last result',
   args: z.object({}),
   async run(ctx): Promise<ScheduleDoc> {
     const svc = ctx.service;
+    // In-process, a service may still be running on this socket (--direct): say so.
+    const other = svc ? null : await pingService(ctx.config.socket.path);
     return {
-      service: svc ? { running: true, pid: svc.pid, startedAt: svc.startedAt } : { running: false },
+      service: svc ? { running: true, pid: svc.pid, startedAt: svc.startedAt } : other ? { running: true, pid: other.pid, startedAt: other.startedAt, viaDirect: true } : { running: false },
+      warnings: ctx.config.warnings,
       timezone: ctx.config.timezone,
       jobs: JOBS.map((j) => {
         const live = svc?.jobState(j.name);
-        const last = ctx.ledger.lastRun(j.name, ['schedule', 'startup']);
+        // Whatever started it: a prune or drill run from the command line is the job's last result too.
+        const last = ctx.ledger.lastRun(j.name);
         const enabled = j.enabled?.(ctx.config) ?? true;
         return {
           name: j.name,
@@ -47,15 +59,18 @@ export const scheduleCommand = defineCommand({
     };
   },
   render(doc, view) {
-    const head = doc.service.running
-      ? `service running (pid ${doc.service.pid}, since ${formatTime(doc.service.startedAt, view.timeZone)}); times in ${doc.timezone}`
-      : `no service is running: these are the configured times (start it with npm start); times in ${doc.timezone}`;
+    const head = !doc.service.running
+      ? `no service is running: these are the configured times (start it with npm start); times in ${doc.timezone}`
+      : doc.service.viaDirect
+        ? `service running (pid ${doc.service.pid}, since ${formatTime(doc.service.startedAt, view.timeZone)}); shown from this process's configuration (--direct); times in ${doc.timezone}`
+        : `service running (pid ${doc.service.pid}, since ${formatTime(doc.service.startedAt, view.timeZone)}); times in ${doc.timezone}`;
     const rows = doc.jobs.map((j) => [
       j.name,
       j.cron,
       !j.enabled ? 'off' : j.running ? 'running now' : j.nextRun ? `${formatTime(j.nextRun, view.timeZone)} (${formatAge(j.nextRun, view.now)})` : '-',
-      j.lastRun ? `${j.lastRun.status} ${formatAge(j.lastRun.startedAt, view.now)}${j.lastRun.error ? `: ${j.lastRun.error.message}` : ''}` : 'never run',
+      j.lastRun ? `${j.lastRun.status} ${formatAge(j.lastRun.startedAt, view.now)} (${j.lastRun.trigger})${j.lastRun.error ? `: ${j.lastRun.error.message}` : ''}` : 'never run',
     ]);
-    return `${head}\n\n${table(['JOB', 'CRON', 'NEXT RUN', 'LAST RESULT'], rows)}`;
+    const warnings = doc.warnings.map((w) => `\nwarning: ${w}`).join('');
+    return `${head}\n\n${table(['JOB', 'CRON', 'NEXT RUN', 'LAST RESULT'], rows)}${warnings}`;
   },
 });

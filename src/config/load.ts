@@ -10,7 +10,8 @@ import path from 'node:path';
 import type { z } from 'zod';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
-import { type Config, ENV_BINDINGS, type EnvBinding, configSchema } from './schema.js';
+import { Cron } from 'croner';
+import { type Config, configSchema, DEFAULT_SCHEDULES, ENV_BINDINGS, type EnvBinding, type ScheduleName } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'config/hybrid-backup.json';
 
@@ -155,12 +156,53 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   }
   const raw = result.data;
 
-  // 5. Resolve derived values.
+  // 5. Schedules that never fire are refused; daily jobs that fire less often are warned about.
+  const warnings = checkSchedules(raw.schedules, raw.timezone, (job) => `schedules.${job} in ${fileUsed && getAt(fileData, ['schedules', job]) !== undefined ? fileUsed : 'the defaults'}`);
+
+  // 6. Resolve derived values.
   const backupDir = path.resolve(cwd, raw.backupDir);
   return {
     ...raw,
     backupDir,
     socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
     source: { file: fileUsed },
+    warnings,
   };
+}
+
+/** Jobs meant to run every day: their schedule must fire at least daily. */
+const DAILY_JOBS: readonly ScheduleName[] = ['backup', 'prune', 'monitor'];
+const DAY_MS = 86_400_000;
+
+/**
+ * Every schedule must fire within the next 366 days (`0 3 31 2 *` never does, `0 3 29 2 *` only in
+ * a leap year); a daily job whose expression leaves more than a day (and a DST hour) between two
+ * runs gets a warning.
+ * @throws HbError `config-invalid`
+ */
+export function checkSchedules(schedules: Record<ScheduleName, string>, timezone: string, where: (job: string) => string, now = new Date()): string[] {
+  const warnings: string[] = [];
+  for (const [job, expr] of Object.entries(schedules) as Array<[ScheduleName, string]>) {
+    const c = new Cron(expr, { timezone, paused: true });
+    try {
+      const runs = c.nextRuns(8, now);
+      const first = runs[0];
+      if (!first || first.getTime() - now.getTime() > 366 * DAY_MS) {
+        throw new HbError(
+          'config-invalid',
+          `invalid configuration: ${where(job)} is ${JSON.stringify(expr)}: it never fires (no run in the next 366 days${first ? `; the next is ${first.toISOString().slice(0, 10)}` : ''})`,
+          `fix the day and month fields (minute hour day-of-month month day-of-week); the default is "${DEFAULT_SCHEDULES[job]}"`,
+        );
+      }
+      if (DAILY_JOBS.includes(job)) {
+        const gap = Math.max(0, ...runs.slice(1).map((r, i) => r.getTime() - runs[i]!.getTime()));
+        if (runs.length < 2 || gap > DAY_MS + 3_600_000) {
+          warnings.push(`schedules.${job} is ${JSON.stringify(expr)}: the ${job} job is meant to run daily, but this fires ${runs.length < 2 ? 'only once' : `up to ${Math.round(gap / 3_600_000)} hours apart`}`);
+        }
+      }
+    } finally {
+      c.stop();
+    }
+  }
+  return warnings;
 }

@@ -21,6 +21,16 @@ function isTimeZone(tz: string): boolean {
   }
 }
 
+function isHttpUrl(s: string): boolean {
+  if (!/^https?:\/\/[^\s]+$/i.test(s)) return false;
+  try {
+    new URL(s);
+    return true;
+  } catch {
+    return false; // e.g. a port above 65535
+  }
+}
+
 function isCron(expr: string): boolean {
   try {
     new Cron(expr, { paused: true }).stop();
@@ -47,9 +57,18 @@ const dbUrl = (what: string) =>
 const httpUrl = (what: string) =>
   z
     .string()
-    .refine((s) => /^https?:\/\/[^\s]+$/i.test(s), { message: 'is not an http(s) URL' })
+    .refine(isHttpUrl, { message: 'is not an http(s) URL' })
     .optional()
     .describe(what);
+
+/** The default schedule of each job. */
+export const DEFAULT_SCHEDULES = {
+  backup: '0 3 * * *',
+  prune: '30 3 * * *',
+  monitor: '0 7 * * *',
+  'supabase-poll': '0 */6 * * *',
+  'restore-drill': '0 5 * * 0',
+} as const;
 
 export const configSchema = z.strictObject({
   databaseUrl: dbUrl('the database to back up; libpq defaults (PGHOST, PGUSER, …) when unset'),
@@ -124,11 +143,11 @@ export const configSchema = z.strictObject({
 
   schedules: z
     .strictObject({
-      backup: cron('0 3 * * *', 'the daily local backup'),
-      prune: cron('30 3 * * *', 'the daily retention run (after the backup)'),
-      monitor: cron('0 7 * * *', 'the daily hybrid monitor'),
-      'supabase-poll': cron('0 */6 * * *', 'polling Supabase\'s managed backups'),
-      'restore-drill': cron('0 5 * * 0', 'the weekly restore drill'),
+      backup: cron(DEFAULT_SCHEDULES.backup, 'the daily local backup'),
+      prune: cron(DEFAULT_SCHEDULES.prune, 'the daily retention run (after the backup)'),
+      monitor: cron(DEFAULT_SCHEDULES.monitor, 'the daily hybrid monitor'),
+      'supabase-poll': cron(DEFAULT_SCHEDULES['supabase-poll'], 'polling Supabase\'s managed backups'),
+      'restore-drill': cron(DEFAULT_SCHEDULES['restore-drill'], 'the weekly restore drill'),
     })
     .prefault({}),
 
@@ -170,7 +189,7 @@ export const configSchema = z.strictObject({
       accessToken: z.string().min(1).optional().describe('a Supabase personal access token for the Management API'),
       apiUrl: z
         .string()
-        .refine((s) => /^https?:\/\/[^\s]+$/i.test(s), { message: 'is not an http(s) URL' })
+        .refine(isHttpUrl, { message: 'is not an http(s) URL' })
         .default('https://api.supabase.com')
         .describe('the Management API base URL'),
       url: httpUrl('the project URL (https://<ref>.supabase.co), for Storage'),
@@ -268,6 +287,8 @@ export interface Config extends Omit<RawConfig, 'socket'> {
   socket: RawConfig['socket'] & { path: string };
   /** Where this configuration came from, for messages. */
   source: { file: string | null };
+  /** Things the configuration allows but the operator should hear about (a daily job that is not daily). */
+  warnings: string[];
 }
 
 /** An environment variable bound to an option. */

@@ -23,6 +23,8 @@ export const ERROR_CATALOGUE = {
   'restore-target-is-source': { exit: EXIT_USAGE, summary: 'the restore target is the database the backup came from' },
   'restore-target-missing': { exit: EXIT_USAGE, summary: 'restore needs --target' },
   'database-url-invalid': { exit: EXIT_USAGE, summary: 'a connection string cannot be parsed' },
+  'database-not-configured': { exit: EXIT_USAGE, summary: 'nothing names the database to back up (DATABASE_URL, or PGHOST/PGDATABASE/PGSERVICE)' },
+  'database-mismatch': { exit: EXIT_USAGE, summary: 'the command means another database than the one the service protects' },
   'report-out-refused': { exit: EXIT_USAGE, summary: 'report --out names a place a report must not be written' },
   'service-running': { exit: EXIT_USAGE, summary: 'a service already answers on the control socket' },
 
@@ -65,7 +67,10 @@ export const ERROR_CATALOGUE = {
   'file-missing': { exit: EXIT_FAILED, summary: 'a backup file is missing' },
   'restore-failed': { exit: EXIT_FAILED, summary: 'psql failed while restoring' },
   'ledger-too-new': { exit: EXIT_FAILED, summary: 'the ledger was written by a newer hybrid-backup' },
-  'ledger-unavailable': { exit: EXIT_FAILED, summary: 'the ledger cannot be opened' },
+  'ledger-unavailable': { exit: EXIT_FAILED, summary: 'the ledger cannot be opened or written' },
+  'ledger-unreadable': { exit: EXIT_FAILED, summary: 'the ledger file is damaged and cannot be read (ledger-rebuild moves it aside)' },
+  'ledger-lost': { exit: EXIT_FAILED, summary: 'the ledger is empty or missing while backups are on disk (run ledger-rebuild)' },
+  'disk-full': { exit: EXIT_FAILED, summary: 'the disk holding the backup directory is full' },
   'prune-refused': { exit: EXIT_FAILED, summary: 'retention refused to run because the newest scheduled backup failed' },
   'service-stopping': { exit: EXIT_FAILED, summary: 'the service is shutting down and takes no new work' },
   'socket-protocol': { exit: EXIT_USAGE, summary: 'a control-socket request is malformed' },
@@ -107,6 +112,11 @@ export function isHbError(e: unknown): e is HbError {
 export function toHbError(e: unknown): HbError {
   if (e instanceof HbError) return e;
   const message = e instanceof Error ? e.message : String(e);
+  // A full disk is the operator's to fix, not a bug: say it plainly wherever it surfaced.
+  const code = (e as { code?: unknown })?.code;
+  if (code === 'SQLITE_FULL' || code === 'ENOSPC') {
+    return new HbError('disk-full', `the disk is full: ${message}`, 'free space on the disk holding BACKUP_DIR (prune old backups, remove other files) or move BACKUP_DIR to a larger disk', { cause: e });
+  }
   return new HbError('internal', message, 'this is a bug in hybrid-backup; the log has the stack', { cause: e });
 }
 

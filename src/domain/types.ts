@@ -6,7 +6,8 @@
 export const BACKUP_KINDS = ['daily', 'manual', 'pre-change'] as const;
 export type BackupKind = (typeof BACKUP_KINDS)[number];
 
-export const BACKUP_STATUSES = ['ok', 'failed', 'interrupted', 'pruned', 'corrupt'] as const;
+/** `missing`: the file is gone from disk (found by prune, verify or the monitor). */
+export const BACKUP_STATUSES = ['ok', 'failed', 'interrupted', 'pruned', 'corrupt', 'missing'] as const;
 export type BackupStatus = (typeof BACKUP_STATUSES)[number];
 
 export const RUN_STATUSES = ['running', 'ok', 'failed', 'interrupted'] as const;

@@ -23,6 +23,10 @@ export interface Sidecar {
   finishedAt: string;
   durationMs: number;
   database: string;
+  /** Where it was taken from, without the password (absent in sidecars of older versions). */
+  source?: string;
+  /** The source cluster's system identifier, when the server shows it. */
+  sourceSystemId?: string | null;
   serverVersion: string;
   pgDumpVersion: string | null;
   uncompressedBytes: number;

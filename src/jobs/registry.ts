@@ -26,6 +26,11 @@ export interface Job {
   startup: { kind: 'missed' } | { kind: 'stale'; maxAgeMs: number } | { kind: 'none' };
   /** Whether the job is scheduled at all with this configuration. */
   enabled?(config: Config): boolean;
+  /**
+   * It writes (a backup, a database, deletions): a stopping service lets it finish within the
+   * grace period. Without it, a stop aborts the job at once.
+   */
+  grace?: boolean;
   /** Does the work; records its own run; resolves with a one-line summary. */
   run(ctx: RunContext): Promise<string>;
 }
@@ -34,6 +39,7 @@ export const JOBS: readonly Job[] = [
   {
     name: 'backup',
     title: 'daily local backup',
+    grace: true,
     startup: { kind: 'missed' },
     async run(ctx) {
       const b = await takeBackup(ctx, { kind: 'daily' });
@@ -44,6 +50,7 @@ export const JOBS: readonly Job[] = [
   {
     name: 'prune',
     title: 'retention',
+    grace: true,
     startup: { kind: 'missed' },
     async run(ctx) {
       const { plan } = await prune(ctx, { dryRun: false });
@@ -62,6 +69,7 @@ export const JOBS: readonly Job[] = [
   {
     name: 'restore-drill',
     title: 'weekly restore drill',
+    grace: true,
     startup: { kind: 'none' },
     enabled: (config) => !!config.restoreTest.databaseUrl,
     async run(ctx) {

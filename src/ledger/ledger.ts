@@ -8,11 +8,12 @@
  * - writes are durable on return (synchronous=FULL);
  * - error messages are redacted before they are stored.
  */
-import { rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
 import type { Backup, BackupKind, BackupStatus, Compression, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import { formatBytes } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
 import { MIGRATIONS } from './migrations.js';
@@ -113,6 +114,8 @@ export interface LockHolder {
   host: string;
   acquiredAt: string;
   purpose: string | null;
+  /** The lock is free, but this one asked earlier and is served first. */
+  queued?: boolean;
 }
 
 function toBackup(r: BackupRow): Backup {
@@ -202,35 +205,126 @@ export class Ledger {
   private allCache: AllBackupsCache | undefined;
   private readonly finishedListeners: Array<(run: Run) => void> = [];
 
+  /** Run outcomes the ledger could not write (a full disk): held here, seen by readers, written by {@link flushPending}. */
+  private readonly pending: PendingRun[] = [];
+  private nextPendingId = -1;
+
   private constructor(file: string, db: Database.Database) {
     this.file = file;
     this.db = db;
     this.migrate();
-    this.recovered = this.recoverAbandoned();
+    let recovered: RecoveredRun[] = [];
+    try {
+      recovered = this.recoverAbandoned();
+    } catch (e) {
+      // A full disk must not keep the monitor from saying so: recovery waits for the next open.
+      if (!isStorageFailure(e)) throw e;
+    }
+    this.recovered = recovered;
   }
 
   /**
    * Opens (creating if needed) the ledger in `dir`, which must exist.
-   * @throws HbError `ledger-too-new`, `ledger-unavailable`
+   *
+   * A ledger that is new or empty (truncated to nothing) in a directory that holds backup sidecars
+   * is refused, and nothing is written: the backups are there, and an empty ledger would say
+   * "no backups" about them. A ledger that cannot be read is refused too. `recover` (for
+   * `ledger-rebuild`) accepts an empty ledger, and moves one that cannot be read aside under a
+   * dated name (never deleting it) to start a new one.
+   * @throws HbError `ledger-lost`, `ledger-unreadable`, `ledger-too-new`, `ledger-unavailable`, `disk-full`
    */
-  static open(dir: string): Ledger {
+  static open(dir: string, opts: { recover?: boolean } = {}): Ledger {
     const file = path.join(dir, LEDGER_FILE);
+    const existed = existsSync(file);
     let db: Database.Database;
     try {
       db = new Database(file);
+    } catch (e) {
+      throw openError(file, dir, e);
+    }
+    let fresh: boolean;
+    try {
+      // Reads only: nothing is written before we know the ledger is one to use. (Another process
+      // may be creating it right now: wait for its lock rather than call it unreadable.)
+      db.pragma('busy_timeout = 15000');
+      fresh = (db.pragma('user_version', { simple: true }) as number) === 0 && (db.prepare('SELECT count(*) FROM sqlite_master').pluck().get() as number) === 0;
+    } catch (e) {
+      db.close();
+      const code = (e as { code?: string }).code ?? '';
+      if (code !== 'SQLITE_NOTADB' && code !== 'SQLITE_CORRUPT') throw openError(file, dir, e);
+      if (!opts.recover) {
+        throw new HbError(
+          'ledger-unreadable',
+          `the ledger ${file} cannot be read: ${(e as Error).message}`,
+          'run `hybrid-backup ledger-rebuild`: it moves this file aside (never deleting it) and re-creates the backups from their .meta.json sidecars',
+        );
+      }
+      const aside = `${file}.unreadable-${new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}`;
+      renameSync(file, aside);
+      for (const ext of ['-wal', '-shm']) if (existsSync(file + ext)) renameSync(file + ext, aside + ext);
+      return Object.assign(Ledger.open(dir, opts), { movedAside: aside });
+    }
+    if (fresh && !opts.recover) {
+      const sidecars = sidecarNames(dir);
+      if (sidecars.length) {
+        db.close();
+        if (!existed) rmSync(file, { force: true });
+        throw new HbError(
+          'ledger-lost',
+          `the ledger ${file} is ${existed ? 'empty' : 'missing'}, but ${dir} holds ${sidecars.length} backup${sidecars.length === 1 ? '' : 's'} (.meta.json sidecars, e.g. ${sidecars[0]})`,
+          'run `hybrid-backup ledger-rebuild` to re-create the ledger from the sidecars (each file is re-hashed); nothing was changed',
+        );
+      }
+    }
+    try {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('busy_timeout = 15000');
       db.pragma('foreign_keys = ON');
     } catch (e) {
-      throw new HbError('ledger-unavailable', `cannot open ledger ${file}: ${(e as Error).message}`, 'check that the backup directory is writable by this user');
+      db.close();
+      throw openError(file, dir, e);
     }
     try {
       return new Ledger(file, db);
     } catch (e) {
       db.close();
-      throw e;
+      throw isStorageFailure(e) ? storageError(file, dir, e) : e;
     }
+  }
+
+  /** Set by {@link open} with `recover` when an unreadable ledger was moved aside: where it went. */
+  movedAside?: string;
+  /** Set by {@link openReadOnlyCopy}: why this is a read-only copy, and what it may not show. */
+  readOnlyCopy?: string;
+
+  /**
+   * A read-only, in-memory copy of the ledger's main file, for looking when the ledger cannot be
+   * opened for writing (its disk is full): enough for the monitor to say what is wrong. Changes
+   * still in the write-ahead log are not in it. Every write throws (SQLITE_READONLY), which the
+   * run bookkeeping treats like a full disk.
+   * @throws HbError `ledger-unavailable` when even that cannot be read
+   */
+  static openReadOnlyCopy(dir: string, why: string): Ledger {
+    const file = path.join(dir, LEDGER_FILE);
+    let db: Database.Database;
+    try {
+      const bytes = readFileSync(file);
+      // The header says WAL (bytes 18-19 = 2); an in-memory copy has no log to read: say "rollback".
+      if (bytes.length >= 100 && bytes[18] === 2) bytes[18] = bytes[19] = 1;
+      db = new Database(bytes, { readonly: true });
+      db.prepare('SELECT count(*) FROM sqlite_master').get();
+    } catch (e) {
+      throw new HbError('ledger-unavailable', `cannot read even a copy of the ledger ${file}: ${(e as Error).message}`, 'check the disk and the file', { cause: e });
+    }
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version !== MIGRATIONS.length) {
+      db.close();
+      throw new HbError('ledger-unavailable', `cannot use a read-only copy of the ledger ${file}: its schema (${version}) is not this program's (${MIGRATIONS.length})`, 'free disk space so the ledger can be opened and migrated');
+    }
+    const l = new Ledger(file, db);
+    l.readOnlyCopy = `${why}; read from a copy of ${file} (the newest changes may be missing)`;
+    return l;
   }
 
   private migrate(): void {
@@ -250,8 +344,19 @@ export class Ledger {
         this.db.exec(MIGRATIONS[i]!);
         this.db.pragma(`user_version = ${i + 1}`);
       }
+      // A rebuilt table must leave every reference whole.
+      const broken = this.db.pragma('foreign_key_check') as unknown[];
+      if (broken.length) throw new Error(`the migration left ${broken.length} broken references`);
     });
-    apply.immediate();
+    // Rebuilding a table (SQLite's way to change a constraint) drops the old one: with foreign
+    // keys on, that would cascade into the rows that reference it. Off only while migrating
+    // (the pragma is a no-op inside a transaction, so it is set around it).
+    this.db.pragma('foreign_keys = OFF');
+    try {
+      apply.immediate();
+    } finally {
+      this.db.pragma('foreign_keys = ON');
+    }
   }
 
   /** Closes runs whose process died; deletes their partial files and unrecorded outputs. */
@@ -315,22 +420,91 @@ export class Ledger {
       })();
       out.push({ runId: r.id, job: r.job, pid: r.pid, removed });
     }
-    // Locks held by dead processes are released too.
+    // Locks held, and places in line taken, by dead processes are released too.
     for (const l of this.db.prepare('SELECT * FROM locks').all() as Array<{ name: string; pid: number; pid_start: string | null; host: string }>) {
       if (!isAlive({ pid: l.pid, start: l.pid_start, host: l.host })) this.db.prepare('DELETE FROM locks WHERE name=? AND pid=?').run(l.name, l.pid);
+    }
+    for (const w of this.db.prepare('SELECT * FROM lock_waiters').all() as Array<{ id: number; pid: number; pid_start: string | null; host: string }>) {
+      if (!isAlive({ pid: w.pid, start: w.pid_start, host: w.host })) this.db.prepare('DELETE FROM lock_waiters WHERE id=?').run(w.id);
     }
     return out;
   }
 
   // ---- runs -------------------------------------------------------------------------------
 
+  /**
+   * Records a run as started.
+   * @throws HbError `disk-full` (or `ledger-unavailable`) when the ledger cannot be written
+   */
   startRun(job: string, trigger: RunTrigger, details?: Record<string, unknown>): Run {
+    this.flushPending();
     const me = selfIdentity();
     const startedAt = now();
-    const info = this.db
-      .prepare(`INSERT INTO runs (job, trigger, status, started_at, pid, pid_start, host, details) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)`)
-      .run(job, trigger, startedAt, me.pid, me.start, me.host, details ? JSON.stringify(redactDetails(details)) : null);
-    return this.getRun(Number(info.lastInsertRowid))!;
+    try {
+      const info = this.db
+        .prepare(`INSERT INTO runs (job, trigger, status, started_at, pid, pid_start, host, details) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)`)
+        .run(job, trigger, startedAt, me.pid, me.start, me.host, details ? JSON.stringify(redactDetails(details)) : null);
+      return this.getRun(Number(info.lastInsertRowid))!;
+    } catch (e) {
+      throw isStorageFailure(e) ? storageError(this.file, path.dirname(this.file), e) : e;
+    }
+  }
+
+  /**
+   * Records a run that failed before it could record its start. Never throws for a full disk:
+   * the outcome is held (see {@link pendingRuns}) and written as soon as the ledger takes it.
+   */
+  recordFailedRun(job: string, trigger: RunTrigger, startedAt: string, error: { code: string; message: string }): Run {
+    const finishedAt = now();
+    try {
+      const me = selfIdentity();
+      const info = this.db
+        .prepare(`INSERT INTO runs (job, trigger, status, started_at, finished_at, pid, pid_start, host, error_code, error_message) VALUES (?, ?, 'failed', ?, ?, ?, ?, ?, ?, ?)`)
+        .run(job, trigger, startedAt, finishedAt, me.pid, me.start, me.host, error.code, redact(error.message));
+      const run = this.getRun(Number(info.lastInsertRowid))!;
+      this.emitFinished(run);
+      return run;
+    } catch (e) {
+      if (!isStorageFailure(e)) throw e;
+      const run: Run = { id: this.nextPendingId--, job, trigger, status: 'failed', startedAt, finishedAt, error: { code: error.code, message: redact(error.message) } };
+      this.pending.push({ run, insert: true });
+      this.emitFinished(run);
+      return run;
+    }
+  }
+
+  /** Run outcomes not yet in the ledger because it could not be written, oldest first. */
+  pendingRuns(): Run[] {
+    return this.pending.map((p) => p.run);
+  }
+
+  /** Writes held run outcomes; returns how many are still held. Never throws. */
+  flushPending(): number {
+    while (this.pending.length) {
+      const p = this.pending[0]!;
+      const r = p.run;
+      try {
+        if (p.insert) {
+          const me = selfIdentity();
+          this.db
+            .prepare(`INSERT INTO runs (job, trigger, status, started_at, finished_at, pid, pid_start, host, error_code, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+            .run(r.job, r.trigger, r.status, r.startedAt, r.finishedAt, me.pid, me.start, me.host, r.error?.code ?? null, r.error?.message ?? null);
+        } else {
+          this.writeFinish(r.id, r.status as Exclude<RunStatus, 'running'>, r.finishedAt!, r.error ?? null, p.details);
+        }
+      } catch {
+        return this.pending.length;
+      }
+      this.pending.shift();
+    }
+    return 0;
+  }
+
+  private writeFinish(runId: number, status: Exclude<RunStatus, 'running'>, finishedAt: string, error: { code: string; message: string } | null, details?: Record<string, unknown>): void {
+    this.db.transaction(() => {
+      if (details) this.mergeRunDetails(runId, details);
+      this.db.prepare(`UPDATE runs SET status=?, finished_at=?, error_code=?, error_message=? WHERE id=?`).run(status, finishedAt, error?.code ?? null, error ? redact(error.message) : null, runId);
+    })();
   }
 
   /** Records the files a run is writing, so a crash can be cleaned up. */
@@ -346,13 +520,23 @@ export class Ledger {
     this.db.prepare('UPDATE runs SET details=? WHERE id=?').run(JSON.stringify(merged), runId);
   }
 
+  /**
+   * Records how a run ended, and tells the listeners (alerts, metrics). Never throws for a full
+   * disk: the outcome is held, seen by {@link lastRun} and {@link pendingRuns}, still reaches the
+   * listeners, and is written as soon as the ledger takes it ({@link flushPending}).
+   */
   finishRun(runId: number, status: Exclude<RunStatus, 'running'>, error?: { code: string; message: string } | null, details?: Record<string, unknown>): Run {
-    this.db.transaction(() => {
-      if (details) this.mergeRunDetails(runId, details);
-      this.db
-        .prepare(`UPDATE runs SET status=?, finished_at=?, error_code=?, error_message=? WHERE id=?`)
-        .run(status, now(), error?.code ?? null, error ? redact(error.message) : null, runId);
-    })();
+    const finishedAt = now();
+    try {
+      this.writeFinish(runId, status, finishedAt, error ?? null, details);
+    } catch (e) {
+      if (!isStorageFailure(e)) throw e;
+      const started = this.getRun(runId);
+      const run: Run = { id: runId, job: started?.job ?? 'unknown', trigger: started?.trigger ?? 'cli', status, startedAt: started?.startedAt ?? finishedAt, finishedAt, ...(error ? { error: { code: error.code, message: redact(error.message) } } : {}) };
+      this.pending.push({ run, insert: false, details });
+      this.emitFinished(run);
+      return run;
+    }
     const run = this.getRun(runId)!;
     this.emitFinished(run);
     return run;
@@ -450,6 +634,17 @@ export class Ledger {
     })();
     if (b.runId !== null) this.emitFinished(this.getRun(b.runId)!);
     return this.getBackup(id)!;
+  }
+
+  /** Adds a backup found on disk by `ledger-rebuild` (no run produced it here). */
+  addRebuiltBackup(b: Omit<NewBackup, 'runId'>): Backup {
+    const id = this.db.transaction(() => this.insertBackupRow({ ...b, runId: null }))();
+    return this.getBackup(id)!;
+  }
+
+  /** Whether a backup row already names this file. */
+  hasBackupFile(file: string): boolean {
+    return this.db.prepare('SELECT 1 FROM backups WHERE file = ? LIMIT 1').pluck().get(file) !== undefined;
   }
 
   getBackup(id: number): Backup | undefined {
@@ -578,11 +773,12 @@ export class Ledger {
   }
 
   /**
-   * What a checksum check found: `corrupt` or `ok` again. Only a backup that should have a file
-   * (ok or corrupt) changes; a pruned or failed one keeps its status.
+   * What a check of the file found: `corrupt` (it does not match), `missing` (it is gone), or `ok`
+   * again. Only a backup that should have a file (ok, corrupt or missing) changes; a pruned or
+   * failed one keeps its status. True when the status changed.
    */
-  setIntegrity(id: number, status: 'ok' | 'corrupt'): void {
-    this.db.prepare(`UPDATE backups SET status=? WHERE id=? AND status IN ('ok','corrupt')`).run(status, id);
+  setIntegrity(id: number, status: 'ok' | 'corrupt' | 'missing'): boolean {
+    return this.db.prepare(`UPDATE backups SET status=? WHERE id=? AND status IN ('ok','corrupt','missing') AND status != ?`).run(status, id, status).changes === 1;
   }
 
   markChecked(id: number, at = now()): void {
@@ -617,7 +813,14 @@ export class Ledger {
     const where = `${triggers?.length ? ` AND trigger IN (${triggers.map(() => '?').join(',')})` : ''}${status ? ' AND status = ?' : ''}`;
     const args: unknown[] = [job, ...(triggers ?? []), ...(status ? [status] : [])];
     const r = this.db.prepare(`SELECT * FROM runs WHERE job=?${where} ORDER BY started_at DESC, id DESC LIMIT 1`).get(...args) as RunRow | undefined;
-    return r ? toRun(r) : undefined;
+    const stored = r ? toRun(r) : undefined;
+    // An outcome the disk could not take yet is still the newest word on the job.
+    const held = this.pending
+      .map((p) => p.run)
+      .filter((x) => x.job === job && (!triggers?.length || triggers.includes(x.trigger)) && (!status || x.status === status))
+      .pop();
+    if (!held) return stored;
+    return !stored || held.startedAt >= stored.startedAt || held.id === stored.id ? held : stored;
   }
 
   markVerified(id: number, at = now()): void {
@@ -771,9 +974,25 @@ export class Ledger {
    * Takes the named lock for this process if it is free or its holder is dead. Atomic across
    * processes (an IMMEDIATE transaction). Returns null on success, else the live holder.
    */
-  tryLock(name: string, runId: number | null, purpose: string): LockHolder | null {
+  tryLock(name: string, runId: number | null, purpose: string, ticket?: number): LockHolder | null {
     const me = selfIdentity();
     const take = this.db.transaction((): LockHolder | null => {
+      if (ticket !== undefined) {
+        // First come, first served across processes: a live waiter that asked earlier goes first.
+        const ahead = this.db.prepare('SELECT * FROM lock_waiters WHERE name=? AND id<? ORDER BY id').all(name, ticket) as Array<{
+          id: number;
+          run_id: number | null;
+          pid: number;
+          pid_start: string | null;
+          host: string;
+          since: string;
+          purpose: string | null;
+        }>;
+        for (const w of ahead) {
+          if (isAlive({ pid: w.pid, start: w.pid_start, host: w.host })) return { runId: w.run_id, pid: w.pid, host: w.host, acquiredAt: w.since, purpose: `${w.purpose ?? 'another backup'}, which asked earlier`, queued: true };
+          this.db.prepare('DELETE FROM lock_waiters WHERE id=?').run(w.id);
+        }
+      }
       const cur = this.db.prepare('SELECT * FROM locks WHERE name=?').get(name) as
         | { run_id: number | null; pid: number; pid_start: string | null; host: string; acquired_at: string; purpose: string | null }
         | undefined;
@@ -783,9 +1002,26 @@ export class Ledger {
       this.db
         .prepare('INSERT OR REPLACE INTO locks (name, run_id, pid, pid_start, host, acquired_at, purpose) VALUES (?, ?, ?, ?, ?, ?, ?)')
         .run(name, runId, me.pid, me.start, me.host, now(), purpose);
+      if (ticket !== undefined) this.db.prepare('DELETE FROM lock_waiters WHERE id=?').run(ticket);
       return null;
     });
     return take.immediate();
+  }
+
+  /** Takes a place in the queue for a lock; the ticket orders {@link tryLock} across processes. */
+  queueForLock(name: string, runId: number | null, purpose: string): number {
+    const me = selfIdentity();
+    const info = this.db.prepare('INSERT INTO lock_waiters (name, run_id, pid, pid_start, host, since, purpose) VALUES (?, ?, ?, ?, ?, ?, ?)').run(name, runId, me.pid, me.start, me.host, now(), purpose);
+    return Number(info.lastInsertRowid);
+  }
+
+  /** Leaves the queue (the wait was given up). Never throws. */
+  leaveQueue(ticket: number): void {
+    try {
+      this.db.prepare('DELETE FROM lock_waiters WHERE id=?').run(ticket);
+    } catch {
+      // the next waiter finds this process gone, or the ticket dropped at its next open
+    }
   }
 
   unlock(name: string): void {
@@ -797,6 +1033,60 @@ export class Ledger {
     if (this.closed) return;
     this.closed = true;
     this.db.close();
+  }
+}
+
+interface PendingRun {
+  run: Run;
+  /** true: the run was never recorded (insert it); false: it was started, finish it. */
+  insert: boolean;
+  details?: Record<string, unknown>;
+}
+
+const STORAGE_CODES = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN)/;
+
+/** A write the disk refused (full, read-only, failing), as opposed to a bug. */
+export function isStorageFailure(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return typeof code === 'string' && (STORAGE_CODES.test(code) || code === 'ENOSPC' || code === 'EROFS' || code === 'EIO');
+}
+
+function freeOn(dir: string): number | null {
+  try {
+    const s = statfsSync(dir);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return null;
+  }
+}
+
+/** The operator's error for a write the ledger's disk refused: a full disk named as one. */
+export function storageError(file: string, dir: string, e: unknown): HbError {
+  const free = freeOn(dir);
+  const code = (e as { code?: string }).code ?? '';
+  if ((free !== null && free < 1024 * 1024) || /FULL|ENOSPC/.test(code)) {
+    return new HbError('disk-full', `the ledger ${file} cannot be written: the disk holding ${dir} is full (${free === null ? 'no' : formatBytes(free)} space left)`, 'free space on that disk (prune old backups, remove other files) or move BACKUP_DIR to a larger disk', { cause: e });
+  }
+  if (/READONLY|EROFS/.test(code)) return new HbError('ledger-unavailable', `the ledger ${file} cannot be written: ${(e as Error).message}`, 'the file or its filesystem is read-only: check the mount and the file\'s owner', { cause: e });
+  return new HbError('ledger-unavailable', `the ledger ${file} cannot be written: ${(e as Error).message}`, 'a disk I/O error: check the disk (dmesg, SMART) and the filesystem', { cause: e });
+}
+
+function openError(file: string, dir: string, e: unknown): HbError {
+  const code = (e as { code?: string }).code ?? '';
+  const free = freeOn(dir);
+  if ((free !== null && free < 1024 * 1024) || /FULL|ENOSPC/.test(code)) return storageError(file, dir, e);
+  if (code === 'SQLITE_CANTOPEN' || code === 'EACCES' || /READONLY/.test(code)) {
+    return new HbError('ledger-unavailable', `cannot open ledger ${file}: ${(e as Error).message}`, 'check that the backup directory exists and is writable by this user', { cause: e });
+  }
+  return new HbError('ledger-unavailable', `cannot open ledger ${file}: ${(e as Error).message}`, 'a disk I/O error: check the disk (dmesg) and the filesystem', { cause: e });
+}
+
+/** Names of backup sidecars in a directory (what `ledger-rebuild` reads). */
+export function sidecarNames(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((n) => n.endsWith('.meta.json') && !n.startsWith('.')).sort();
+  } catch {
+    return [];
   }
 }
 

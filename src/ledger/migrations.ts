@@ -156,4 +156,75 @@ export const MIGRATIONS: readonly string[] = [
     UPDATE backups SET rev = (SELECT n FROM backups_rev) WHERE id = NEW.id;
   END;
   `,
+
+  // 6: status 'missing' (the file is gone from disk). SQLite cannot change a CHECK constraint, so
+  //    the table is rebuilt (foreign keys are off while migrations run), with its indexes and triggers.
+  `
+  CREATE TABLE backups_new (
+    id                INTEGER PRIMARY KEY,
+    run_id            INTEGER REFERENCES runs (id),
+    kind              TEXT NOT NULL CHECK (kind IN ('daily','manual','pre-change')),
+    description       TEXT,
+    file              TEXT NOT NULL,
+    bytes             INTEGER NOT NULL DEFAULT 0,
+    sha256            TEXT,
+    compression       TEXT NOT NULL CHECK (compression IN ('none','gzip')),
+    profile           TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('ok','failed','interrupted','pruned','corrupt','missing')),
+    created_at        TEXT NOT NULL,
+    finished_at       TEXT,
+    duration_ms       INTEGER,
+    database          TEXT,
+    source            TEXT,
+    source_system_id  TEXT,
+    server_version    TEXT,
+    pg_dump_version   TEXT,
+    table_count       INTEGER,
+    row_count         INTEGER,
+    verified_at       TEXT,
+    checked_at        TEXT,
+    pinned            INTEGER NOT NULL DEFAULT 0,
+    pruned_at         TEXT,
+    error_code        TEXT,
+    error_message     TEXT,
+    offsite_path      TEXT,
+    offsite_status    TEXT,
+    offsite_bytes     INTEGER,
+    offsite_at        TEXT,
+    offsite_error     TEXT,
+    rev               INTEGER NOT NULL DEFAULT 0
+  );
+  INSERT INTO backups_new (id, run_id, kind, description, file, bytes, sha256, compression, profile, status, created_at, finished_at,
+    duration_ms, database, source, source_system_id, server_version, pg_dump_version, table_count, row_count, verified_at, checked_at,
+    pinned, pruned_at, error_code, error_message, offsite_path, offsite_status, offsite_bytes, offsite_at, offsite_error, rev)
+  SELECT id, run_id, kind, description, file, bytes, sha256, compression, profile, status, created_at, finished_at,
+    duration_ms, database, source, source_system_id, server_version, pg_dump_version, table_count, row_count, verified_at, checked_at,
+    pinned, pruned_at, error_code, error_message, offsite_path, offsite_status, offsite_bytes, offsite_at, offsite_error, rev
+  FROM backups;
+  DROP TABLE backups;
+  ALTER TABLE backups_new RENAME TO backups;
+  CREATE INDEX backups_created ON backups (created_at);
+  CREATE INDEX backups_status ON backups (status, created_at);
+  CREATE INDEX backups_by_rev ON backups (rev);
+  CREATE TRIGGER backups_rev_insert AFTER INSERT ON backups BEGIN
+    UPDATE backups_rev SET n = n + 1;
+    UPDATE backups SET rev = (SELECT n FROM backups_rev) WHERE id = NEW.id;
+  END;
+  CREATE TRIGGER backups_rev_update AFTER UPDATE ON backups WHEN NEW.rev = OLD.rev BEGIN
+    UPDATE backups_rev SET n = n + 1;
+    UPDATE backups SET rev = (SELECT n FROM backups_rev) WHERE id = NEW.id;
+  END;
+
+  -- who waits for a lock, in the order they asked (across processes): the lock goes to the first
+  CREATE TABLE lock_waiters (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    run_id     INTEGER,
+    pid        INTEGER NOT NULL,
+    pid_start  TEXT,
+    host       TEXT NOT NULL,
+    since      TEXT NOT NULL,
+    purpose    TEXT
+  );
+  `,
 ];

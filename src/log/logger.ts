@@ -50,6 +50,7 @@ export interface LogOptions {
 /** The loggers of one process: one per channel, sharing the console. */
 export class Logs {
   private readonly loggers = new Map<Channel, Logger>();
+  private fileErrorShown = false;
 
   constructor(private readonly opts: LogOptions) {}
 
@@ -77,6 +78,15 @@ export class Logs {
         );
       }
       l = winston.createLogger({ levels: winston.config.npm.levels, defaultMeta: { channel: ch }, transports, exitOnError: false });
+      // A log file that cannot be written (a full disk) must not crash the process or hide the
+      // failure being logged: say so once on stderr (the journal, under systemd) and go on.
+      const onError = (e: Error) => {
+        if (this.fileErrorShown) return;
+        this.fileErrorShown = true;
+        process.stderr.write(`hybrid-backup: cannot write the log file ${CHANNEL_FILES[ch]} in ${this.opts.dir}: ${redactor.redact(e.message)}\n`);
+      };
+      transports[0]!.on('error', onError);
+      l.on('error', onError);
       this.loggers.set(ch, l);
     }
     return l;

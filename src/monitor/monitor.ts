@@ -9,7 +9,8 @@ import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
 import { offsiteSettings } from '../offsite/store.js';
 import { planRetention } from '../backup/retention.js';
-import { type VerifyResult, verifyOne } from '../backup/verify.js';
+import { emptyDumpWarning } from '../backup/take-backup.js';
+import { checkFilesPresent, type VerifyResult, verifyOne } from '../backup/verify.js';
 import { freeBytes } from '../util/fs.js';
 import { formatAge, formatBytes, formatCount, formatDuration } from '../util/format.js';
 
@@ -20,6 +21,9 @@ const DAY = 24 * HOUR;
  * the next daily prune, so only one the prune should already have removed is flagged.
  */
 const RETENTION_GRACE = 26 * HOUR;
+
+/** Backups that should have a good file and do not: it does not match (corrupt) or is gone (missing). */
+const UNUSABLE = ['corrupt', 'missing'] as const;
 
 const check = (name: string, status: MonitorCheck['status'], message: string): MonitorCheck => ({ name, status, message });
 
@@ -42,7 +46,7 @@ const ids = (bs: readonly Backup[]) => bs.map((b) => b.id).join(', ');
 /** Corrupt backups newer than the newest ok one (all of them when there is no ok one). */
 function newerCorrupt(ctx: RunContext, newestOk: Backup | undefined): Backup[] {
   const after = newestOk ? Date.parse(newestOk.createdAt) : -Infinity;
-  return ctx.ledger.listBackups({ statuses: ['corrupt'] }).filter((b) => Date.parse(b.createdAt) > after);
+  return ctx.ledger.listBackups({ statuses: UNUSABLE }).filter((b) => Date.parse(b.createdAt) > after);
 }
 
 function localAge(ctx: RunContext, newest: Backup | undefined, corrupt: readonly Backup[], now: number): MonitorCheck {
@@ -85,6 +89,8 @@ async function integrity(ctx: RunContext, now: number): Promise<ChecksumCheck> {
     if (!r.ok) found.set(b.id, describeFailure(b, r));
     return r.ok;
   };
+  // Every ok file is looked at (a stat each, cheap): one deleted by hand is found the same day.
+  for (const b of (await checkFilesPresent(ctx, ctx.ledger.listBackups({ statuses: ['ok'] }))).missing) found.set(b.id, `backup ${b.id}: file missing (${b.file})`);
   for (const b of newerCorrupt(ctx, ctx.ledger.latestBackup(['ok']))) await rehash(b);
   let newestGood: Backup | undefined;
   for (const b of ctx.ledger.listBackups({ statuses: ['ok'] })) {
@@ -103,7 +109,7 @@ async function integrity(ctx: RunContext, now: number): Promise<ChecksumCheck> {
   const goodAt = newestGood ? Date.parse(newestGood.createdAt) : -Infinity;
   const corrupt: CorruptEntry[] = [];
   const lines: string[] = [];
-  for (const b of ctx.ledger.listBackups({ statuses: ['corrupt'] })) {
+  for (const b of ctx.ledger.listBackups({ statuses: UNUSABLE })) {
     const since = known.get(b.id) ?? (found.has(b.id) ? new Date(now).toISOString() : undefined);
     if (Date.parse(b.createdAt) <= goodAt && (!since || Date.parse(since) < goodAt)) continue; // a good backup was taken since
     corrupt.push({ id: b.id, since: since ?? new Date(now).toISOString() });
@@ -111,10 +117,17 @@ async function integrity(ctx: RunContext, now: number): Promise<ChecksumCheck> {
   }
   if (corrupt.length) {
     const good = newestGood ? `the newest good backup is ${newestGood.id}` : 'no good local backup is left';
-    return { ...check('local-backup-checksum', 'critical', `checksum mismatch: ${lines.join('; ')}; ${good}: critical until a good backup is taken (npm run backup:manual)`), corrupt };
+    return { ...check('local-backup-checksum', 'critical', `${lines.some((l) => !l.includes('file missing')) ? 'checksum mismatch' : 'file missing'}: ${lines.join('; ')}; ${good}: critical until a good backup is taken (npm run backup:manual)`), corrupt };
   }
   if (!newestGood) return { ...check('local-backup-checksum', 'unknown', 'no ok backup to check'), corrupt };
   return { ...check('local-backup-checksum', 'ok', `SHA-256 matches for the newest backup${n ? ` and ${n} older (${ids(sample)})` : ''}`), corrupt };
+}
+
+/** Warning when the newest good backup holds no user table: a backup of an empty (or the wrong) database. */
+function content(newest: Backup | undefined): MonitorCheck {
+  if (!newest) return check('local-backup-content', 'unknown', 'no ok backup to look into');
+  if (newest.tableCount === 0) return check('local-backup-content', 'warning', `backup ${newest.id}: ${emptyDumpWarning(newest.database)}`);
+  return check('local-backup-content', 'ok', `backup ${newest.id} holds ${formatCount(newest.tableCount)} tables, ${formatCount(newest.rowCount)} rows of database "${newest.database ?? '?'}"`);
 }
 
 /** Compares the two newest ok backups: what a restore would use (corrupt ones are the checksum check's). */
@@ -129,8 +142,12 @@ function sizeDrop(ctx: RunContext, ok: Backup[], corrupt: readonly Backup[]): Mo
   return check('local-backup-size', 'ok', `${formatBytes(newest.bytes)}, ${Math.round(ratio * 100)} % of the previous backup${skipped}`);
 }
 
+/** Below this, the disk is full whatever the backups' size: the ledger and logs cannot be written. */
+const DISK_FULL_BYTES = 16 * 1024 * 1024;
+
 async function disk(ctx: RunContext, newest: Backup | undefined): Promise<MonitorCheck> {
   const free = await freeBytes(ctx.config.backupDir);
+  if (free < DISK_FULL_BYTES) return check('disk-space', 'critical', `the disk holding ${ctx.config.backupDir} is full: ${formatBytes(free)} free${newest ? `; the next backup needs about ${formatBytes(newest.bytes * ctx.config.dump.freeSpaceFactor)}` : ''}`);
   if (!newest) return check('disk-space', 'ok', `${formatBytes(free)} free`);
   const need = newest.bytes * ctx.config.dump.freeSpaceFactor;
   if (free < need) return check('disk-space', 'critical', `${formatBytes(free)} free, the next backup needs about ${formatBytes(need)}: it will be refused`);
@@ -237,25 +254,46 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
   const ok = ctx.ledger.listBackups({ statuses: ['ok'] });
   const newest = ok[0];
   const corrupt = newerCorrupt(ctx, newest);
-  const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
+  const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
   checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), offsite(ctx, newest), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }
 
 /** Runs the monitor as a recorded job: ledger, log, and an alert when the status changed. */
 export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
-  const run = ctx.ledger.startRun('monitor', ctx.trigger);
   const log = ctx.logs.channel('monitor');
+  // A ledger that cannot be written (a full disk) is the monitor's finding, not its failure.
+  let run: { id: number } | null = null;
+  let ledgerProblem: string | null = ctx.ledger.readOnlyCopy ?? null;
+  if (!ledgerProblem) {
+    try {
+      run = ctx.ledger.startRun('monitor', ctx.trigger);
+    } catch (e) {
+      ledgerProblem = toHbError(e).message;
+    }
+  }
   const previous = ctx.ledger.listMonitors(1)[0];
   try {
     const doc = await evaluate(ctx);
-    ctx.ledger.recordMonitor(run.id, doc);
+    const held = ctx.ledger.pendingRuns();
+    if (held.length) ledgerProblem ??= `the ledger cannot be written: ${held.length} run outcome${held.length === 1 ? ' is' : 's are'} held in memory, not yet written (the newest: ${held[held.length - 1]!.job} ${held[held.length - 1]!.status})`;
+    if (!ledgerProblem) {
+      try {
+        ctx.ledger.recordMonitor(run!.id, doc);
+      } catch (e) {
+        ledgerProblem = toHbError(e).message;
+      }
+    }
+    if (ledgerProblem) {
+      doc.checks.push(check('ledger', 'critical', ledgerProblem));
+      doc.status = worstStatus(doc.checks.map((c) => c.status));
+    }
     const bad = doc.checks.filter((c) => c.status !== 'ok' && c.status !== 'off');
-    ctx.ledger.finishRun(run.id, 'ok', null, { status: doc.status });
+    if (run) ctx.ledger.finishRun(run.id, 'ok', null, { status: doc.status });
     const line = `monitor: ${doc.status.toUpperCase()}${bad.length ? ` — ${bad.map((c) => `${c.name}: ${c.message}`).join('; ')}` : ''}`;
-    if (doc.status === 'ok') log.info(line, { runId: run.id });
-    else if (doc.status === 'warning' || doc.status === 'unknown') log.warn(line, { runId: run.id });
-    else log.error(line, { runId: run.id });
+    if (doc.status === 'ok') log.info(line, { runId: run?.id });
+    else if (doc.status === 'warning' || doc.status === 'unknown') log.warn(line, { runId: run?.id });
+    else log.error(line, { runId: run?.id });
     if (previous && previous.status !== doc.status) {
       ctx.alerts.send({
         event: 'monitor-status-changed',
@@ -267,8 +305,8 @@ export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
     return doc;
   } catch (e) {
     const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-    log.error(`monitor failed: ${err.message}`, { runId: run.id });
+    if (run) ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+    log.error(`monitor failed: ${err.message}`, { runId: run?.id });
     throw err;
   }
 }

@@ -35,7 +35,7 @@ export interface SyncDoc {
 const hours = (ms: number) => Math.round((ms / HOUR) * 10) / 10;
 
 /** Builds the timeline from the ledger's backups and the newest Supabase snapshot. */
-export function syncCheck(config: Config, backups: readonly Backup[], snap: SupabaseSnapshot | null, now = Date.now()): SyncDoc {
+export function syncCheck(config: Config, backups: readonly Backup[], snap: SupabaseSnapshot | null, now = Date.now(), lastPoll?: { takenAt: string; error: { code: string; message: string } | null }): SyncDoc {
   const from = now - config.retention.days * 24 * HOUR;
   const inWindow = (iso: string) => Date.parse(iso) >= from && Date.parse(iso) <= now;
   const local = backups
@@ -80,7 +80,16 @@ export function syncCheck(config: Config, backups: readonly Backup[], snap: Supa
   else if (rp > m.localCritHours) raise('critical', `the newest restore point is ${rp} h old`);
   else if (rp > m.localWarnHours) raise('warning', `the newest restore point is ${rp} h old`);
   if (gaps.length) raise('warning', `${gaps.length} gap${gaps.length === 1 ? '' : 's'} longer than ${config.syncCheck.maxGapHours} h where neither layer can restore to`);
-  if (config.supabase.enabled && !configured) raise('warning', 'the managed layer is not in the timeline: not configured or never polled');
+  if (config.supabase.enabled) {
+    const ago = lastPoll ? `${hours(now - Date.parse(lastPoll.takenAt))} h ago` : '';
+    if (!configured && (!config.supabase.projectRef || !config.supabase.accessToken)) {
+      raise('warning', 'the managed layer is not in the timeline: it is not configured (set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN, or supabase.enabled: false)');
+    } else if (!configured) {
+      raise('warning', lastPoll?.error ? `the managed layer is not in the timeline: the last Supabase poll (${ago}) failed: ${lastPoll.error.message}` : 'the managed layer is not in the timeline: Supabase has not been polled yet (npm run backup:supabase-status)');
+    } else if (lastPoll?.error) {
+      raise('warning', `the last Supabase poll (${ago}) failed: ${lastPoll.error.message}; the managed layer is shown as of the poll ${hours(now - Date.parse(snap!.takenAt))} h ago`);
+    }
+  }
 
   return {
     status,

@@ -6,7 +6,9 @@
  * Accepts `postgres://` / `postgresql://` URLs and libpq `key=value` strings. An absent string
  * means libpq's own defaults (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { ClientConfig } from 'pg';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
@@ -54,7 +56,43 @@ function parseUrl(s: string): Record<string, string> {
 }
 
 /**
+ * The entries of a connection service in libpq's service file: `PGSERVICEFILE` or
+ * `~/.pg_service.conf`, then `PGSYSCONFDIR/pg_service.conf` (Debian: /etc/postgresql-common).
+ * @throws HbError `database-url-invalid` when no file defines the service
+ */
+export function serviceEntries(name: string, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const files = [env.PGSERVICEFILE ?? path.join(env.HOME ?? os.homedir(), '.pg_service.conf'), path.join(env.PGSYSCONFDIR ?? '/etc/postgresql-common', 'pg_service.conf')];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    let current: string | null = null;
+    const out: Record<string, string> = {};
+    let found = false;
+    for (const raw of text.split('\n')) {
+      const line = raw.trim();
+      if (!line || line.startsWith('#')) continue;
+      const section = /^\[(.+)\]$/.exec(line);
+      if (section) {
+        current = section[1]!.trim();
+        found ||= current === name;
+        continue;
+      }
+      const eq = line.indexOf('=');
+      if (current === name && eq > 0) out[line.slice(0, eq).trim().toLowerCase()] = line.slice(eq + 1).trim();
+    }
+    if (found) return out;
+  }
+  throw new HbError('database-url-invalid', `the connection service "${name}" is not defined in ${files.join(' or ')}`, 'define it in the service file (PGSERVICEFILE), or set DATABASE_URL instead');
+}
+
+/**
  * Parses a connection string. Registers the password as a secret so no later output shows it.
+ * Without a string, libpq's environment variables (PGHOST, PGPORT, PGUSER, PGDATABASE,
+ * PGPASSWORD, PGSERVICE) are read; a `service` names an entry of the service file.
  * @throws HbError `database-url-invalid` naming the variable, never the string itself.
  */
 export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', env: NodeJS.ProcessEnv = process.env): ConnInfo {
@@ -63,6 +101,7 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
   if (!str) {
     explicit = false;
     kv = {};
+    if (env.PGSERVICE) kv.service = env.PGSERVICE;
     if (env.PGHOST) kv.host = env.PGHOST;
     if (env.PGPORT) kv.port = env.PGPORT;
     if (env.PGUSER) kv.user = env.PGUSER;
@@ -79,6 +118,11 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
       );
     }
   }
+  if (kv.service) {
+    // libpq's order: what a string says, then the service file, then the environment.
+    const { service, ...given } = kv;
+    kv = explicit ? { ...serviceEntries(service, env), ...given } : { ...given, ...serviceEntries(service, env) };
+  }
   const { host, port, user, dbname, password, ...params } = kv;
   redactor.addSecret(password);
   redactor.addSecret(params.sslpassword);
@@ -90,6 +134,60 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
     }
   }
   return { host: host || undefined, port: portNum, user: user || undefined, database: dbname || undefined, password, params, explicit };
+}
+
+/**
+ * The database to back up: `DATABASE_URL`, or libpq's variables when PGHOST, PGDATABASE or
+ * PGSERVICE names it. Nothing falls back to a local default: a backup of whatever database
+ * happens to answer on the local socket is not a backup of anything the operator meant.
+ * @throws HbError `database-not-configured` (exit 2) when nothing names the database;
+ *   `database-url-invalid` when the string cannot be parsed
+ */
+export function sourceConnInfo(databaseUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ConnInfo {
+  const example = 'e.g. DATABASE_URL=postgresql://postgres:<password>@db.example.com:5432/postgres (for Supabase, the session pooler URL)';
+  if (!databaseUrl) {
+    if (!env.PGHOST && !env.PGDATABASE && !env.PGSERVICE) {
+      throw new HbError('database-not-configured', 'no database to back up: DATABASE_URL is not set (nor PGHOST, PGDATABASE or PGSERVICE)', `set DATABASE_URL, ${example}`);
+    }
+    return parseConnInfo(undefined, 'DATABASE_URL', env);
+  }
+  const c = parseConnInfo(databaseUrl, 'DATABASE_URL', env);
+  if (!c.host && !c.database) {
+    throw new HbError('database-not-configured', 'DATABASE_URL names no database (neither a host nor a database name)', `give the host and the database, ${example}`);
+  }
+  return c;
+}
+
+/** Which database a command means: enough to tell two databases apart, and never a password. */
+export interface DatabaseIdentity {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+}
+
+export function databaseIdentity(c: ConnInfo): DatabaseIdentity {
+  const e = effective(c);
+  return { host: e.host, port: e.port, database: e.database, user: e.user };
+}
+
+/** Loopback addresses and local socket directories all reach this machine's server on that port. */
+function hostKey(host: string): string {
+  const h = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  return h.startsWith('/') || h === 'localhost' || h === '::1' || /^127\./.test(h) ? 'local' : h;
+}
+
+/**
+ * Whether two identities name the same database: the same server (loopback and local sockets
+ * count as one) and port, and the same database name. The user is not part of it: another role
+ * on the same database still means that database.
+ */
+export function sameDatabase(a: DatabaseIdentity, b: DatabaseIdentity): boolean {
+  return hostKey(a.host) === hostKey(b.host) && a.port === b.port && a.database === b.database;
+}
+
+export function describeIdentity(d: DatabaseIdentity): string {
+  return `database "${d.database}" on ${d.host}:${d.port} as ${d.user}`;
 }
 
 function defaultSocketDir(): string {

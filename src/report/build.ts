@@ -29,7 +29,7 @@ export async function buildReport(ctx: RunContext, now = Date.now()): Promise<Re
   const all = ctx.ledger.listBackups();
   const poll = ctx.ledger.latestPoll() ?? null;
   const snap = poll?.snapshot?.configured ? poll.snapshot : (ctx.ledger.latestSnapshot() ?? null);
-  const sync = syncCheck(ctx.config, all, snap, now);
+  const sync = syncCheck(ctx.config, all, snap, now, poll ?? undefined);
   const from = sync.window.from;
   const inWindow = all.filter((b) => b.createdAt >= from);
   // Failures and the success rate come from runs alone. Every backup attempt is a `backup` run:

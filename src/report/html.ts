@@ -171,7 +171,7 @@ export function renderHtml(r: ReportData): string {
   html.push(
     `<section><h2>Backups</h2>${table(
       ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'description'],
-      r.backups.slice(0, 100).map((b) => [esc(b.id), t(b.createdAt), nw(b.kind), badge(b.status === 'ok' ? 'ok' : b.status === 'pruned' ? 'off' : 'critical', b.status), b.status === 'ok' || b.status === 'corrupt' ? nw(formatBytes(b.bytes)) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', esc(b.offsite?.status ?? '-'), esc(b.description ?? b.error?.message ?? '')]),
+      r.backups.slice(0, 100).map((b) => [esc(b.id), t(b.createdAt), nw(b.kind), badge(b.status === 'ok' ? 'ok' : b.status === 'pruned' ? 'off' : 'critical', b.status), b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? nw(formatBytes(b.bytes)) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', esc(b.offsite?.status ?? '-'), esc(b.description ?? b.error?.message ?? '')]),
     )}</section>`,
   );
   html.push(`<footer>hybrid-backup · window ${t(r.window.from)} → ${t(r.window.to)}</footer></main></body></html>`);

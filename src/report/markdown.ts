@@ -31,7 +31,7 @@ export function renderMarkdown(r: ReportData): string {
   out.push(
     mdTable(
       ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'description'],
-      r.backups.slice(0, 60).map((b) => [String(b.id), t(b.createdAt), b.kind, b.status, b.status === 'ok' || b.status === 'corrupt' ? formatBytes(b.bytes) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', b.offsite?.status ?? '-', b.description ?? b.error?.message ?? '']),
+      r.backups.slice(0, 60).map((b) => [String(b.id), t(b.createdAt), b.kind, b.status, b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', b.offsite?.status ?? '-', b.description ?? b.error?.message ?? '']),
     ),
     '',
   );

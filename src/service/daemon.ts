@@ -6,6 +6,7 @@
 import { App } from '../app.js';
 import { loadConfig } from '../config/load.js';
 import { toHbError } from '../domain/errors.js';
+import { sourceConnInfo } from '../pg/connection.js';
 import { Service } from './service.js';
 
 export interface DaemonResult {
@@ -14,10 +15,12 @@ export interface DaemonResult {
 }
 
 /** Starts the service; resolves only when it failed to start (the process exits on signals). */
-export async function runDaemon(opts: { configFile?: string; version: string; json?: boolean }): Promise<DaemonResult> {
+export async function runDaemon(opts: { configFile?: string; version: string; json?: boolean; launchedByNpm?: boolean }): Promise<DaemonResult> {
   let app: App;
   try {
     const config = loadConfig({ configFile: opts.configFile });
+    // A service with nothing to back up would say ok every day about nothing.
+    sourceConnInfo(config.databaseUrl);
     app = await App.open(config, { consoleLevel: 'info', consoleJson: opts.json });
   } catch (e) {
     return { error: toHbError(e) };
@@ -54,6 +57,18 @@ export async function runDaemon(opts: { configFile?: string; version: string; js
   };
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
+  // Started by `npm start`: npm forwards a stop to us (the script execs node), but an npm killed
+  // outright cannot; a service left running with no parent is one nobody means to run.
+  if (opts.launchedByNpm) {
+    const parent = process.ppid;
+    const watch = setInterval(() => {
+      if (process.ppid === parent) return;
+      clearInterval(watch);
+      log.warn(`the npm process (pid ${parent}) that started the service is gone: stopping`);
+      onStop('SIGTERM');
+    }, 1000);
+    watch.unref();
+  }
   process.on('SIGHUP', () => {
     log.info('SIGHUP received: reloading the configuration');
     service.reload();

@@ -22,6 +22,11 @@ export const requestSchema = z.strictObject({
   id: z.string().max(128).optional(),
   command: z.string().min(1).max(64),
   args: z.record(z.string(), z.unknown()).default({}),
+  /**
+   * The database the caller means (its DATABASE_URL, never a password), for commands that dump or
+   * restore: the service refuses when it protects another one.
+   */
+  database: z.strictObject({ host: z.string().max(1024), port: z.int().min(1).max(65535), database: z.string().max(1024), user: z.string().max(1024) }).optional(),
 });
 export type Request = z.output<typeof requestSchema>;
 

@@ -17,6 +17,7 @@ import type { App } from '../app.js';
 import { parseCommandArgs } from '../commands/command.js';
 import { findCommand } from '../commands/index.js';
 import { loadConfig } from '../config/load.js';
+import { type DatabaseIdentity, databaseIdentity, describeIdentity, sameDatabase, sourceConnInfo } from '../pg/connection.js';
 import type { Config } from '../config/schema.js';
 import type { Reporter, ServiceView } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
@@ -44,8 +45,12 @@ export class Service implements ServiceView {
   private crons: Cron[] = [];
   private readonly running = new Set<string>();
   private readonly work = new Set<Promise<unknown>>();
+  /** Aborted when the grace period of a stop is over: backups, restores, drills, retention. */
   private readonly abort = new AbortController();
+  /** Aborted as a stop begins: read-only work (polls, the monitor, reports) has nothing to finish. */
+  private readonly abortNow = new AbortController();
   private serviceRunId: number | null = null;
+  private flushTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | null = null;
 
   constructor(
@@ -72,7 +77,14 @@ export class Service implements ServiceView {
     await this.server.listen();
     this.serviceRunId = this.app.ledger.startRun('service', 'cli', { socket: this.config.socket.path, version: this.opts.version }).id;
     this.schedule();
+    // Outcomes the ledger could not write (a full disk) are written as soon as it takes them.
+    this.flushTimer = setInterval(() => {
+      const before = this.app.ledger.pendingRuns().length;
+      if (before && this.app.ledger.flushPending() === 0) this.log.info(`the ledger takes writes again: ${before} held run outcome${before === 1 ? '' : 's'} recorded`);
+    }, 60_000);
+    this.flushTimer.unref();
     this.log.info(`service started (pid ${this.pid}, backups in ${this.config.backupDir}, times in ${this.config.timezone})`);
+    for (const w of this.config.warnings) this.log.warn(`configuration: ${w}`);
     const missed = this.jobs().filter((j) => j.startup.kind === 'missed' && this.missed(j));
     const stale = this.jobs().filter((j) => j.startup.kind === 'stale' && this.stale(j, j.startup.maxAgeMs));
     if (missed.length) this.log.info(`catching up ${missed.map((j) => j.name).join(', ')}: due while the service was down`);
@@ -153,21 +165,33 @@ export class Service implements ServiceView {
       return;
     }
     this.running.add(job.name);
-    const before = this.app.ledger.lastRun(job.name, [trigger])?.id ?? 0;
-    const ctx = this.app.context(trigger, { signal: this.abort.signal, config: this.config, service: this });
+    const startedAt = new Date().toISOString();
+    let before = 0;
+    try {
+      before = this.app.ledger.lastRun(job.name, [trigger])?.id ?? 0;
+    } catch {
+      // an unreadable ledger: the job itself will say so
+    }
+    const signal = job.grace ? this.abort.signal : this.abortNow.signal;
+    const ctx = this.app.context(trigger, { signal, config: this.config, service: this });
     this.log.info(`job ${job.name} starting (${trigger})`);
     try {
       const summary = await this.track(job.run(ctx));
       this.log.info(`job ${job.name} done: ${summary}`);
     } catch (e) {
       const err = toHbError(e);
-      const last = this.app.ledger.lastRun(job.name, [trigger]);
-      if (!last || last.id <= before) {
-        // It failed before it could record itself: record it here.
-        const run = this.app.ledger.startRun(job.name, trigger);
-        this.app.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+      // The failure is heard whatever broke: the console (the journal) first, then the ledger —
+      // which holds it and writes it later when its disk is full — and through the ledger the
+      // alert and the metrics.
+      this.log.error(`job ${job.name} failed: ${err.message}${err.hint ? ` (hint: ${err.hint})` : ''}`, { code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
+      try {
+        const last = this.app.ledger.lastRun(job.name, [trigger]);
+        if (!last || last.id <= before) this.app.ledger.recordFailedRun(job.name, trigger, startedAt, { code: err.code, message: err.message });
+        else if (last.status === 'running') this.app.ledger.finishRun(last.id, signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+      } catch (again) {
+        this.log.error(`job ${job.name}: its failure could not be recorded in the ledger either: ${toHbError(again).message}`);
+        this.app.alerts.send({ event: job.name === 'backup' ? 'backup-failed' : 'job-failed', severity: 'critical', summary: `${job.name} failed and could not be recorded: ${err.message}`, details: { job: job.name, trigger, code: err.code, startedAt } });
       }
-      this.log.error(`job ${job.name} failed: ${err.message}`, { code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
     } finally {
       this.running.delete(job.name);
     }
@@ -182,12 +206,29 @@ export class Service implements ServiceView {
     if (!cmd) return fail(new HbError('usage', `unknown command ${req.command}`, 'see hybrid-backup --help'));
     try {
       const args = parseCommandArgs(cmd, req.args);
-      const ctx = this.app.context('socket', { reporter, signal: this.abort.signal, config: this.config, service: this });
+      if (cmd.meansDatabase && req.database) this.assertSameDatabase(cmd.name, req.database);
+      const signal = cmd.grace ? this.abort.signal : this.abortNow.signal;
+      const ctx = this.app.context('socket', { reporter, signal, config: this.config, service: this });
       const doc = await this.track(cmd.run(ctx, args));
       return { type: 'result', ok: true, exitCode: cmd.exitCode?.(doc) ?? 0, doc };
     } catch (e) {
       return fail(toHbError(e));
     }
+  }
+
+  /**
+   * A command that dumps or restores must mean the database this service protects: a pre-change
+   * gate that passes with a backup of another database is the worst false success.
+   * @throws HbError `database-mismatch` (exit 2) naming both
+   */
+  private assertSameDatabase(command: string, asked: DatabaseIdentity): void {
+    const mine = databaseIdentity(sourceConnInfo(this.config.databaseUrl));
+    if (sameDatabase(mine, asked)) return;
+    throw new HbError(
+      'database-mismatch',
+      `refusing ${command}: this command means ${describeIdentity(asked)} (its DATABASE_URL), but the service on ${this.config.socket.path} protects ${describeIdentity(mine)}`,
+      'point DATABASE_URL at the database the service protects, talk to the service that protects the other one (HYBRID_BACKUP_SOCKET), or run with --direct to back it up from this process',
+    );
   }
 
   /** Re-reads the configuration; a bad one is refused and the running one kept. */
@@ -207,6 +248,7 @@ export class Service implements ServiceView {
       if (a !== b) this.log.warn(`reload: ${what} changed (${a} -> ${b}); that takes effect only after a restart`);
     }
     this.config = { ...next, backupDir: this.config.backupDir, socket: this.config.socket };
+    for (const w of next.warnings) this.log.warn(`configuration: ${w}`);
     this.schedule();
     this.log.info('configuration reloaded');
   }
@@ -223,6 +265,9 @@ export class Service implements ServiceView {
       this.log.info(`stopping: taking no new work${busy ? `; waiting up to ${graceMs / 1000}s for ${busy} running operation${busy === 1 ? '' : 's'}` : ''}`);
       this.server.stopAccepting();
       for (const c of this.crons) c.stop();
+      clearInterval(this.flushTimer);
+      // Read-only work stops now; only work that writes a backup or a database gets the grace period.
+      this.abortNow.abort();
       this.app.backupSlot.rejectWaiting(new HbError('service-stopping', 'the service is shutting down; this backup did not start', 'run it again once the service is back'));
       // Until nothing runs: work may start work (a backup its upload) during the grace period.
       const deadline = Date.now() + graceMs;

@@ -36,6 +36,20 @@ function errorResult(id: string | undefined, code: string, message: string, exit
   return { type: 'result', id, ok: false, exitCode, error: hint ? { code, message, hint } : { code, message } };
 }
 
+/**
+ * The first key that could reach an object's prototype (`__proto__`, `constructor`, `prototype`),
+ * anywhere in a parsed request: such a request is refused whole, never half-understood.
+ */
+export function poisonedKey(v: unknown, depth = 0): string | null {
+  if (v === null || typeof v !== 'object' || depth > 32) return null;
+  for (const k of Object.keys(v)) {
+    if (k === '__proto__' || k === 'constructor' || k === 'prototype') return k;
+    const inner = poisonedKey((v as Record<string, unknown>)[k], depth + 1);
+    if (inner) return inner;
+  }
+  return null;
+}
+
 /** The gid of a group name, from /etc/group. */
 export function groupId(name: string): number {
   if (/^\d+$/.test(name)) return Number(name);
@@ -195,6 +209,8 @@ export class ControlServer {
           } catch {
             return reject('socket-protocol', 'the request is not valid UTF-8 JSON');
           }
+          const poisoned = poisonedKey(parsed);
+          if (poisoned) return reject('socket-protocol', `invalid request: the key ${JSON.stringify(poisoned)} is not allowed anywhere in a request`);
           const r = requestSchema.safeParse(parsed);
           if (!r.success) {
             const i = r.error.issues[0]!;

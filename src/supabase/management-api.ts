@@ -76,6 +76,27 @@ function backoffMs(attempt: number): number {
   return Math.round(base / 2 + Math.random() * (base / 2));
 }
 
+/**
+ * What a failed fetch means, in words: Node's fetch says only "bad port" for a port the Fetch
+ * standard blocks (25, 6000, 10080, …), and "fetch failed" with the cause underneath.
+ */
+export function explainFetchError(e: Error, url: string): string {
+  const cause = (e as Error & { cause?: NodeJS.ErrnoException }).cause;
+  const text = String(cause?.message ?? e.message);
+  if (/bad port/i.test(text) || /bad port/i.test(e.message)) {
+    let port = '';
+    try {
+      port = new URL(url).port;
+    } catch {
+      // not a URL: said below without the port
+    }
+    return `the port${port ? ` ${port}` : ''} in SUPABASE_API_URL is one that HTTP clients refuse to use (the Fetch standard blocks ports such as 25, 6000 and 10080); the Management API is https://api.supabase.com (port 443)`;
+  }
+  if (cause?.code === 'ENOTFOUND' || cause?.code === 'EAI_AGAIN') return `the host of ${redact(url.replace(/\/v1\/.*$/, ''))} cannot be resolved (${cause.code}): check SUPABASE_API_URL and DNS`;
+  if (cause?.code === 'ECONNREFUSED') return `nothing accepts connections at ${redact(url.replace(/\/v1\/.*$/, ''))} (ECONNREFUSED)`;
+  return redact(text);
+}
+
 export class ManagementApi {
   constructor(private readonly o: ManagementApiOptions) {}
 
@@ -138,7 +159,9 @@ export class ManagementApi {
         if (this.o.signal?.aborted) throw new HbError('aborted', `the request for ${what} was stopped`);
         const timedOut = (e as Error).name === 'TimeoutError';
         const cause = (e as Error & { cause?: NodeJS.ErrnoException }).cause;
-        const reason = timedOut ? `no answer within ${this.o.timeoutMs / 1000}s` : redact(String(cause?.message ?? (e as Error).message));
+        const reason = timedOut ? `no answer within ${this.o.timeoutMs / 1000}s` : explainFetchError(e as Error, url);
+        // A blocked port is refused before anything is sent, every time: no point in retrying.
+        if (!timedOut && /bad port/i.test(String(cause?.message ?? ''))) throw new HbError('supabase-unavailable', `cannot call the Management API: ${reason}`, 'fix SUPABASE_API_URL (or supabase.apiUrl)');
         const neverArrived = !timedOut && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(cause?.code ?? '');
         if (!idempotent && !neverArrived) {
           throw new HbError('supabase-unavailable', `${method} ${path} got no answer (${reason}); it may or may not have been applied`, 'check the project in the dashboard before trying again');

@@ -26,7 +26,11 @@ export function managementApi(ctx: RunContext, config: Config = ctx.config): Man
     maxRetries,
     limiter: ctx.apiLimiter,
     signal: ctx.signal,
-    onRetry: (r) => log.warn(`Management API ${r.path}: ${r.reason}; retry ${r.attempt} in ${(r.waitMs / 1000).toFixed(1)}s`),
+    onRetry: (r) => {
+      log.warn(`Management API ${r.path}: ${r.reason}; retry ${r.attempt} in ${(r.waitMs / 1000).toFixed(1)}s`);
+      // A person waiting at a terminal sees each retry, not a minute of silence.
+      ctx.reporter.notice(`Management API ${r.path}: ${r.reason}; retrying in ${Math.max(1, Math.round(r.waitMs / 1000))} s (attempt ${r.attempt + 1} of ${maxRetries + 1})`);
+    },
   });
 }
 

@@ -50,8 +50,8 @@ describe('one backup at a time', () => {
     }
     const second = await runCli(['pre-change', 'second', '--json'], s.env(normal));
     const firstResult = await first;
-    expect(firstResult.exitCode).toBe(0);
-    expect(second.exitCode).toBe(0);
+    expect(firstResult.exitCode, String(firstResult.stderr)).toBe(0);
+    expect(second.exitCode, second.stderr).toBe(0);
     expect(second.stderr).toMatch(/waiting for backup run 1 \(pid \d+, since .*\) to finish; will wait up to/);
     const a = JSON.parse(String(firstResult.stdout));
     const b = JSON.parse(second.stdout);

@@ -58,7 +58,7 @@ beforeAll(async () => {
   const now = Date.now();
   api.state.backups = Array.from({ length: 7 }, (_, i) => ({ id: 300 + i, status: 'COMPLETED', inserted_at: new Date(now - (i * 24 + 9) * 3_600_000).toISOString(), is_physical_backup: false }));
   dir = tempDir('hbrep');
-  // integritySamples 0: the month of history is made of ledger rows; only the newest backup has a real file
+  // integritySamples 0: the month of history is made of ledger rows and files of the right size, not real dumps
   writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ timezone: 'Europe/Berlin', supabase: { requestTimeoutSeconds: 2 }, monitor: { integritySamples: 0 }, offsite: { prefix: `${path.basename(dir)}/` } }));
   env = {
     DATABASE_URL: withPassword(db.url),
@@ -102,7 +102,10 @@ beforeAll(async () => {
       const finished = new Date(Date.parse(a.at) + durationMs).toISOString();
       const details = JSON.stringify({ kind: a.kind, description: a.description, compression: 'none', profile: 'supabase', file });
       const runId = Number(insertRun.run(a.trigger, status, started, finished, process.pid, os.hostname(), a.error?.code ?? null, a.error?.message ?? null, file, details).lastInsertRowid);
-      const sha256 = a.error ? null : createHash('sha256').update(file).digest('hex');
+      // every ok backup's file exists with its size: prune and the monitor look at the disk
+      const content = Buffer.alloc(a.error ? 0 : a.bytes, `-- backup taken at ${a.at}\n`);
+      if (!a.error) writeFileSync(file, content);
+      const sha256 = a.error ? null : createHash('sha256').update(content).digest('hex');
       const offsite = a.error ? [null, null, null, null] : ['uploaded', `hybrid-backups/${path.basename(dir)}/${path.basename(file)}`, a.bytes, finished];
       const backupId = Number(insertBackup.run(runId, a.kind, a.description, file, a.error ? 0 : a.bytes, sha256, status, a.at, finished, durationMs, db.name, a.error?.code ?? null, a.error?.message ?? null, ...offsite).lastInsertRowid);
       linkRun.run(backupId, runId);

@@ -2,15 +2,18 @@
  * The resident service as an operator runs it: a real daemon process, driven by the real CLI
  * over the real socket, stopped with real signals.
  */
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { execa } from 'execa';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
+import { cliEnv, readLedger, removeDir, ROOT, runCli, startCli, tempDir } from '../helpers/cli.js';
+import { FakeManagementApi, REF, TOKEN } from '../helpers/fake-supabase.js';
 import { type Daemon, ping, rawExchange, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
 import { fakePgBin } from '../helpers/pgbin.js';
+import { until } from '../helpers/wait.js';
 import { Ledger } from '../../src/ledger/ledger.js';
 
 let db: { name: string; url: string };
@@ -49,6 +52,16 @@ async function daemon(env: Record<string, string>): Promise<Daemon> {
 }
 
 const files = (dir: string, re: RegExp) => readdirSync(dir).filter((f) => re.test(f));
+/** Whether a process runs (a zombie nobody reaped counts as gone). */
+const alive = (pid: number) => {
+  try {
+    return !/^\S+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+};
+/** Backup runs the ledger shows running now. */
+const runningBackups = (backupDir: string) => readLedger(backupDir, `select count(*) as n from runs where job = 'backup' and status = 'running'`)[0].n as number;
 
 describe('the service', () => {
   it('serves commands over the socket: same output as in-process, runs recorded as socket', async () => {
@@ -72,9 +85,17 @@ describe('the service', () => {
     const doc = JSON.parse(sched.stdout);
     expect(doc.service).toMatchObject({ running: true, pid: d.proc.pid });
     expect(doc.jobs.map((j: { name: string }) => j.name)).toEqual(['backup', 'prune', 'monitor', 'restore-drill', 'supabase-poll']);
-    expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: null });
-    const offline = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
-    expect(offline.service).toEqual({ running: false });
+    // LAST RESULT is the job's newest run, whatever started it: here the backup asked through the socket
+    expect(doc.jobs[0]).toMatchObject({ cron: '0 0 1 1 *', nextRun: expect.stringMatching(/-01-01T00:00:00\.000Z$/), running: false, lastRun: { id: b.runId, status: 'ok', trigger: 'socket' } });
+    expect(doc.jobs.find((j: { name: string }) => j.name === 'prune').lastRun).toBeNull();
+    expect((await runCli(['prune', '--direct'], s.env)).exitCode).toBe(0);
+    const afterPrune = JSON.parse((await runCli(['schedule', '--json'], s.env)).stdout);
+    expect(afterPrune.jobs.find((j: { name: string }) => j.name === 'prune').lastRun).toMatchObject({ status: 'ok', trigger: 'cli' });
+    expect((await runCli(['schedule'], s.env)).stdout).toMatch(/prune +.* ok .* ago \(cli\)/);
+    // --direct still knows a service runs
+    const direct2 = JSON.parse((await runCli(['schedule', '--json', '--direct'], s.env)).stdout);
+    expect(direct2.service).toEqual({ running: true, pid: d.proc.pid, startedAt: doc.service.startedAt, viaDirect: true });
+    expect((await runCli(['schedule', '--direct'], s.env)).stdout).toMatch(new RegExp(`^service running \\(pid ${d.proc.pid}, .*\\); shown from this process's configuration`));
 
     // errors cross the socket with their exit codes
     const bad = await runCli(['pre-change', ''], s.env);
@@ -84,6 +105,8 @@ describe('the service', () => {
     expect(missing.exitCode).toBe(2);
     expect(await stopDaemon(d)).toBe(0);
     expect(existsSync(d.socket)).toBe(false);
+    const offline = JSON.parse((await runCli(['schedule', '--json'], s.env)).stdout);
+    expect(offline.service).toEqual({ running: false });
   });
 
   it('list: on screen the newest 100, with --json every backup; the same document in-process and through the service', async () => {
@@ -172,14 +195,11 @@ describe('the service', () => {
     s.write({ dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 2; exec "$REAL" "$@"') } });
     await daemon(s.env);
     const cli = startCli(['pre-change', 'client goes away'], s.env);
-    await sleep(900);
+    await until(() => runningBackups(s.backupDir) === 1, 'the service to start the backup');
     cli.kill('SIGKILL');
     await cli;
-    let rows: any[] = [];
-    for (let i = 0; i < 100 && rows.length === 0; i++) {
-      await sleep(100);
-      rows = readLedger(s.backupDir, `select * from backups where status = 'ok'`);
-    }
+    await until(() => readLedger(s.backupDir, `select * from backups where status = 'ok'`).length === 1, 'the backup to land', 30_000);
+    const rows = readLedger(s.backupDir, `select * from backups where status = 'ok'`);
     expect(rows).toHaveLength(1);
     expect(rows[0].description).toBe('client goes away');
     expect(existsSync(rows[0].file)).toBe(true);
@@ -190,7 +210,7 @@ describe('the service', () => {
     s.write({ service: { shutdownGraceSeconds: 30 }, dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 2; exec "$REAL" "$@"') } });
     const d = await daemon(s.env);
     const cli = startCli(['manual', 'finish me', '--json'], s.env);
-    await sleep(700);
+    await until(() => runningBackups(s.backupDir) === 1, 'the service to start the backup');
     expect(await stopDaemon(d)).toBe(0);
     const r = await cli;
     expect(r.exitCode).toBe(0);
@@ -388,5 +408,73 @@ describe('the service', () => {
     expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'backup' and status = 'failed' and trigger = 'schedule'`)[0].n).toBeGreaterThanOrEqual(2);
     expect(await ping(d.socket)).toMatchObject({ ok: true });
     expect(d.output()).toMatch(/job backup failed: database .* does not exist/);
+  });
+  it('refuses, whole, a request whose arguments carry __proto__ or constructor: nothing runs', async () => {
+    const s = setup({ retention: { days: 1, minKeep: 1 } });
+    const d = await daemon(s.env);
+    for (const args of ['{"__proto__":{"dryRun":true}}', '{"constructor":{"dryRun":true}}', '{"dryRun":true,"x":{"__proto__":{}}}']) {
+      const r = await rawExchange(d.socket, `{"command":"prune","args":${args}}\n`);
+      const result = r.replies.find((x) => x.type === 'result');
+      expect(result, args).toMatchObject({ ok: false, exitCode: 2 });
+      expect(result.error.message).toMatch(/__proto__|constructor/);
+    }
+    const top = await rawExchange(d.socket, '{"command":"prune","__proto__":{"args":{}}}\n');
+    expect(top.replies.find((x) => x.type === 'result')).toMatchObject({ ok: false, exitCode: 2 });
+    expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'prune'`)[0].n).toBe(0);
+  });
+
+  it('backups run in the order asked, across processes: a --direct backup asked first runs before socket backups asked later', async () => {
+    const s = setup();
+    s.write({ dump: { pgBinDir: await fakePgBin(s.dir, 'sleep 0.5; exec "$REAL" "$@"') } });
+    const d = await daemon(s.env);
+    const first = startCli(['manual', 'first through the service', '--json'], s.env);
+    await until(() => runningBackups(s.backupDir) === 1 && readLedger(s.backupDir, 'select count(*) as n from locks')[0].n === 1, 'the first backup to hold the lock');
+    const direct = startCli(['manual', 'direct, asked second', '--json', '--direct'], s.env);
+    await until(() => readLedger(s.backupDir, 'select count(*) as n from lock_waiters where pid != ?', d.proc.pid)[0].n === 1, 'the --direct backup to take its place in line');
+    const later = Array.from({ length: 4 }, (_, i) => startCli(['manual', `later ${i}`, '--json'], s.env));
+    const results = await Promise.all([first, direct, ...later]);
+    for (const r of results) expect(r.exitCode, String(r.stderr)).toBe(0);
+    const docs = results.map((r) => JSON.parse(String(r.stdout)));
+    const directDoc = docs[1];
+    for (const l of docs.slice(2)) expect(Date.parse(l.createdAt), `${l.description} started before the --direct backup asked earlier`).toBeGreaterThan(Date.parse(directDoc.finishedAt));
+    expect(Date.parse(directDoc.createdAt)).toBeGreaterThanOrEqual(Date.parse(docs[0].finishedAt));
+    expect(String(results[1].stderr)).toMatch(/waiting for backup run \d+ \(pid \d+/);
+    expect(readLedger(s.backupDir, 'select count(*) as n from lock_waiters')[0].n).toBe(0);
+  });
+
+  it('npm start, then kill -TERM of npm: the service stops too; kill -KILL of npm: the service notices and stops', async () => {
+    for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+      const s = setup();
+      const npm = execa('npm', ['start', '--silent'], { cwd: ROOT, env: cliEnv(s.env), extendEnv: false, reject: false, all: true });
+      const socket = s.env.HYBRID_BACKUP_SOCKET;
+      let servicePid = 0;
+      await until(async () => {
+        const r = await ping(socket);
+        servicePid = r?.ok ? r.doc.pid : 0;
+        return servicePid > 0;
+      }, 'npm start to bring the service up');
+      expect(servicePid).not.toBe(npm.pid);
+      npm.kill(signal);
+      await npm;
+      await until(() => !alive(servicePid), `the service (pid ${servicePid}) to stop after npm got ${signal}`, 15_000);
+      expect(existsSync(socket)).toBe(false);
+      expect(readLedger(s.backupDir, `select status from runs where job = 'service'`)).toEqual([{ status: 'ok' }]);
+    }
+  });
+
+  it('a stop aborts read-only work at once: a hung Supabase poll does not hold it for the grace period', async () => {
+    const api = await new FakeManagementApi().start();
+    try {
+      api.queue('GET /database/backups', { hang: true });
+      const s = setup({ service: { shutdownGraceSeconds: 60 }, supabase: { requestTimeoutSeconds: 60, maxRetries: 0 } });
+      const d = await daemon({ ...s.env, SUPABASE_API_URL: api.url, SUPABASE_PROJECT_REF: REF, SUPABASE_ACCESS_TOKEN: TOKEN });
+      await until(() => api.count('GET', '/database/backups') === 1, 'the start-up poll to hang on the backups list');
+      const t0 = Date.now();
+      expect(await stopDaemon(d)).toBe(0);
+      expect(Date.now() - t0, 'the stop waited for the hung poll').toBeLessThan(10_000);
+      expect(readLedger(s.backupDir, `select status from runs where job = 'supabase-poll'`)).toEqual([{ status: 'interrupted' }]);
+    } finally {
+      await api.stop();
+    }
   });
 });

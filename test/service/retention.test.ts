@@ -3,12 +3,14 @@
  * backup, files the ledger does not list, grandfather-father-son keeps, --dry-run and --as-of.
  * Ages are set by moving backups' times in the ledger; the files are real.
  */
-import { copyFileSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
 import { fakePgBin } from '../helpers/pgbin.js';
+import { until } from '../helpers/wait.js';
+import { Receiver } from '../helpers/webhook-receiver.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
 
 let db: { name: string; url: string };
@@ -232,5 +234,52 @@ describe('retention', () => {
     expect(existsSync(b.file)).toBe(true);
     expect((await prune(s.env)).exitCode).toBe(0);
     expect(existsSync(b.file)).toBe(false);
+  });
+  it('trusts the disk: backups whose files were deleted by hand become missing, count for nothing, and nothing else is deleted', async () => {
+    const receiver = await new Receiver().start();
+    try {
+      const s = setup({ days: 30, minKeep: 3 });
+      const env = { ...s.env, ALERT_WEBHOOK_URL: receiver.url };
+      const all = await backups(env, 6, 31); // 31 to 36 days old: every one past retention
+      const files = readLedger<{ id: number; file: string }>(s.backupDir, 'select id, file from backups order by id');
+      copyFileSync(files[3]!.file, path.join(s.dir, 'kept-aside'));
+      for (const f of files.slice(3)) unlinkSync(f.file); // the newest three, gone
+      const dry = await prune(env, '--dry-run');
+      expect(dry.exitCode, dry.stderr).toBe(0);
+      expect(dry.doc.deleted).toEqual([]);
+      expect(ids(dry.doc.missing)).toEqual(all.slice(3));
+      expect(readLedger(s.backupDir, `select count(*) as n from backups where status = 'missing'`)[0].n).toBe(0); // a dry run changes nothing
+
+      const r = await prune(env);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.doc.deleted).toEqual([]);
+      expect(ids(r.doc.kept)).toEqual(all.slice(0, 3));
+      expect(ids(r.doc.missing)).toEqual(all.slice(3));
+      expect(r.doc.notes.join('\n')).toMatch(/only 3 ok backups with their files on disk, not more than retention.minKeep \(3\): nothing is deleted/);
+      for (const f of files.slice(0, 3)) expect(existsSync(f.file), f.file).toBe(true); // the only files left stay
+      expect(readLedger(s.backupDir, 'select id, status from backups order by id').map((b: any) => b.status)).toEqual(['ok', 'ok', 'ok', 'missing', 'missing', 'missing']);
+
+      const human = await runCli(['prune', '--dry-run'], env);
+      expect(human.stdout).toMatch(/nothing to delete/);
+      const list = await runCli(['list'], env);
+      expect(list.stdout.match(/ missing /g)?.length).toBe(3);
+      const monitor = await runCli(['monitor', '--json'], env);
+      const checksum = JSON.parse(monitor.stdout).checks.find((c: any) => c.name === 'local-backup-checksum');
+      expect(checksum).toMatchObject({ status: 'critical' });
+      expect(checksum.message).toMatch(/file missing/);
+      await until(() => receiver.received.filter((x) => x.body.event === 'backup-missing').length === 3, 'three backup-missing alerts');
+      expect(receiver.received.find((x) => x.body.event === 'backup-missing')!.body.severity).toBe('critical');
+      const restore = await runCli(['restore', String(all[5]), '--target', 'postgresql://postgres@127.0.0.1:5432/nowhere_hb'], env);
+      expect(restore.exitCode).toBe(1);
+      expect(restore.stderr).toMatch(/cannot be restored: its file is gone from disk/);
+
+      // a file put back makes its backup ok again
+      copyFileSync(path.join(s.dir, 'kept-aside'), files[3]!.file);
+      const verify = await runCli(['verify', String(all[3]), '--json'], env);
+      expect(verify.exitCode, verify.stderr).toBe(0);
+      expect(readLedger(s.backupDir, 'select status from backups where id = ?', all[3])[0].status).toBe('ok');
+    } finally {
+      await receiver.stop();
+    }
   });
 });

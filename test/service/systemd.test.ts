@@ -43,7 +43,7 @@ describe('systemd', () => {
     dirs.push(dir);
     const sock = path.join(dir, 's.sock');
     writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } }));
-    const env = { BACKUP_DIR: path.join(dir, 'b'), HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), HYBRID_BACKUP_SOCKET: sock };
+    const env = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/postgres', BACKUP_DIR: path.join(dir, 'b'), HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), HYBRID_BACKUP_SOCKET: sock };
     const activator = execa(
       'systemd-socket-activate',
       ['-l', sock, ...Object.keys(env).flatMap((k) => ['-E', k]), 'node', CLI, 'daemon'],

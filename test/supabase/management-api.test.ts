@@ -5,7 +5,9 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { execa } from 'execa';
+import { CLI, cliEnv, readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { closedPort } from '../helpers/webhook-receiver.js';
 import { createHash } from 'node:crypto';
 import { CONTRACT, CONTRACT_SHA256, contractErrors, dailyProject, FakeManagementApi, pitrProject, REF, TOKEN } from '../helpers/fake-supabase.js';
 
@@ -269,6 +271,32 @@ describe('supabase-status', () => {
     expect(r.doc.error).toMatchObject({ code: 'supabase-timeout' });
     expect(r.doc.error.message).toMatch(/did not answer GET .* within 1s \(2 attempts\)/);
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('on a terminal, every retry is said as it happens; an unreachable API is named, a blocked port explained', async () => {
+    const s = setup({ maxRetries: 2 });
+    api.queue('GET /database/backups', { status: 503, raw: '' }, { status: 503, raw: '' });
+    const cmd = ['node', CLI, 'supabase-status'].map((a) => `'${a}'`).join(' ');
+    const t = await execa('script', ['-qec', cmd, '/dev/null'], { env: cliEnv(s.env), extendEnv: false, reject: false });
+    expect(t.exitCode, String(t.stdout)).toBe(0);
+    expect(String(t.stdout)).toMatch(/Management API \/v1\/projects\/abcdefghijklmnopqrst\/database\/backups: 503 Service Unavailable; retrying in \d+ s \(attempt 2 of 3\)/);
+    expect(String(t.stdout)).toMatch(/retrying in \d+ s \(attempt 3 of 3\)/);
+    outputs.push(String(t.stdout));
+    // nothing listens: the retries are said, then what failed
+    const closed = await closedPort();
+    const down = await runCli(['supabase-status'], { ...s.env, SUPABASE_API_URL: `http://127.0.0.1:${closed}` });
+    expect(down.exitCode).toBe(1);
+    expect(down.stderr).toMatch(/nothing accepts connections at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\); retrying in/);
+    expect(down.stderr).toMatch(/cannot reach the Management API at .*: nothing accepts connections/);
+    // a port fetch refuses to use: said at once, no retries
+    const blocked = await runCli(['supabase-status'], { ...s.env, SUPABASE_API_URL: 'http://127.0.0.1:6000' });
+    expect(blocked.exitCode).toBe(1);
+    expect(blocked.stderr).toMatch(/the port 6000 in SUPABASE_API_URL is one that HTTP clients refuse to use/);
+    expect(blocked.stderr).not.toMatch(/bad port|retrying/);
+    // a port that cannot be one is a configuration error
+    const bad = await runCli(['supabase-status'], { ...s.env, SUPABASE_API_URL: 'https://api.supabase.com:99999' });
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/SUPABASE_API_URL .* is not an http\(s\) URL/);
   });
 
   it('malformed JSON: supabase-bad-response, not a crash', async () => {

@@ -24,7 +24,7 @@ function setup(config: Record<string, unknown> = {}) {
   const write = (c: Record<string, unknown>) => writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ timezone: 'UTC', supabase: { requestTimeoutSeconds: 2, maxRetries: 1 }, ...c }));
   write(config);
   const backupDir = path.join(dir, 'b');
-  const env = { BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), SUPABASE_API_URL: api.url, SUPABASE_PROJECT_REF: REF, SUPABASE_ACCESS_TOKEN: TOKEN, HYBRID_BACKUP_SOCKET: path.join(dir, 's.sock') };
+  const env = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/postgres', BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), SUPABASE_API_URL: api.url, SUPABASE_PROJECT_REF: REF, SUPABASE_ACCESS_TOKEN: TOKEN, HYBRID_BACKUP_SOCKET: path.join(dir, 's.sock') };
   return { dir, backupDir, env, write };
 }
 

@@ -152,4 +152,26 @@ describe('config/hybrid-backup.example.json', () => {
     const missing = leaves.filter((p) => !fromEnv.has(p) && !table.includes(`\`${p}\``));
     expect(missing).toEqual([]);
   });
+  it('refuses a schedule that never fires (exit 2, naming the key), and warns about a daily job that is not daily', async () => {
+    const never = loadError(project({ schedules: { backup: '0 3 31 2 *' } }));
+    expect(never.code).toBe('config-invalid');
+    expect(never.exitCode).toBe(2);
+    expect(never.message).toMatch(/schedules\.backup in .*hybrid-backup\.json is "0 3 31 2 \*": it never fires \(no run in the next 366 days\)/);
+    expect(never.hint).toMatch(/the default is "0 3 \* \* \*"/);
+    // only in a leap year: not within the next 366 days from 2026-11-28, but in 2028
+    const leap = loadError(project({ schedules: { prune: '0 3 29 2 *' } }));
+    expect(leap.message).toMatch(/schedules\.prune .* it never fires \(no run in the next 366 days; the next is 2028-02-29\)/);
+    const weekly = loadConfig({ cwd: project({ schedules: { backup: '0 3 * * 1', monitor: '0 7 * * *' } }), env: {} });
+    expect(weekly.warnings).toEqual([expect.stringMatching(/^schedules\.backup is "0 3 \* \* 1": the backup job is meant to run daily, but this fires up to 168 hours apart/)]);
+    expect(loadConfig({ cwd: project(), env: {} }).warnings).toEqual([]);
+    // the CLI: exit 2 before doing anything; `schedule` shows the warning
+    const d = project({ schedules: { backup: '0 3 31 2 *' } });
+    const r = await runCli(['list'], { BACKUP_DIR: path.join(d, 'b') }, { cwd: d });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/it never fires/);
+    const w = project({ schedules: { backup: '0 3 1 * *' } });
+    const sched = await runCli(['schedule'], { BACKUP_DIR: path.join(w, 'b') }, { cwd: w });
+    expect(sched.exitCode).toBe(0);
+    expect(sched.stdout).toMatch(/warning: schedules\.backup is "0 3 1 \* \*": the backup job is meant to run daily/);
+  });
 });

@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
@@ -175,5 +175,53 @@ describe('listBackupsJson', () => {
     expect(top).toBe('/b/w.sql');
     other.close();
     l.close();
+  });
+  it('never silently replaces a lost ledger: empty or missing beside sidecars is refused, unchanged; an unreadable one is refused, then moved aside by recovery', () => {
+    const d = dir();
+    writeFileSync(path.join(d, '20261124T031500Z_daily.sql.meta.json'), '{}');
+    // missing: refused, and no file is left behind
+    expect(() => Ledger.open(d)).toThrow(expect.objectContaining({ code: 'ledger-lost', hint: expect.stringMatching(/ledger-rebuild/) }));
+    expect(existsSync(path.join(d, 'ledger.db'))).toBe(false);
+    // truncated to nothing: refused, and still 0 bytes
+    writeFileSync(path.join(d, 'ledger.db'), '');
+    expect(() => Ledger.open(d)).toThrow(expect.objectContaining({ code: 'ledger-lost' }));
+    expect(statSync(path.join(d, 'ledger.db')).size).toBe(0);
+    // for ledger-rebuild it opens
+    Ledger.open(d, { recover: true }).close();
+    // garbage: refused; recovery moves it aside under a dated name and starts a new one
+    writeFileSync(path.join(d, 'ledger.db'), 'this is not a database, only its ruins '.repeat(200));
+    expect(() => Ledger.open(d)).toThrow(expect.objectContaining({ code: 'ledger-unreadable' }));
+    const l = Ledger.open(d, { recover: true });
+    expect(l.movedAside).toMatch(/ledger\.db\.unreadable-\d{8}T\d{6}Z$/);
+    expect(readFileSync(l.movedAside!, 'utf8')).toMatch(/^this is not a database/);
+    l.close();
+    // a directory without sidecars just gets a new ledger
+    Ledger.open(dir()).close();
+  });
+
+  it('brings a schema-5 ledger forward to status "missing", keeping every row, count and trigger', () => {
+    const d = dir();
+    const db = new Database(path.join(d, 'ledger.db'));
+    db.pragma('journal_mode = WAL');
+    db.pragma('foreign_keys = ON');
+    for (const m of MIGRATIONS.slice(0, 5)) db.exec(m);
+    db.pragma('user_version = 5');
+    db.prepare(`INSERT INTO runs (job, trigger, status, started_at) VALUES ('backup', 'cli', 'ok', '2026-11-01T00:00:00Z')`).run();
+    db.prepare(`INSERT INTO backups (run_id, kind, file, bytes, sha256, compression, profile, status, created_at) VALUES (1, 'daily', '/x/a.sql', 10, 'aa', 'none', 'full', 'ok', '2026-11-01T00:00:00Z')`).run();
+    db.prepare(`INSERT INTO backup_tables (backup_id, table_name, rows) VALUES (1, 'public.t', 42)`).run();
+    db.prepare(`INSERT INTO restore_drills (run_id, backup_id, started_at, ok) VALUES (1, 1, '2026-11-02T00:00:00Z', 1)`).run();
+    const rev = db.prepare('SELECT rev FROM backups WHERE id = 1').pluck().get();
+    db.close();
+    const l = Ledger.open(d);
+    expect(l.getBackup(1)).toMatchObject({ status: 'ok', file: '/x/a.sql' });
+    expect(l.tableCounts(1)).toEqual({ 'public.t': 42 });
+    expect(l.listDrills()).toHaveLength(1);
+    expect(l.setIntegrity(1, 'missing')).toBe(true);
+    expect(l.getBackup(1)!.status).toBe('missing');
+    l.close();
+    const after = new Database(path.join(d, 'ledger.db'), { readonly: true });
+    expect(after.prepare('SELECT rev FROM backups WHERE id = 1').pluck().get()).toBeGreaterThan(rev as number); // the trigger still bumps it
+    expect(after.pragma('foreign_key_check')).toEqual([]);
+    after.close();
   });
 });

@@ -81,4 +81,17 @@ describe('sync-check', () => {
     expect(d.supabase.count).toBe(0);
     expect(d.recoveryPointHours).toBeNull();
   });
+  it('says the poll failed, with its error, rather than "not configured"', () => {
+    const configured = { ...config, supabase: { ...config.supabase, projectRef: 'abcdefghijklmnopqrst', accessToken: 'sbp_x' } };
+    const failed = { takenAt: new Date(NOW - 2 * H).toISOString(), error: { code: 'supabase-unauthorized', message: 'the Supabase access token is invalid or expired (401)' } };
+    const never = syncCheck(configured, [backup(3)], null, NOW, failed);
+    expect(never.status).toBe('warning');
+    expect(never.messages.join()).toMatch(/the last Supabase poll \(2 h ago\) failed: the Supabase access token is invalid or expired \(401\)/);
+    expect(never.messages.join()).not.toMatch(/not configured/);
+    // an older good snapshot is still shown, and the failure said
+    const old = syncCheck(configured, [backup(3)], snapshot({ takenAt: new Date(NOW - 30 * H).toISOString(), backups: [{ id: 1, status: 'COMPLETED', insertedAt: new Date(NOW - 31 * H).toISOString(), physical: false }] }), NOW, failed);
+    expect(old.messages.join()).toMatch(/failed: .*; the managed layer is shown as of the poll 30 h ago/);
+    expect(syncCheck(configured, [backup(3)], null, NOW).messages.join()).toMatch(/has not been polled yet/);
+    expect(syncCheck(config, [backup(3)], null, NOW).messages.join()).toMatch(/it is not configured \(set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN/);
+  });
 });

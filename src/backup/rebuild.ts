@@ -1,0 +1,117 @@
+/**
+ * Re-creating the ledger's backups from what is on disk: every `.meta.json` sidecar describes
+ * its backup (kind, description, checksum, size, versions, per-table row counts), so a lost or
+ * damaged ledger costs the run history, never the knowledge of which backups exist and whether
+ * they are intact.
+ *
+ * Each file a sidecar names is re-hashed: matching → `ok`, not matching → `corrupt`, gone →
+ * `missing`. A backup the ledger already knows (same file) is left as it is.
+ */
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { RunContext } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import { BACKUP_KINDS, type Backup } from '../domain/types.js';
+import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { readSidecar, type Sidecar } from '../dump/sidecar.js';
+import { sidecarNames } from '../ledger/ledger.js';
+import { hashFile } from './verify.js';
+
+export interface RebuildOutcome {
+  /** Backups added to the ledger, newest first. */
+  added: Backup[];
+  /** Sidecars whose backup the ledger already had. */
+  alreadyKnown: number;
+  /** Sidecars that could not be used, and why. */
+  unreadable: Array<{ sidecar: string; error: string }>;
+  /** Backup files with no sidecar: not added (nothing says what they are). */
+  withoutSidecar: string[];
+  /** Where an unreadable ledger was moved, when it was. */
+  movedAside: string | null;
+}
+
+const BACKUP_FILE = /^\d{8}T\d{6}Z(-\d+)?_[a-z-]+(_[a-z0-9-]+)?\.sql(\.gz)?$/;
+
+/** Checks a parsed sidecar has what a ledger row needs (a sidecar is a file anyone can edit). */
+function validSidecar(x: unknown): x is Sidecar {
+  const s = x as Sidecar;
+  return (
+    !!s &&
+    typeof s === 'object' &&
+    typeof s.file === 'string' &&
+    path.basename(s.file) === s.file &&
+    (BACKUP_KINDS as readonly string[]).includes(s.kind) &&
+    typeof s.sha256 === 'string' &&
+    /^[0-9a-f]{64}$/.test(s.sha256) &&
+    Number.isSafeInteger(s.bytes) &&
+    typeof s.createdAt === 'string' &&
+    !Number.isNaN(Date.parse(s.createdAt)) &&
+    (s.compression === 'none' || s.compression === 'gzip')
+  );
+}
+
+/** Re-creates the ledger's rows for every backup the directory's sidecars describe. */
+export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | null): Promise<RebuildOutcome> {
+  const dir = ctx.config.backupDir;
+  const run = ctx.ledger.startRun('ledger-rebuild', ctx.trigger, { movedAside });
+  const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside };
+  try {
+    const names = sidecarNames(dir);
+    const started = Date.now();
+    for (const [i, name] of names.entries()) {
+      let sc: Sidecar;
+      try {
+        const parsed: unknown = await readSidecar(path.join(dir, name));
+        if (!validSidecar(parsed)) throw new Error('it lacks the fields of a backup sidecar (file, kind, sha256, bytes, createdAt, compression)');
+        sc = parsed;
+      } catch (e) {
+        out.unreadable.push({ sidecar: name, error: toHbError(e).message });
+        continue;
+      }
+      const file = path.join(dir, sc.file);
+      if (ctx.ledger.hasBackupFile(file)) {
+        out.alreadyKnown++;
+        continue;
+      }
+      let status: Backup['status'] = 'missing';
+      try {
+        const got = await hashFile(file, (n) => ctx.reporter.progress({ phase: 'verify', bytes: n, total: sc.bytes, elapsedMs: Date.now() - started }), ctx.signal);
+        status = got.sha256 === sc.sha256 && got.bytes === sc.bytes ? 'ok' : 'corrupt';
+      } catch (e) {
+        if (ctx.signal.aborted) throw new HbError('aborted', 'ledger-rebuild was stopped; the backups found so far are recorded');
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
+      const b = ctx.ledger.addRebuiltBackup({
+        kind: sc.kind,
+        description: sc.description ?? null,
+        file,
+        bytes: sc.bytes,
+        sha256: sc.sha256,
+        compression: sc.compression,
+        profile: sc.profile === 'supabase' ? 'supabase' : 'full',
+        status,
+        createdAt: sc.createdAt,
+        finishedAt: sc.finishedAt ?? null,
+        durationMs: sc.durationMs ?? null,
+        database: sc.database ?? null,
+        source: sc.source ?? null,
+        sourceSystemId: sc.sourceSystemId ?? null,
+        serverVersion: sc.serverVersion ?? null,
+        pgDumpVersion: sc.pgDumpVersion ?? null,
+        tables: sc.tables && typeof sc.tables === 'object' ? sc.tables : null,
+        error: status === 'ok' ? null : { code: status === 'missing' ? 'file-missing' : 'checksum-mismatch', message: status === 'missing' ? `found by ledger-rebuild: ${sc.file} is gone` : `found by ledger-rebuild: ${sc.file} does not match its sidecar's SHA-256` },
+      });
+      out.added.push(b);
+      ctx.log.info(`ledger-rebuild: backup ${b.id} (${sc.file}) added as ${status}`, { backupId: b.id, step: i + 1, of: names.length });
+    }
+    const sidecarFiles = new Set(names.map((n) => n.slice(0, -SIDECAR_SUFFIX.length)));
+    out.withoutSidecar = (await readdir(dir)).filter((n) => BACKUP_FILE.test(n) && !sidecarFiles.has(n) && !ctx.ledger.hasBackupFile(path.join(dir, n))).sort();
+    out.added.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    ctx.ledger.finishRun(run.id, 'ok', null, { added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length });
+    return out;
+  } catch (e) {
+    const err = toHbError(e);
+    ctx.ledger.finishRun(run.id, ctx.signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+    throw err;
+  }
+}
