@@ -99,6 +99,7 @@ export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | 
         serverVersion: sc.serverVersion ?? null,
         pgDumpVersion: sc.pgDumpVersion ?? null,
         tables: sc.tables && typeof sc.tables === 'object' ? sc.tables : null,
+        evidence: sc.evidence && typeof sc.evidence === 'object' && sc.evidence.digests ? sc.evidence : null,
         error: status === 'ok' ? null : { code: status === 'missing' ? 'file-missing' : 'checksum-mismatch', message: status === 'missing' ? `found by ledger-rebuild: ${sc.file} is gone` : `found by ledger-rebuild: ${sc.file} does not match its sidecar's SHA-256` },
       });
       out.added.push(b);

@@ -16,12 +16,13 @@ import { loadExeca } from '../util/lazy.js';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
-import { assertDumpableConnection, type ConnInfo, describeConn, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
+import { assertDumpableConnection, type ConnInfo, describeConn, effective, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withClient } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
 import { formatBytes, formatDuration } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { resolveBackup, verifyOne } from './verify.js';
+import { compareWithEvidence, type Fidelity } from '../fidelity/compare.js';
 
 export interface RestoreRequest {
   /** A backup id or `latest`. */
@@ -48,6 +49,29 @@ export interface RestoreResult {
   tables: number | null;
   rows: number | null;
   durationMs: number;
+  /**
+   * The restored database compared with what the backup recorded (as a drill compares): null for
+   * backups that recorded nothing to compare (taken by an older version).
+   */
+  fidelity: Fidelity | null;
+}
+
+/**
+ * After a restore: every table's data read back and compared with the dump's digests, and the
+ * catalog fingerprint with the one taken at backup time. Differences are reported, not thrown: the
+ * restore itself succeeded and is committed; what differs is for the operator to judge.
+ */
+async function checkRestored(ctx: RunContext, b: Backup, conn: ConnInfo, psqlPath: string): Promise<RestoreResult['fidelity']> {
+  const evidence = ctx.ledger.evidence(b.id);
+  if (!evidence?.session) return null;
+  let out: Fidelity;
+  try {
+    out = await compareWithEvidence({ psqlPath, inspect: conn, evidence, profile: b.profile, connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds, signal: ctx.signal });
+  } catch (e) {
+    out = { objects: 0, tablesDigested: 0, differences: [`the restored database could not be compared: ${toHbError(e).message}`] };
+  }
+  if (out.differences.length) ctx.log.warn(`restore of backup ${b.id}: ${out.differences.length} difference(s) from what the backup recorded: ${out.differences.slice(0, 5).join('; ')}`, { backupId: b.id });
+  return out;
 }
 
 /** Checks the backup can be restored at all (has a complete, uncorrupted file). */
@@ -179,17 +203,73 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
   if (flow.status === 'rejected') {
     throw new HbError('restore-failed', `cannot read ${b.file}: ${redact((flow.reason as Error).message)}; psql was stopped before it could commit, nothing was restored`, 'the file is damaged; restore another backup');
   }
-  if (!r || r.failed) {
-    const lines = redact(stderr.trim()).split('\n').filter((l) => /ERROR|FATAL|error/i.test(l));
-    const detail = lines.slice(0, 3).join(' | ') || redact(stderr.trim()).split('\n').slice(-3).join(' | ') || (r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
-    throw new HbError('restore-failed', `restore into ${describeConn(conn)} failed and was rolled back: ${detail}`, 'the target must be empty of the backup\'s objects; restore into a fresh database (--create)');
+  if (!r || r.failed) throw restoreError(conn, redact(stderr.trim()), r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
+}
+
+/**
+ * What psql's first error means, in words: a permission error says it is one (and which object,
+ * which privilege); "the target already holds …" only when objects really collide.
+ */
+export function restoreError(conn: ConnInfo, stderr: string, fallback: string): HbError {
+  const lines = stderr.split('\n');
+  const first = lines.find((l) => /\b(ERROR|FATAL):/.test(l)) ?? lines.find((l) => /error/i.test(l));
+  const detail = (first ?? lines.slice(-3).join(' | ') ?? '').replace(/^psql:[^:]*:\d+: /, '').trim() || fallback;
+  const where = `restore into ${describeConn(conn)} failed and was rolled back (nothing was restored)`;
+  if (/already exists/.test(detail)) {
+    return new HbError('restore-failed', `${where}: the target already holds one of the backup's objects: ${detail}`, 'restore into a fresh database (--create), or drop what the message names first');
   }
+  const perm = /permission denied|must be (owner|superuser|a member)|insufficient privilege|only superusers?|not permitted|must have .* privilege/i.test(detail);
+  if (perm) {
+    return new HbError(
+      'restore-failed',
+      `${where}: a permission error: ${detail}`,
+      `the restoring user ${effective(conn).user} lacks that privilege on the target: grant it, or restore as a role that has it; into a Supabase project restore a supabase-profile backup as postgres`,
+    );
+  }
+  return new HbError('restore-failed', `${where}: ${detail}`, 'psql stopped at its first error, shown above; fix its cause on the target and restore again');
+}
+
+/**
+ * A full-profile backup holds the platform's own schemas and event triggers: into a Supabase
+ * project, as `postgres` (not a superuser there), it cannot restore. Said before anything is
+ * created on the target.
+ * @throws HbError `restore-profile-mismatch`
+ */
+async function refuseFullIntoSupabase(ctx: RunContext, b: Backup, conn: ConnInfo): Promise<void> {
+  const timeout = ctx.config.dump.connectTimeoutSeconds;
+  let shaped: boolean;
+  try {
+    shaped = await withClient(conn, { connectTimeoutSeconds: timeout }, (c) => supabaseShapedTarget(c));
+  } catch (e) {
+    if (!(e instanceof HbError) || e.code !== 'db-not-found') throw e;
+    shaped = await withClient(conn, { connectTimeoutSeconds: timeout, database: 'postgres' }, (c) => supabaseShapedTarget(c));
+  }
+  if (!shaped) return;
+  throw new HbError(
+    'restore-profile-mismatch',
+    `backup ${b.id} is a full-profile backup (the whole database, with the platform's own schemas and event triggers); it cannot restore into a Supabase project as ${effective(conn).user}, which is not a superuser there`,
+    'restore a supabase-profile backup into a Supabase project (dump.profile: "supabase", the default for Supabase hosts); a full-profile backup restores into a plain PostgreSQL server',
+  );
+}
+
+/**
+ * Whether the target looks like a Supabase project as a non-superuser sees it: its auth or storage
+ * schema belongs to the platform's superuser `supabase_admin`, and we are not a superuser.
+ */
+async function supabaseShapedTarget(c: { query: (sql: string) => Promise<{ rows: Array<{ platform: boolean; su: boolean }> }> }): Promise<boolean> {
+  // The platform's mark: its schemas belong to supabase_admin (a project's, not a look-alike's).
+  const r = await c.query(
+    `SELECT EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner WHERE n.nspname IN ('auth', 'storage') AND o.rolname = 'supabase_admin') AS platform,
+            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS su`,
+  );
+  return !!r.rows[0]?.platform && !r.rows[0]?.su;
 }
 
 /** Restores a backup; see the module comment for what is checked first. */
 export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promise<RestoreResult> {
   if (!req.target) throw new HbError('restore-target-missing', 'restore needs a target database', 'pass --target postgresql://user@host:5432/dbname');
-  const conn = parseConnInfo(req.target, '--target');
+  // Through the service, the target gets only the credentials in its own URL: never the service's.
+  const conn: ConnInfo = { ...parseConnInfo(req.target, '--target'), isolated: !!ctx.service };
   assertDumpableConnection(conn, '--target');
   const b = resolveBackup(ctx, req.backup);
   const from = req.from ?? 'local';
@@ -222,6 +302,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
         throw new HbError('checksum-mismatch', `backup ${b.id} (${b.file}) fails its checksum: ${check.error}; nothing was restored`, 'the file is damaged; restore another backup, or its offsite copy with --from offsite');
       }
     }
+    if (b.profile === 'full') await refuseFullIntoSupabase(ctx, b, conn);
     const { server, created } = await prepareTarget(ctx, conn, !!req.create);
     const source = ctx.ledger.backupSource(b.id);
     // Same cluster by system identifier when both are known; otherwise a host alias could hide
@@ -250,8 +331,10 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
       tables: b.tableCount,
       rows: b.rowCount,
       durationMs: Date.now() - started,
+      fidelity: await checkRestored(ctx, b, conn, psql.tool.path),
     };
-    ctx.ledger.finishRun(run.id, 'ok', null, { durationMs: result.durationMs });
+    result.durationMs = Date.now() - started;
+    ctx.ledger.finishRun(run.id, 'ok', null, { durationMs: result.durationMs, differences: result.fidelity?.differences.length ?? null });
     ctx.log.info(`restored backup ${b.id} into ${safeUrl(conn)} in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
     return result;
   } catch (e) {

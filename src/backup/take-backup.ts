@@ -11,12 +11,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
-import type { Backup, BackupKind } from '../domain/types.js';
+import type { Backup, BackupEvidence, BackupKind } from '../domain/types.js';
+import { fingerprintOptions, readEvidence } from '../fidelity/evidence.js';
+import { readFingerprint } from '../fidelity/fingerprint.js';
 import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.js';
 import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
 import type { NewBackup } from '../ledger/ledger.js';
-import { effectiveProfile, type PlatformLayout, platformTableTriggers, profileParts, readPlatformLayout } from '../dump/profiles.js';
+import { effectiveProfile, type PlatformLayout, profileParts, readPlatformLayout, readSupabaseSnapshotSql, type SupabaseSnapshotSql, userEventTriggers } from '../dump/profiles.js';
 import { assertDumpableConnection, type ConnInfo, libpqArgs, safeUrl, sourceConnInfo } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withSnapshot } from '../pg/server.js';
 import { chooseTool } from '../pg/tools.js';
@@ -135,9 +137,9 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
 
     const { dbname, env } = libpqArgs(conn);
     const tools = { pgDump: choice.tool.path, pgDumpAll: dumpAll?.tool.path ?? null, pgDumpMajor: choice.tool.major };
-    const dump = (snapshot: string | null, afterSchema = '') =>
+    const dump = (snapshot: string | null, fromSnapshot: SupabaseSnapshotSql | string = '') =>
       dumpToPartial({
-        parts: profileParts(profile, dbname, tools, snapshot, server!.database, afterSchema),
+        parts: profileParts(profile, dbname, tools, snapshot, server!.database, fromSnapshot),
         env: { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds), PGAPPNAME: 'hybrid-backup' },
         partialPath,
         compression,
@@ -148,23 +150,41 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     // Several pg_dump runs see one database state: a connection exports a snapshot and holds it.
     const major = server.major;
     let platform: PlatformLayout | null = null;
-    const out =
-      profile === 'supabase'
-        ? await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => {
-            const triggers = await platformTableTriggers(client, major);
-            // The platform as it is now, for restore drills of this backup (recorded in the sidecar).
-            try {
-              const layoutEnv = { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds) };
-              platform = await readPlatformLayout(client, { pgDump: choice.tool.path, pgDumpMajor: choice.tool.major, dbname, env: layoutEnv, snapshot, signal: ctx.signal });
-            } catch (e) {
-              if (ctx.signal.aborted || toHbError(e).code === 'dump-aborted') throw e;
-              const msg = `backup run ${run.id}: could not record the platform layout in the sidecar; a restore drill of this backup will read it from the source database: ${toHbError(e).message}`;
-              log.warn(msg, { runId: run.id });
-              ctx.reporter.notice(msg);
-            }
-            return dump(snapshot, triggers);
-          })
-        : await dump(null);
+    let evidence: Omit<BackupEvidence, 'digests' | 'sequences'> | null = null;
+    // (the supabase profile's supautilsSql rides along in it)
+    const out = await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => {
+      let fromSnapshot: SupabaseSnapshotSql | string = '';
+      if (profile === 'supabase') {
+        // What pg_dump leaves out (policies and triggers on platform tables, matview refreshes, event triggers).
+        fromSnapshot = await readSupabaseSnapshotSql(client, major);
+        // The platform as it is now, for restore drills of this backup (recorded in the sidecar).
+        try {
+          const layoutEnv = { ...env, PGCONNECT_TIMEOUT: String(config.dump.connectTimeoutSeconds) };
+          platform = await readPlatformLayout(client, { pgDump: choice.tool.path, pgDumpMajor: choice.tool.major, dbname, env: layoutEnv, snapshot, signal: ctx.signal });
+        } catch (e) {
+          if (ctx.signal.aborted || toHbError(e).code === 'dump-aborted') throw e;
+          const msg = `backup run ${run.id}: could not record the platform layout in the sidecar; a restore drill of this backup will read it from the source database: ${toHbError(e).message}`;
+          log.warn(msg, { runId: run.id });
+          ctx.reporter.notice(msg);
+        }
+      }
+      // What a drill proves the restore against, read in the dump's own snapshot while pg_dump
+      // runs. Not being able to read it never fails the backup: its drill then counts rows only.
+      const warn = (what: string, e: unknown) => {
+        const msg = `backup run ${run.id}: could not record ${what}: ${toHbError(e).message}`;
+        log.warn(msg, { runId: run.id });
+        ctx.reporter.notice(msg);
+      };
+      const fingerprint = () =>
+        config.dump.fingerprint ? readFingerprint(client, fingerprintOptions(profile)).catch((e: unknown) => (warn('the catalog fingerprint (a drill of this backup compares rows and data only)', e), null)) : Promise.resolve(null);
+      const reading = readEvidence(client, fingerprint).then(
+        async (e) => void (evidence = profile === 'supabase' ? { ...e, supautilsSql: await userEventTriggers(client) } : e),
+        (e: unknown) => warn('what a drill compares (a drill of this backup counts rows only)', e),
+      );
+      const [dumped] = await Promise.allSettled([dump(snapshot, fromSnapshot), reading]);
+      if (dumped.status === 'rejected') throw dumped.reason;
+      return dumped.value;
+    });
 
     await fs.rename(partialPath, finalPath);
     renamed = true;
@@ -194,6 +214,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       rowCount: Object.values(out.tables).reduce((a, n) => a + n, 0),
       tables: out.tables,
       ...(profile === 'supabase' ? { platform } : {}),
+      evidence: evidence ? { ...(evidence as Omit<BackupEvidence, 'digests' | 'sequences'>), digests: out.digests, sequences: out.sequences } : null,
     };
     await atomicWriteFile(finalPath + SIDECAR_SUFFIX, `${JSON.stringify(sidecar, null, 2)}\n`);
 
@@ -206,6 +227,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       durationMs,
       tables: out.tables,
       error: null,
+      evidence: sidecar.evidence,
     });
     if (sidecar.tableCount === 0) {
       const warning = emptyDumpWarning(server.database, safeUrl(conn));

@@ -14,6 +14,7 @@ import type { Config } from '../config/schema.js';
 import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
 import { type DatabaseIdentity, databaseIdentity, sourceConnInfo } from '../pg/connection.js';
+import { printable } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { runDaemon } from '../service/daemon.js';
 import { TerminalReporter } from './progress.js';
@@ -48,7 +49,7 @@ function write(stream: NodeJS.WriteStream, text: string): Promise<void> {
 
 /** One line: the message, and the hint when there is one. */
 export function errorLine(e: HbError): string {
-  return `hybrid-backup: ${redact(e.message)}${e.hint ? ` (hint: ${redact(e.hint)})` : ''}`;
+  return `hybrid-backup: ${printable(redact(e.message))}${e.hint ? ` (hint: ${printable(redact(e.hint))})` : ''}`;
 }
 
 async function printError(e: HbError, json: boolean): Promise<number> {
@@ -120,7 +121,21 @@ async function runViaService(cmd: Command, rawArgs: unknown, config: Config, rep
   process.on('SIGINT', onSignal);
   try {
     const database = cmd.meansDatabase ? callerDatabase(config) : undefined;
-    const r = await viaSocket(config.socket.path, { command: cmd.name, args: (rawArgs ?? {}) as Record<string, unknown>, ...(database ? { database } : {}) }, reporter);
+    const request = { command: cmd.name, args: (rawArgs ?? {}) as Record<string, unknown>, ...(database ? { database } : {}) };
+    const replyTimeoutMs = config.socket.replyTimeoutSeconds * 1000;
+    // A busy service is waited for (saying so), then, if it stays busy, the command runs here.
+    const giveUpAt = Date.now() + replyTimeoutMs;
+    let r = await viaSocket(config.socket.path, request, reporter, { replyTimeoutMs });
+    for (let said = false; r.answered && !r.result.ok && r.result.error?.code === 'socket-busy'; ) {
+      if (Date.now() > giveUpAt) {
+        reporter.notice(`the service stayed busy for ${Math.round(replyTimeoutMs / 1000)} s: running ${cmd.name} in this process instead`);
+        return undefined;
+      }
+      if (!said) reporter.notice(`the service is busy (${r.result.error.message}); waiting for a free connection…`);
+      said = true;
+      await new Promise((res) => setTimeout(res, 500));
+      r = await viaSocket(config.socket.path, request, reporter, { replyTimeoutMs });
+    }
     if (!r.answered) return undefined;
     reporter.clear();
     const res = r.result;
@@ -161,7 +176,8 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
   outcome ??= await runInProcess(cmd, rawArgs, g, config, reporter);
   if (!outcome.ok) return fail(outcome.error);
   if (json) await write(process.stdout, `${JSON.stringify(outcome.doc, null, 2)}\n`);
-  else await write(process.stdout, `${cmd.render(outcome.doc, { timeZone: config.timezone, now: Date.now() })}\n`);
+  // What came from outside (descriptions, errors, names) cannot drive the terminal: controls are shown escaped.
+  else await write(process.stdout, `${printable(cmd.render(outcome.doc, { timeZone: config.timezone, now: Date.now() }), true)}\n`);
   return outcome.exitCode ?? cmd.exitCode?.(outcome.doc) ?? 0;
 }
 

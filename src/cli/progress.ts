@@ -5,7 +5,7 @@
  */
 import type { Reporter } from '../context.js';
 import type { ProgressEvent } from '../domain/types.js';
-import { formatBytes, formatClock } from '../util/format.js';
+import { formatBytes, formatClock, printable } from '../util/format.js';
 
 const VERB: Record<ProgressEvent['phase'], string> = {
   dump: 'dumping',
@@ -38,7 +38,7 @@ export class TerminalReporter implements Reporter {
 
   notice(message: string): void {
     this.clear();
-    this.out.write(`hybrid-backup: ${message}\n`);
+    this.out.write(`hybrid-backup: ${printable(message)}\n`);
   }
 
   /** Removes the progress line (before the final output). */

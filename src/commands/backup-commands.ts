@@ -4,7 +4,7 @@ import { emptyDumpWarning, takeBackup, validateDescription } from '../backup/tak
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { afterLocalBackup } from '../offsite/sync.js';
-import { formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
+import { formatBytes, formatCount, formatDuration, formatTime, printable } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
 /** The description argument, checked before anything is done (exit 2 and nothing recorded when bad). */
@@ -32,7 +32,7 @@ function withWarnings(b: Backup): BackupDoc {
 
 function renderBackup(b: BackupDoc, view: RenderView): string {
   const lines = [
-    `backup ${b.id} ok (${b.kind}${b.description ? `: ${b.description}` : ''})`,
+    `backup ${b.id} ok (${b.kind}${b.description ? `: ${printable(b.description)}` : ''})`,
     `  file     ${b.file}`,
     `  size     ${formatBytes(b.bytes)}${b.compression === 'gzip' ? ' (gzip)' : ''}`,
     `  sha256   ${b.sha256}`,

@@ -8,23 +8,28 @@ export const restoreTestCommand = defineCommand({
   name: 'restore-test',
   meansDatabase: true,
   grace: true,
-  summary: 'restore a backup into a scratch database, check every table\'s row count, drop it',
+  summary: 'restore a backup into a scratch database, check every table\'s rows, data and the catalog against what the backup recorded, drop it',
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<DrillOutcome> {
     return restoreDrill(ctx, args.which);
   },
   render(r) {
-    const head = r.ok
-      ? `drill of backup ${r.backupId} PASSED: ${formatCount(r.tables)} tables, ${formatCount(r.rowsChecked)} rows exactly as the dump recorded, in ${formatDuration(r.durationMs)}`
-      : `drill of backup ${r.backupId} FAILED${r.error ? `: ${r.error.message}` : ''}`;
+    const f = r.fidelity;
+    const proved = [`${formatCount(r.tables)} tables, ${formatCount(r.rowsChecked)} rows exactly as the dump recorded`];
+    if (f.tablesDigested) proved.push(`the data of ${formatCount(f.tablesDigested)} tables byte for byte`);
+    if (f.objects) proved.push(`${formatCount(f.objects)} catalog objects as they were`);
+    const head = r.ok ? `drill of backup ${r.backupId} PASSED: ${proved.join('; ')}, in ${formatDuration(r.durationMs)}` : `drill of backup ${r.backupId} FAILED${r.error ? `: ${r.error.message}` : ''}`;
     const lines = [head];
+    if (r.error?.hint && !r.ok) lines.push(`  hint: ${r.error.hint}`);
     for (const m of r.mismatches) lines.push(m.actual === null ? `  ${m.table}: ${m.error}` : `  ${m.table}: ${formatCount(m.actual)} rows restored, the dump recorded ${formatCount(m.expected)}`);
+    for (const d of f.differences) lines.push(`  ${d}`);
+    for (const n of f.notes ?? []) lines.push(`  note: ${n}`);
     if (r.amcheck !== 'off') lines.push(`  pg_amcheck: ${r.amcheck}`);
     if (r.scratchDropped === false) {
       lines.push(`  scratch database ${r.scratchDatabase} was NOT dropped: ${r.scratchDropError ?? 'the drop failed'}`);
       lines.push(`  hint: drop it by hand: psql "$RESTORE_TEST_DATABASE_URL" -c 'DROP DATABASE "${r.scratchDatabase}"' (the next drill also tries)`);
     } else if (r.scratchDropped === null) lines.push('  no scratch database was created');
-    else lines.push(`  scratch database ${r.scratchDatabase} dropped`);
+    else lines.push(r.server === 'throwaway' ? `  restored on a throwaway PostgreSQL server, now removed` : `  scratch database ${r.scratchDatabase} dropped`);
     return lines.join('\n');
   },
   exitCode: (r) => (r.ok ? 0 : 1),

@@ -1,5 +1,5 @@
 /** `monitor`, `sync-check`, `report`: the hybrid view of both layers. */
-import { open, stat } from 'node:fs/promises';
+import { lstat, open, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { HbError } from '../domain/errors.js';
@@ -100,21 +100,26 @@ const REPORT_START = /^(# hybrid-backup report|<!doctype html><html lang="en"><h
  * service may write it with more rights than the person asking.
  * @throws HbError `report-out-refused`
  */
-async function checkReportOut(file: string, backupDir: string): Promise<void> {
-  const rel = path.relative(path.resolve(backupDir), file);
+async function checkReportOut(asked: string, backupDir: string): Promise<string> {
+  // Judged where it really is: a link to the backup directory is the backup directory.
+  const realDir = await realpath(path.dirname(asked)).catch(() => null);
+  if (!realDir) throw new HbError('report-out-refused', `--out ${asked}: the folder ${path.dirname(asked)} does not exist`, 'create the folder first, or name another file');
+  const file = path.join(realDir, path.basename(asked));
+  const realBackupDir = await realpath(backupDir).catch(() => path.resolve(backupDir));
+  const rel = path.relative(realBackupDir, file);
   const inside = rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
   if ((inside || rel === '') && !rel.startsWith(`reports${path.sep}`)) {
     throw new HbError('report-out-refused', `--out ${file} is inside the backup directory, where only reports/ takes reports`, `leave --out off (reports go to ${path.join(backupDir, 'reports')}), or name a file outside ${backupDir}`);
   }
-  if (inside) await ensurePrivateDir(path.join(backupDir, 'reports'));
-  const info = await stat(file).catch((e: NodeJS.ErrnoException) => {
+  if (inside) await ensurePrivateDir(path.join(realBackupDir, 'reports'), { noLink: true });
+  const info = await lstat(file).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return null;
     throw new HbError('report-out-refused', `--out ${file} cannot be checked: ${e.message}`, 'name a file this user may write');
   });
   if (!info) {
     const dir = await stat(path.dirname(file)).catch(() => null);
     if (!dir?.isDirectory()) throw new HbError('report-out-refused', `--out ${file}: the folder ${path.dirname(file)} does not exist`, 'create the folder first, or name another file');
-    return;
+    return file;
   }
   if (!info.isFile()) throw new HbError('report-out-refused', `--out ${file} is not a regular file`, 'name a file, e.g. report.html');
   const fh = await open(file, 'r');
@@ -129,6 +134,7 @@ async function checkReportOut(file: string, backupDir: string): Promise<void> {
   if (!REPORT_START.test(head)) {
     throw new HbError('report-out-refused', `--out ${file} exists and is not a hybrid-backup report; it was left alone`, 'name a new file, or remove that one first');
   }
+  return file;
 }
 
 export const reportCommand = defineCommand({
@@ -138,9 +144,9 @@ export const reportCommand = defineCommand({
   async run(ctx, args): Promise<ReportDoc> {
     const report = await buildReport(ctx);
     const date = report.generatedAt.slice(0, 10);
-    const file = args.out ? path.resolve(args.out) : path.join(ctx.config.backupDir, 'reports', `hybrid-report-${date}.${args.format}`);
-    if (args.out) await checkReportOut(file, ctx.config.backupDir);
-    else await ensurePrivateDir(path.dirname(file));
+    const asked = args.out ? path.resolve(args.out) : path.join(ctx.config.backupDir, 'reports', `hybrid-report-${date}.${args.format}`);
+    const file = args.out ? await checkReportOut(asked, ctx.config.backupDir) : asked;
+    if (!args.out) await ensurePrivateDir(path.dirname(file), { noLink: true });
     const text = args.format === 'md' ? renderMarkdown(report) : args.format === 'html' ? renderHtml(report) : `${JSON.stringify(report, null, 2)}\n`;
     await atomicWriteFile(file, text, 0o640);
     ctx.log.info(`report written to ${file}`);

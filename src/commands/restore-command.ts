@@ -26,6 +26,12 @@ export const restoreCommand = defineCommand({
       `  into    ${r.target}`,
       `  content ${formatCount(r.tables)} tables, ${formatCount(r.rows)} rows, in one transaction`,
       `  took    ${formatDuration(r.durationMs)}`,
+      ...(r.fidelity === null
+        ? ['  checked row counts only: this backup recorded no data digests or catalog fingerprint (an older version took it)']
+        : r.fidelity.differences.length === 0
+          ? [`  checked the data of ${formatCount(r.fidelity.tablesDigested)} tables byte for byte${r.fidelity.objects ? ` and ${formatCount(r.fidelity.objects)} catalog objects` : ''}: as the backup recorded them`]
+          : [`  DIFFERS from what the backup recorded (${r.fidelity.differences.length}):`, ...r.fidelity.differences.map((d) => `    ${d}`)]),
     ].join('\n');
   },
+  exitCode: (r) => (r.fidelity && r.fidelity.differences.length ? 1 : 0),
 });

@@ -124,6 +124,10 @@ export const configSchema = z.strictObject({
         .max(600)
         .default(15)
         .describe('how many seconds to wait for the database server to answer a connection'),
+      fingerprint: z
+        .boolean()
+        .default(true)
+        .describe('whether each backup records the catalog fingerprint its restore drills compare (objects, privileges, policies, comments, …)'),
     })
     .prefault({}),
 
@@ -164,6 +168,12 @@ export const configSchema = z.strictObject({
         .optional()
         .describe('a group whose members may use the control socket (mode 0660); unset: only the service\'s user (0600)'),
       idleTimeoutSeconds: z.int().min(1).default(60).describe('seconds after which a silent control client is disconnected'),
+      requestTimeoutSeconds: z.int().min(1).max(600).default(10).describe('seconds a control client has to send a whole request line, however its bytes trickle in'),
+      replyTimeoutSeconds: z
+        .int()
+        .min(5)
+        .default(120)
+        .describe('seconds the CLI waits for any sign of life from the service (a reply, progress, or its heartbeat every 5 s) before it says the service is not answering'),
       maxConnections: z.int().min(1).default(64).describe('the most control clients connected at once'),
     })
     .prefault({}),
@@ -213,7 +223,8 @@ export const configSchema = z.strictObject({
 
   restoreTest: z
     .strictObject({
-      databaseUrl: dbUrl('a server where scratch databases may be created and dropped for restore drills'),
+      enabled: z.boolean().default(true).describe('whether the service runs the weekly restore drill (schedules.restore-drill)'),
+      databaseUrl: dbUrl('a server where scratch databases may be created and dropped for restore drills; unset: each drill starts its own throwaway PostgreSQL'),
       timeoutMinutes: z.number().positive().default(60).describe('how many minutes a restore drill may take before it is stopped'),
       amcheck: z.boolean().default(false).describe('whether a drill also runs pg_amcheck on the restored database'),
     })

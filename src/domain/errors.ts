@@ -21,11 +21,13 @@ export const ERROR_CATALOGUE = {
   'description-invalid': { exit: EXIT_USAGE, summary: 'a backup description is empty or too long' },
   'backup-not-found': { exit: EXIT_USAGE, summary: 'no backup with that id' },
   'restore-target-is-source': { exit: EXIT_USAGE, summary: 'the restore target is the database the backup came from' },
+  'restore-profile-mismatch': { exit: EXIT_USAGE, summary: 'a full-profile backup cannot restore into a Supabase project; use a supabase-profile backup' },
   'restore-target-missing': { exit: EXIT_USAGE, summary: 'restore needs --target' },
   'database-url-invalid': { exit: EXIT_USAGE, summary: 'a connection string cannot be parsed' },
   'database-not-configured': { exit: EXIT_USAGE, summary: 'nothing names the database to back up (DATABASE_URL, or PGHOST/PGDATABASE/PGSERVICE)' },
   'database-mismatch': { exit: EXIT_USAGE, summary: 'the command means another database than the one the service protects' },
   'report-out-refused': { exit: EXIT_USAGE, summary: 'report --out names a place a report must not be written' },
+  'unsafe-path': { exit: EXIT_FAILED, summary: 'a file or directory the program writes is a symbolic link' },
   'service-running': { exit: EXIT_USAGE, summary: 'a service already answers on the control socket' },
 
   'supabase-not-configured': { exit: EXIT_USAGE, summary: 'the Management API is not configured (project ref and access token)' },
@@ -77,6 +79,9 @@ export const ERROR_CATALOGUE = {
   'aborted': { exit: EXIT_FAILED, summary: 'the operation was stopped before it finished' },
   'interrupted': { exit: EXIT_FAILED, summary: 'the process running this stopped before it finished' },
   'socket-error': { exit: EXIT_FAILED, summary: 'the control socket failed' },
+  'socket-untrusted': { exit: EXIT_USAGE, summary: 'the control socket is where another user could have put it' },
+  'socket-busy': { exit: EXIT_FAILED, summary: 'the service is answering as many clients as it allows' },
+  'service-not-answering': { exit: EXIT_FAILED, summary: 'the service accepted the connection but sends nothing' },
   'internal': { exit: EXIT_FAILED, summary: 'an unexpected error (a bug)' },
 } as const satisfies Record<string, { exit: number; summary: string }>;
 

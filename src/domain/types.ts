@@ -72,7 +72,14 @@ export interface DrillResult {
   mismatches: Array<{ table: string; expected: number; actual: number | null; error?: string }>;
   scratchDatabase: string;
   amcheck: 'off' | 'ok' | 'failed';
-  error?: { code: string; message: string };
+  /**
+   * What was compared besides row counts (SPEC `fidelity`): catalog objects fingerprinted, tables
+   * whose data digest was compared, and every difference, in words. `ok` needs none.
+   */
+  fidelity: { objects: number; tablesDigested: number; differences: string[]; notes?: string[] };
+  /** Where it ran: a throwaway server the drill started, or the shared RESTORE_TEST_DATABASE_URL server. */
+  server?: 'throwaway' | 'shared';
+  error?: { code: string; message: string; hint?: string };
 }
 
 /** One entry of the ledger's run history. */
@@ -90,6 +97,45 @@ export interface Run {
 
 /** Per-table row counts, keyed by the qualified table name exactly as pg_dump wrote it. */
 export type TableCounts = Record<string, number>;
+
+/**
+ * What a table's data was in the dump: CRC-32 (zlib's) of its COPY rows exactly as pg_dump wrote
+ * them (each row with its newline, not the `\.` line), their bytes, and the COPY's column list
+ * (`("a", "b")`): `COPY <table> <columns> TO STDOUT` on a restored database, in a session set like
+ * pg_dump's ({@link DigestSession}), gives the same bytes when the data came back whole.
+ */
+export interface TableDigest {
+  crc32: number;
+  bytes: number;
+  columns: string;
+}
+
+/** The source session's settings that shape COPY's text (pg_dump fixes DateStyle, IntervalStyle, extra_float_digits). */
+export interface DigestSession {
+  timeZone: string;
+  byteaOutput: string;
+  encoding: string;
+}
+
+/** What a backup recorded for its drill to compare, besides row counts. */
+export interface BackupEvidence {
+  /** Each table's data digest, keyed like {@link TableCounts}. */
+  digests: Record<string, TableDigest>;
+  session: DigestSession | null;
+  /** The catalog fingerprint taken in the backup's snapshot (src/fidelity/fingerprint.ts). */
+  fingerprint: unknown | null;
+  /** The source cluster's roles (not pg_*): a drill on a throwaway server creates them, as a dump's grants name them. */
+  roles: string[];
+  /** Every extension the source database had, for a drill to create first. */
+  extensions: Array<{ name: string; schema: string }>;
+  /** Each sequence's position as the dump sets it, keyed by the name as pg_dump wrote it. */
+  sequences: Record<string, { value: string; called: boolean }>;
+  /**
+   * Supabase profile: what only supautils lets `postgres` do on the platform (create the user's
+   * event triggers), as SQL a drill's plain server runs as its superuser after the restore.
+   */
+  supautilsSql?: string;
+}
 
 /** Progress of a long operation: emitted to terminals and streamed over the socket. */
 export interface ProgressEvent {

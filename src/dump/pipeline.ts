@@ -18,7 +18,7 @@ import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
 import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
-import { CopyScanner } from './copy-scanner.js';
+import { CopyScanner, type TableDigest } from './copy-scanner.js';
 import { FileSink } from './file-sink.js';
 import { StreamTail } from './stream-tail.js';
 
@@ -31,8 +31,18 @@ export interface CommandPart {
   args: string[];
   /** The closing comment line the output must end with. */
   marker: string;
-  /** Rewrites each line (for statements a target cannot run); not for parts carrying COPY data. */
-  transformLine?: (line: string) => string;
+  /**
+   * Rewrites each line (for statements a target cannot run). Returning null drops the line: a
+   * transform that rewrites a statement spanning several lines holds them (returning null) and
+   * returns the whole statement, rewritten, at its last line. Not for parts carrying COPY data
+   * unless `copyData` is set.
+   */
+  transformLine?: (line: string) => string | null;
+  /**
+   * The output carries COPY data (a `--data-only` dump): `transformLine` sees only the lines
+   * outside COPY blocks; the rows pass through byte for byte, unsplit and undecoded.
+   */
+  copyData?: boolean;
 }
 
 /** Literal SQL between parts. */
@@ -64,6 +74,10 @@ export interface DumpOutput {
   /** SHA-256 of the file as stored, hex. */
   sha256: string;
   tables: TableCounts;
+  /** Each table's data as it passed through the stream (see {@link TableDigest}). */
+  digests: Record<string, TableDigest>;
+  /** Each sequence's position as the dump sets it. */
+  sequences: Record<string, { value: string; called: boolean }>;
 }
 
 const STDERR_KEEP = 64 * 1024;
@@ -80,13 +94,14 @@ class Tap extends Transform {
 }
 
 /**
- * Applies a function to every line (the last line may lack its newline). Chunks are decoded with
- * a StringDecoder, so a character split across two chunks stays whole.
+ * Applies a function to every line (the last line may lack its newline); a line the function
+ * maps to null is dropped, newline included. Chunks are decoded with a StringDecoder, so a
+ * character split across two chunks stays whole.
  */
 export class LineMap extends Transform {
   private carry = '';
   private readonly decoder = new StringDecoder('utf8');
-  constructor(private readonly fn: (line: string) => string) {
+  constructor(private readonly fn: (line: string) => string | null) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -97,11 +112,109 @@ export class LineMap extends Transform {
       return cb();
     }
     this.carry = text.slice(nl + 1);
-    cb(null, Buffer.from(`${text.slice(0, nl).split('\n').map(this.fn).join('\n')}\n`));
+    let out = '';
+    for (const line of text.slice(0, nl).split('\n')) {
+      const r = this.fn(line);
+      if (r !== null) out += `${r}\n`;
+    }
+    cb(null, out ? Buffer.from(out) : undefined);
   }
   override _flush(cb: TransformCallback): void {
     const rest = this.carry + this.decoder.end();
-    cb(null, rest ? Buffer.from(this.fn(rest)) : undefined);
+    const r = rest ? this.fn(rest) : null;
+    cb(null, r ? Buffer.from(r) : undefined);
+  }
+}
+
+const NL = 0x0a;
+/** A COPY block of a plain dump ends with a line holding only `\.`. */
+const COPY_END = Buffer.from('\n\\.\n');
+const COPY_HEADER = /^COPY .+ FROM stdin;$/;
+
+/**
+ * {@link LineMap} for a plain dump carrying COPY data: lines outside COPY blocks go through the
+ * function; the rows of a block are passed on as they came, found by searching for the block's
+ * end (`\n\.\n`, natively) instead of splitting them into lines, so the data costs next to
+ * nothing. In COPY text format no row can be the line `\.` (a backslash in data is `\\`).
+ */
+export class CopyAwareLineMap extends Transform {
+  /** Outside a block: the current line's bytes so far. */
+  private pending: Buffer[] = [];
+  private inCopy = false;
+  /** Inside a block: how many bytes of `\n\.\n` the data seen so far ends with (the header's newline counts). */
+  private matched = 0;
+  constructor(private readonly fn: (line: string) => string | null) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    // rewritten lines are gathered; rows are pushed as slices of the chunk, never copied
+    let out = '';
+    const flush = () => {
+      if (out) this.push(Buffer.from(out));
+      out = '';
+    };
+    let pos = 0;
+    const n = chunk.length;
+    while (pos < n) {
+      if (this.inCopy) {
+        const end = this.copyEnd(chunk, pos);
+        flush();
+        if (end < 0) {
+          this.push(chunk.subarray(pos));
+          break;
+        }
+        this.push(chunk.subarray(pos, end));
+        this.inCopy = false;
+        pos = end;
+        continue;
+      }
+      const nl = chunk.indexOf(NL, pos);
+      if (nl < 0) {
+        this.pending.push(Buffer.from(chunk.subarray(pos)));
+        break;
+      }
+      this.pending.push(chunk.subarray(pos, nl));
+      const line = Buffer.concat(this.pending).toString('utf8');
+      this.pending = [];
+      pos = nl + 1;
+      const r = this.fn(line);
+      if (r !== null) out += `${r}\n`;
+      if (COPY_HEADER.test(line)) {
+        this.inCopy = true;
+        this.matched = 1;
+      }
+    }
+    flush();
+    cb();
+  }
+  /** Where the block ends in `chunk` (just after its `\.` line), from `pos`; -1 when not in it. */
+  private copyEnd(chunk: Buffer, pos: number): number {
+    // a terminator begun in the chunks before
+    if (this.matched > 0) {
+      let k = 0;
+      while (this.matched + k < COPY_END.length && pos + k < chunk.length && chunk[pos + k] === COPY_END[this.matched + k]) k++;
+      if (this.matched + k === COPY_END.length) return pos + k;
+      if (pos + k === chunk.length) {
+        this.matched += k;
+        return -1;
+      }
+      this.matched = 0;
+    }
+    const i = chunk.indexOf(COPY_END, pos);
+    if (i >= 0) return i + COPY_END.length;
+    // how much of a terminator the chunk ends with
+    for (let m = Math.min(COPY_END.length - 1, chunk.length - pos); m > 0; m--) {
+      if (chunk.subarray(chunk.length - m).equals(COPY_END.subarray(0, m))) {
+        this.matched = m;
+        return -1;
+      }
+    }
+    return -1;
+  }
+  override _flush(cb: TransformCallback): void {
+    if (this.inCopy || this.pending.length === 0) return cb();
+    const r = this.fn(Buffer.concat(this.pending).toString('utf8'));
+    cb(null, r ? Buffer.from(r) : undefined);
   }
 }
 
@@ -141,7 +254,8 @@ async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promi
   };
   spec.signal?.addEventListener('abort', onAbort, { once: true });
   const tail = new StreamTail();
-  const stages: Transform[] = [...(part.transformLine ? [new LineMap(part.transformLine)] : []), new Tap((c) => tail.push(c))];
+  const map = part.transformLine ? [part.copyData ? new CopyAwareLineMap(part.transformLine) : new LineMap(part.transformLine)] : [];
+  const stages: Transform[] = [...map, new Tap((c) => tail.push(c))];
   // Forwards into the shared stream with its backpressure, without ending it.
   const forward = new Writable({
     highWaterMark: 1 << 20,
@@ -263,5 +377,5 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const after = stopped();
   if (after) return fail(after);
   spec.onProgress?.(scanner.bytes);
-  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables } };
+  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables }, digests: { ...scanner.digests }, sequences: { ...scanner.sequences } };
 }

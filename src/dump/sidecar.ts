@@ -4,7 +4,7 @@
  * supabase-profile backup the platform layout a restore drill prepares its scratch database with.
  */
 import { readFile } from 'node:fs/promises';
-import type { BackupKind, Compression, DumpProfile, TableCounts } from '../domain/types.js';
+import type { BackupEvidence, BackupKind, Compression, DumpProfile, TableCounts } from '../domain/types.js';
 import type { PlatformLayout } from './profiles.js';
 
 export const SIDECAR_FORMAT = 'hybrid-backup/1';
@@ -38,6 +38,8 @@ export interface Sidecar {
    * DDL at backup time (null when it could not be read; absent in sidecars of older versions).
    */
   platform?: PlatformLayout | null;
+  /** What a drill proves the restore against (data digests, catalog fingerprint, …); absent in older sidecars. */
+  evidence?: BackupEvidence | null;
 }
 
 export async function readSidecar(file: string): Promise<Sidecar> {

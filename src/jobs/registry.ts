@@ -71,7 +71,7 @@ export const JOBS: readonly Job[] = [
     title: 'weekly restore drill',
     grace: true,
     startup: { kind: 'none' },
-    enabled: (config) => !!config.restoreTest.databaseUrl,
+    enabled: (config) => config.restoreTest.enabled,
     async run(ctx) {
       const r = await restoreDrill(ctx, 'latest');
       if (!r.ok) throw new HbError('restore-test-failed', `drill of backup ${r.backupId} failed${r.error ? `: ${r.error.message}` : ''}`);

@@ -8,11 +8,11 @@
  * - writes are durable on return (synchronous=FULL);
  * - error messages are redacted before they are stored.
  */
-import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupKind, BackupStatus, Compression, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { Backup, BackupEvidence, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import { formatBytes } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
@@ -93,6 +93,8 @@ export interface NewBackup {
   pgDumpVersion: string | null;
   tables: TableCounts | null;
   error: { code: string; message: string } | null;
+  /** What the drill compares besides row counts (absent for failed attempts and older backups). */
+  evidence?: BackupEvidence | null;
 }
 
 /** Extra ledger facts about a backup that the SPEC shape does not carry. */
@@ -235,6 +237,12 @@ export class Ledger {
    */
   static open(dir: string, opts: { recover?: boolean } = {}): Ledger {
     const file = path.join(dir, LEDGER_FILE);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+      // SQLite follows links: a ledger.db link would make it write into whatever file it names.
+      if (lstatSync(f, { throwIfNoEntry: false })?.isSymbolicLink()) {
+        throw new HbError('unsafe-path', `${f} is a symbolic link; refusing to open the ledger through it`, `remove the link (rm ${f})`);
+      }
+    }
     const existed = existsSync(file);
     let db: Database.Database;
     try {
@@ -611,8 +619,18 @@ export class Ledger {
       );
     const id = Number(info.lastInsertRowid);
     if (b.tables) {
-      const ins = this.db.prepare('INSERT INTO backup_tables (backup_id, table_name, rows) VALUES (?, ?, ?)');
-      for (const [t, n] of Object.entries(b.tables)) ins.run(id, t, n);
+      const ins = this.db.prepare('INSERT INTO backup_tables (backup_id, table_name, rows, crc32, data_bytes, copy_columns) VALUES (?, ?, ?, ?, ?, ?)');
+      const digests = b.evidence?.digests ?? {};
+      for (const [t, n] of Object.entries(b.tables)) {
+        const d = digests[t];
+        ins.run(id, t, n, d?.crc32 ?? null, d?.bytes ?? null, d?.columns ?? null);
+      }
+    }
+    if (b.evidence) {
+      const e = b.evidence;
+      this.db
+        .prepare('INSERT INTO backup_evidence (backup_id, fingerprint, session, roles, extensions, sequences, supautils_sql) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(id, e.fingerprint ? JSON.stringify(e.fingerprint) : null, e.session ? JSON.stringify(e.session) : null, JSON.stringify(e.roles), JSON.stringify(e.extensions), JSON.stringify(e.sequences ?? {}), e.supautilsSql ?? null);
     }
     return id;
   }
@@ -767,6 +785,24 @@ export class Ledger {
     return (this.db.prepare(`SELECT count(*) AS n FROM backups ${where}`).get(...args) as { n: number }).n;
   }
 
+  /** What the backup recorded for its drill besides row counts; null for backups taken before it was recorded. */
+  evidence(backupId: number): BackupEvidence | null {
+    const rows = this.db.prepare('SELECT table_name, crc32, data_bytes, copy_columns FROM backup_tables WHERE backup_id=? AND crc32 IS NOT NULL').all(backupId) as Array<{ table_name: string; crc32: number; data_bytes: number; copy_columns: string }>;
+    const e = this.db.prepare('SELECT fingerprint, session, roles, extensions, sequences, supautils_sql FROM backup_evidence WHERE backup_id=?').get(backupId) as
+      | { fingerprint: string | null; session: string | null; roles: string | null; extensions: string | null; sequences: string | null; supautils_sql: string | null }
+      | undefined;
+    if (!rows.length && !e) return null;
+    return {
+      digests: Object.fromEntries(rows.map((r) => [r.table_name, { crc32: r.crc32, bytes: r.data_bytes, columns: r.copy_columns }])),
+      session: e?.session ? (JSON.parse(e.session) as DigestSession) : null,
+      fingerprint: e?.fingerprint ? (JSON.parse(e.fingerprint) as unknown) : null,
+      roles: e?.roles ? (JSON.parse(e.roles) as string[]) : [],
+      extensions: e?.extensions ? (JSON.parse(e.extensions) as BackupEvidence['extensions']) : [],
+      sequences: e?.sequences ? (JSON.parse(e.sequences) as BackupEvidence['sequences']) : {},
+      ...(e?.supautils_sql ? { supautilsSql: e.supautils_sql } : {}),
+    };
+  }
+
   tableCounts(backupId: number): TableCounts {
     const rows = this.db.prepare('SELECT table_name, rows FROM backup_tables WHERE backup_id=? ORDER BY table_name').all(backupId) as Array<{ table_name: string; rows: number }>;
     return Object.fromEntries(rows.map((r) => [r.table_name, r.rows]));
@@ -850,10 +886,10 @@ export class Ledger {
   recordDrill(runId: number, startedAt: string, r: DrillResult): void {
     this.db
       .prepare(
-        `INSERT INTO restore_drills (run_id, backup_id, started_at, finished_at, ok, duration_ms, tables, rows_checked, mismatches, scratch_db, amcheck, error_code, error_message)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO restore_drills (run_id, backup_id, started_at, finished_at, ok, duration_ms, tables, rows_checked, mismatches, scratch_db, amcheck, error_code, error_message, fidelity)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(runId, r.backupId, startedAt, now(), r.ok ? 1 : 0, r.durationMs, r.tables, r.rowsChecked, JSON.stringify(r.mismatches), r.scratchDatabase, r.amcheck, r.error?.code ?? null, r.error ? redact(r.error.message) : null);
+      .run(runId, r.backupId, startedAt, now(), r.ok ? 1 : 0, r.durationMs, r.tables, r.rowsChecked, JSON.stringify(r.mismatches), r.scratchDatabase, r.amcheck, r.error?.code ?? null, r.error ? redact(r.error.message) : null, redact(JSON.stringify(r.fidelity)));
   }
 
   /** Drills, newest first. */
@@ -871,6 +907,7 @@ export class Ledger {
       error_message: string | null;
       started_at: string;
       finished_at: string | null;
+      fidelity: string | null;
     }>;
     return rows.map((r) => ({
       backupId: r.backup_id,
@@ -881,6 +918,7 @@ export class Ledger {
       mismatches: r.mismatches ? (JSON.parse(r.mismatches) as DrillResult['mismatches']) : [],
       scratchDatabase: r.scratch_db ?? '',
       amcheck: (r.amcheck as DrillResult['amcheck']) ?? 'off',
+      fidelity: r.fidelity ? (JSON.parse(r.fidelity) as DrillResult['fidelity']) : { objects: 0, tablesDigested: 0, differences: [] },
       ...(r.error_code ? { error: { code: r.error_code, message: r.error_message ?? '' } } : {}),
       startedAt: r.started_at,
       finishedAt: r.finished_at,
@@ -893,7 +931,8 @@ export class Ledger {
       .prepare(
         `SELECT id, json_extract(details, '$.scratchDb') AS db FROM runs
           WHERE job = 'restore-drill' AND status != 'running'
-            AND json_extract(details, '$.scratchDb') IS NOT NULL AND json_extract(details, '$.scratchDropped') IS NULL`,
+            AND json_extract(details, '$.scratchDb') IS NOT NULL AND json_extract(details, '$.scratchDropped') IS NULL
+            AND json_extract(details, '$.throwaway') IS NULL`,
       )
       .all() as Array<{ id: number; db: string }>;
     return rows.map((r) => ({ runId: r.id, database: r.db }));

@@ -227,4 +227,24 @@ export const MIGRATIONS: readonly string[] = [
     purpose    TEXT
   );
   `,
+
+  // 7: what a restore drill compares besides row counts: each table's data digest (CRC-32 of its
+  //    COPY rows, their bytes, the COPY's column list), the catalog fingerprint taken in the
+  //    backup's snapshot (with the session settings the digests were taken in), the roles and
+  //    extensions a drill server needs first; and what each drill found
+  `
+  ALTER TABLE backup_tables ADD COLUMN crc32 INTEGER;
+  ALTER TABLE backup_tables ADD COLUMN data_bytes INTEGER;
+  ALTER TABLE backup_tables ADD COLUMN copy_columns TEXT;
+  CREATE TABLE backup_evidence (
+    backup_id    INTEGER PRIMARY KEY REFERENCES backups (id) ON DELETE CASCADE,
+    fingerprint  TEXT,   -- JSON: the catalog fingerprint
+    session      TEXT,   -- JSON: {timeZone, byteaOutput, encoding} the digests were taken in
+    roles        TEXT,   -- JSON: the source cluster's role names
+    extensions   TEXT,   -- JSON: [{name, schema}] of the source database
+    sequences    TEXT,   -- JSON: {name: {value, called}} as the dump sets them
+    supautils_sql TEXT   -- what a drill runs as superuser for what supautils allows postgres (event triggers)
+  );
+  ALTER TABLE restore_drills ADD COLUMN fidelity TEXT;
+  `,
 ];

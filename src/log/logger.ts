@@ -6,6 +6,7 @@
  * Files: `backup.log` (the local layer and the service), `supabase-backup.log` and
  * `hybrid-monitor.log` (channels of those jobs); see {@link Logs.channel}.
  */
+import { constants } from 'node:fs';
 import path from 'node:path';
 import winston from 'winston';
 import { redactor } from '../util/redact.js';
@@ -65,7 +66,8 @@ export class Logs {
           maxFiles: 5,
           tailable: true,
           format: winston.format.combine(scrub(), winston.format.timestamp(), winston.format.json()),
-          options: { flags: 'a', mode: 0o600 },
+          // appended to, never through a link (a backup.log link must not make us append elsewhere)
+          options: { flags: constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, mode: 0o600 },
         }),
       ];
       if (this.opts.consoleLevel !== 'silent') {

@@ -184,10 +184,13 @@ function retention(ctx: RunContext, now: number): MonitorCheck {
 }
 
 function drill(ctx: RunContext, now: number): MonitorCheck {
-  if (!ctx.config.restoreTest.databaseUrl) return check('restore-drill', 'off', 'restore drills are off (set RESTORE_TEST_DATABASE_URL)');
+  if (!ctx.config.restoreTest.enabled) return check('restore-drill', 'off', 'the weekly restore drill is off (restoreTest.enabled: false)');
   const [last] = ctx.ledger.listDrills(1);
   if (!last) return check('restore-drill', 'warning', 'no restore drill yet: run npm run backup:restore-test');
-  if (!last.ok) return check('restore-drill', 'critical', `the newest drill (${formatAge(last.startedAt, now)}, backup ${last.backupId}) FAILED: ${last.error?.message ?? last.mismatches.map((m) => `${m.table} ${m.actual}/${m.expected}`).join(', ')}`);
+  if (!last.ok) {
+    const why = last.error?.message ?? [...last.mismatches.map((m) => `${m.table} ${m.actual}/${m.expected}`), ...last.fidelity.differences].slice(0, 5).join(', ');
+    return check('restore-drill', 'critical', `the newest drill (${formatAge(last.startedAt, now)}, backup ${last.backupId}) FAILED: ${why}`);
+  }
   const days = (now - Date.parse(last.startedAt)) / DAY;
   if (days > ctx.config.monitor.drillMaxAgeDays) return check('restore-drill', 'warning', `the newest drill passed but is ${formatAge(last.startedAt, now)}`);
   return check('restore-drill', 'ok', `backup ${last.backupId} restored and checked ${formatAge(last.startedAt, now)} (${last.rowsChecked} rows)`);

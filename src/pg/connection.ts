@@ -23,6 +23,12 @@ export interface ConnInfo {
   params: Record<string, string>;
   /** Whether the values came from a connection string (false: libpq environment defaults). */
   explicit: boolean;
+  /**
+   * Only the credentials in the string itself may be used: none from this process's environment
+   * (PGPASSWORD), password file or service file. For restore targets the service is given by a
+   * client: the service's own secrets must never reach an address it was not configured with.
+   */
+  isolated?: boolean;
 }
 
 const KV_RE = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('((?:[^'\\]|\\.)*)'|(?!')[^\s]*)/y;
@@ -236,6 +242,13 @@ export function libpqArgs(c: ConnInfo, overrideDatabase?: string): { dbname: str
   for (const [k, v] of Object.entries(c.params)) if (k !== 'password') parts.push(`${k}=${quoteKv(v)}`);
   const env: Record<string, string> = {};
   if (c.password !== undefined) env.PGPASSWORD = c.password;
+  if (c.isolated) {
+    // Whatever this process's environment holds, the tool sees only the string's password (or none).
+    env.PGPASSWORD = c.password ?? '';
+    env.PGPASSFILE = '/dev/null';
+    env.PGSERVICEFILE = '/dev/null';
+    env.PGSYSCONFDIR = '/nonexistent';
+  }
   return { dbname: parts.join(' '), env };
 }
 
@@ -251,7 +264,9 @@ export function pgClientConfig(c: ConnInfo, opts: { connectTimeoutSeconds: numbe
     port: e.port,
     user: e.user,
     database: opts.database ?? e.database,
-    password: c.password ?? process.env.PGPASSWORD,
+    // The source's PGPASSWORD was read into `password` by parseConnInfo; an isolated connection
+    // answers a password request with its own (or an empty) one, never the environment's.
+    password: c.isolated ? async () => c.password ?? '' : c.password,
     ssl,
     connectionTimeoutMillis: opts.connectTimeoutSeconds * 1000,
     application_name: opts.applicationName ?? 'hybrid-backup',

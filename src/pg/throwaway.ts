@@ -3,7 +3,8 @@
  * directory (`<parent>/hb-drill-XXXXXX`), a postmaster that listens only on a Unix socket inside
  * that directory (no TCP port at all), tuned for speed instead of durability (fsync, full-page
  * writes and synchronous commit off, `wal_level=minimal`), trust authentication for the
- * superuser `postgres`, and removed — processes and files — by {@link ThrowawayCluster.stop}.
+ * bootstrap superuser (`postgres`, or the `superuser` option), and removed — processes and
+ * files — by {@link ThrowawayCluster.stop}.
  *
  * Running as root: initdb and postgres refuse to, so they run as the OS user `postgres` (else
  * `nobody` — whose files any other service running as `nobody` could read: prefer a `postgres`
@@ -69,7 +70,10 @@ const SPEED_SETTINGS: Readonly<Record<string, string>> = {
 };
 
 export interface ThrowawayCluster {
-  /** The superuser `postgres` over the Unix socket, database `postgres`, no password (trust), sslmode=disable. */
+  /**
+   * The bootstrap superuser (`postgres`, or `superuser` when given) over the Unix socket, database
+   * `postgres`, no password (trust), sslmode=disable.
+   */
   conn: ConnInfo;
   /** The cluster's own directory: marker, server log, `data/`, and the socket. Gone after stop(). */
   dir: string;
@@ -111,6 +115,11 @@ export interface ThrowawayOptions {
    * thread's exit stops them too.
    */
   dieWithParent?: boolean;
+  /**
+   * The bootstrap superuser's name (`initdb -U`); default `postgres`. A Supabase-shaped cluster
+   * needs `supabase_admin` here, as the platform's image has it.
+   */
+  superuser?: string;
 }
 
 /** What `owner.json` holds. */
@@ -415,9 +424,9 @@ function spawnServerProgram(program: string, args: string[], o: { user: OsUser |
 }
 
 /** Whether a server answers on the socket in `dir` (for majors without a status in postmaster.pid). */
-async function acceptsConnections(dir: string): Promise<boolean> {
+async function acceptsConnections(dir: string, superuser: string): Promise<boolean> {
   const { Client } = await loadPg();
-  const c = new Client({ host: dir, port: PORT, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 1_000 });
+  const c = new Client({ host: dir, port: PORT, user: superuser, database: 'postgres', connectionTimeoutMillis: 1_000 });
   c.on('error', () => {});
   try {
     await c.connect();
@@ -453,10 +462,14 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
   const log = opts.log ?? (() => {});
   const started = performance.now();
   const major = opts.major;
+  const superuser = opts.superuser ?? 'postgres';
   const abortedError = () => new HbError('aborted', `the throwaway PostgreSQL ${major} was stopped while starting`);
   if (opts.signal?.aborted) throw abortedError();
   const settings = { ...SPEED_SETTINGS, ...(opts.settings ?? {}) };
   validateSettings(opts.settings ?? {});
+  if (superuser === '' || superuser.length > 63 || superuser.includes('\0')) {
+    throw new HbError('config-invalid', `"${superuser}" cannot be the superuser's name of a throwaway PostgreSQL`, 'give a role name of 1 to 63 bytes');
+  }
   const parent = path.resolve(opts.parentDir ?? os.tmpdir());
   const socketBytes = Buffer.byteLength(path.join(parent, `${THROWAWAY_DIR_PREFIX}XXXXXX`, SOCKET_NAME));
   if (socketBytes > MAX_SOCKET_PATH_BYTES) {
@@ -496,10 +509,10 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
     logFd = openSync(logFile, 'a', 0o600);
     const spawnOpts = { user, setpriv, cwd: dir, logFd };
 
-    // initdb: no fsync, no locale work (C), UTF8, trust for the superuser postgres.
+    // initdb: no fsync, no locale work (C), UTF8, trust for the bootstrap superuser.
     log(`initdb of PostgreSQL ${bins.version} into ${dataDir}${as}`);
     const t0 = performance.now();
-    const initdb = spawnServerProgram(bins.initdb, ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync'], { ...spawnOpts, deathSignal: 'SIGKILL' });
+    const initdb = spawnServerProgram(bins.initdb, ['-D', dataDir, '-U', superuser, '--auth=trust', '-E', 'UTF8', '--no-locale', '--no-sync'], { ...spawnOpts, deathSignal: 'SIGKILL' });
     current = { t: initdb, sig: 'SIGKILL', toGroup: true };
     if (!(await raceAbort(initdb.exited, signal))) throw signal.reason;
     const init = await initdb.exited;
@@ -521,7 +534,7 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
       }
       const st = await pmStatus(dataDir);
       if (st?.status === 'ready' && st.pid === server.child.pid) break;
-      if (major < 10 && st?.pid === server.child.pid && (await acceptsConnections(dir))) break; // no status line before 10
+      if (major < 10 && st?.pid === server.child.pid && (await acceptsConnections(dir, superuser))) break; // no status line before 10
       if (signal.aborted) throw signal.reason;
       await sleep(POLL_MS);
     }
@@ -553,7 +566,7 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
     }
     // sslmode=disable: the server has no TLS, and a PGSSLMODE=require in our environment (meant
     // for the production server) must not make clients ask for it over the socket.
-    const conn: ConnInfo = { host: dir, port: PORT, user: 'postgres', database: 'postgres', password: undefined, params: { sslmode: 'disable' }, explicit: true };
+    const conn: ConnInfo = { host: dir, port: PORT, user: superuser, database: 'postgres', password: undefined, params: { sslmode: 'disable' }, explicit: true };
     return { conn, dir, major, version: bins.version, socketDir: dir, pid, stop };
   } catch (e) {
     if (logFd !== undefined) closeSync(logFd);

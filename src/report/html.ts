@@ -3,10 +3,10 @@
  * charts (a timeline of both layers, backup sizes over time). Readable on a phone: fluid width,
  * charts that scale, tables that scroll sideways.
  */
-import { formatAge, formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
+import { formatAge, formatBytes, formatCount, formatDuration, formatTime, printable } from '../util/format.js';
 import type { ReportData } from './build.js';
 
-const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+const esc = (s: unknown) => printable(String(s)).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const DAY = 86_400_000;
 const KIND_COLOR = { daily: '#2563eb', manual: '#16a34a', 'pre-change': '#ea580c' } as const;
 const STATUS_CLASS: Record<string, string> = { ok: 'ok', met: 'ok', warning: 'warn', 'not-met': 'crit', critical: 'crit', unknown: 'unk', off: 'off', advice: 'off' };
@@ -123,7 +123,7 @@ export function renderHtml(r: ReportData): string {
   const s = r.sync;
   const rate = r.successRate.rate === null ? '–' : `${Math.round(r.successRate.rate * 1000) / 10} %`;
   const html: string[] = [];
-  html.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>hybrid-backup report — ${esc(r.monitor.status.toUpperCase())}</title><style>${CSS}</style></head><body><main>`);
+  html.push(`<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"><title>hybrid-backup report — ${esc(r.monitor.status.toUpperCase())}</title><style>${CSS}</style></head><body><main>`);
   html.push(`<header class="${esc(r.monitor.status)}"><h1>hybrid-backup: ${esc(r.monitor.status.toUpperCase())}</h1><p>${esc(r.host)}${r.database ? ` · database ${esc(r.database)}` : ''} · ${t(r.generatedAt)}</p></header>`);
   html.push(
     `<section><h2>Recovery point</h2><div class="cards">` +

@@ -1,8 +1,8 @@
 /** The report as Markdown: readable in a terminal, a ticket, or a chat. */
-import { formatAge, formatBytes, formatCount, formatDuration, formatTime } from '../util/format.js';
+import { formatAge, formatBytes, formatCount, formatDuration, formatTime, printable } from '../util/format.js';
 import type { ReportData } from './build.js';
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+const cell = (s: string) => printable(s).replace(/\|/g, '\\|');
 const mdTable = (head: string[], rows: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
 
 export function renderMarkdown(r: ReportData): string {

@@ -6,6 +6,7 @@
  * and receives, for that request, any number of events, then exactly one result:
  *   {"type": "progress", "id": …, "phase": "dump", "bytes": 1048576, "elapsedMs": 812}
  *   {"type": "notice", "id": …, "message": "waiting for …"}
+ *   {"type": "alive", "id": …}   (every few seconds while the request is being worked on)
  *   {"type": "result", "id": …, "ok": true, "exitCode": 0, "doc": {…}}
  *   {"type": "result", "id": …, "ok": false, "exitCode": 2, "error": {"code": …, "message": …, "hint": …}}
  * Requests on one connection are answered in order. A malformed line gets an error result and
@@ -38,6 +39,7 @@ export interface ErrorBody {
 
 export type Reply =
   | { type: 'progress'; id?: string; phase: string; bytes: number; total?: number; elapsedMs: number }
+  | { type: 'alive'; id?: string }
   | { type: 'notice'; id?: string; message: string }
   | { type: 'result'; id?: string; ok: true; exitCode: number; doc: unknown }
   | { type: 'result'; id?: string; ok: false; exitCode: number; error: ErrorBody };
@@ -46,6 +48,7 @@ export type Reply =
 export const replySchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('progress'), id: z.string().optional(), phase: z.string(), bytes: z.number(), total: z.number().optional(), elapsedMs: z.number() }),
   z.object({ type: z.literal('notice'), id: z.string().optional(), message: z.string() }),
+  z.object({ type: z.literal('alive'), id: z.string().optional() }),
   z.object({
     type: z.literal('result'),
     id: z.string().optional(),

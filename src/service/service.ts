@@ -63,6 +63,7 @@ export class Service implements ServiceView {
       path: this.config.socket.path,
       group: this.config.socket.group,
       idleTimeoutMs: this.config.socket.idleTimeoutSeconds * 1000,
+      requestTimeoutMs: this.config.socket.requestTimeoutSeconds * 1000,
       maxConnections: this.config.socket.maxConnections,
       handler: (req, reporter) => this.handle(req, reporter),
       log: this.log,

@@ -24,6 +24,12 @@ export interface SocketServerOptions {
   group?: string;
   idleTimeoutMs: number;
   maxConnections: number;
+  /** The most time a client may take to send a whole request line, from connecting or its last reply. */
+  requestTimeoutMs?: number;
+  /** The most reply bytes queued for a client that does not read them; beyond, it is dropped. */
+  maxQueuedBytes?: number;
+  /** How often a client waiting for a reply is told the service is alive. */
+  heartbeatMs?: number;
   handler: RequestHandler;
   log: Logger;
   env?: NodeJS.ProcessEnv;
@@ -81,9 +87,14 @@ export function probeSocket(path: string, timeoutMs = 1000): Promise<'live' | 's
   });
 }
 
+/** Requests one connection may queue behind the one being answered. */
+const MAX_PIPELINED = 8;
+
 export class ControlServer {
   private server: net.Server | null = null;
   private readonly conns = new Set<net.Socket>();
+  /** Connections with a request being answered (the others are only connected, or sending). */
+  private readonly working = new Set<net.Socket>();
   private activated = false;
   private closing = false;
 
@@ -156,6 +167,12 @@ export class ControlServer {
     sock.on('error', (e) => log.debug(`control client error: ${e.message}`));
     const send = (r: Reply) => {
       if (sock.destroyed || !sock.writable) return;
+      // A client that does not read its replies is not allowed to make the service hold them.
+      if (sock.writableLength > (this.opts.maxQueuedBytes ?? 32 * 1024 * 1024)) {
+        log.warn(`dropping a control client that does not read its replies (${sock.writableLength} bytes waiting)`);
+        sock.destroy();
+        return;
+      }
       // A cached list goes out as its cached bytes, not re-encoded into one new 5 MB string.
       const parts = serializeWithRaw(r);
       sock.cork();
@@ -163,18 +180,60 @@ export class ControlServer {
       sock.write('\n');
       sock.uncork(); // now, not on the next tick: a shutdown may close the socket right after
     };
+    /**
+     * Resolves once what was sent has left (or the client is gone): one reply in flight at a time.
+     * A client that does not read its reply within the idle timeout is dropped.
+     */
+    const drained = () =>
+      new Promise<void>((resolve) => {
+        if (sock.destroyed || sock.writableLength === 0) return resolve();
+        const stuck = setTimeout(() => {
+          log.warn(`dropping a control client that does not read its reply (${sock.writableLength} bytes waiting)`);
+          sock.destroy();
+        }, this.opts.idleTimeoutMs);
+        const done = () => (clearTimeout(stuck), sock.off('drain', done), sock.off('close', done), resolve());
+        sock.once('drain', done);
+        sock.once('close', done);
+      });
     if (this.closing) {
       send(errorResult(undefined, 'service-stopping', 'the service is shutting down', 1, 'try again once it is back, or use --direct'));
       sock.end();
       return;
     }
     if (this.conns.size >= this.opts.maxConnections) {
-      send(errorResult(undefined, 'socket-busy', `the service has ${this.conns.size} clients connected, its limit`, 1, 'try again shortly'));
-      sock.end();
-      return;
+      // Full: the oldest client that has not sent a whole request yet makes room. Clients that
+      // trickle bytes to hold connections (slowloris) cannot keep others out.
+      const idle = [...this.conns].find((c) => !this.working.has(c));
+      if (idle) {
+        log.warn('control socket full: dropping the oldest client that has not sent a request, to admit a new one');
+        idle.destroy();
+        this.conns.delete(idle);
+      } else {
+        send(errorResult(undefined, 'socket-busy', `the service is answering ${this.conns.size} requests, its limit`, 1, 'try again shortly'));
+        sock.end();
+        return;
+      }
     }
     this.conns.add(sock);
-    sock.once('close', () => this.conns.delete(sock));
+    sock.once('close', () => {
+      this.conns.delete(sock);
+      this.working.delete(sock);
+    });
+    const requestTimeoutMs = this.opts.requestTimeoutMs ?? 10_000;
+    // A whole request line within requestTimeoutMs of connecting (or of the last reply), however
+    // the bytes trickle in: the deadline is not reset by each byte.
+    let lineDeadline: NodeJS.Timeout | undefined;
+    const armLineDeadline = () => {
+      clearTimeout(lineDeadline);
+      lineDeadline = setTimeout(() => {
+        if (this.working.has(sock)) return;
+        log.debug('closing a control client that sent no whole request in time');
+        sock.destroy();
+      }, requestTimeoutMs);
+      lineDeadline.unref();
+    };
+    armLineDeadline();
+    sock.once('close', () => clearTimeout(lineDeadline));
 
     let pending: Buffer[] = [];
     let pendingLen = 0;
@@ -195,11 +254,15 @@ export class ControlServer {
       sock.pause();
       lines.length = 0;
       pending = [];
+      // a client that does not read even the error is not waited for
+      setTimeout(() => sock.destroy(), 2_000).unref();
     };
 
     const next = async () => {
       if (busy) return;
       busy = true;
+      this.working.add(sock);
+      clearTimeout(lineDeadline);
       try {
         while (lines.length && !sock.destroyed) {
           const raw = lines.shift()!;
@@ -222,16 +285,23 @@ export class ControlServer {
             notice: (message) => send({ type: 'notice', id, message }),
           };
           let result: Extract<Reply, { type: 'result' }>;
+          // A client waiting for a long reply hears the service is alive (it gives up on silence).
+          const heartbeat = setInterval(() => send({ type: 'alive', id }), this.opts.heartbeatMs ?? 5_000);
           try {
             result = await this.opts.handler(r.data, reporter);
           } catch (e) {
             log.error(`control request ${r.data.command} failed unexpectedly: ${(e as Error).stack ?? e}`);
             result = errorResult(id, 'internal', (e as Error).message, 1);
+          } finally {
+            clearInterval(heartbeat);
           }
           send({ ...result, id });
+          await drained();
         }
       } finally {
         busy = false;
+        this.working.delete(sock);
+        if (!sock.destroyed) armLineDeadline();
       }
     };
 
@@ -244,6 +314,11 @@ export class ControlServer {
         pending = [];
         pendingLen = 0;
         if (line.length && !(line.length === 1 && line[0] === 0x0d)) lines.push(line);
+        // Requests queued behind the one in flight are bounded: a client may pipeline a few, not flood.
+        if (lines.length > MAX_PIPELINED) {
+          log.warn(`dropping a control client that sent more than ${MAX_PIPELINED} requests without waiting for the replies`);
+          return reject('socket-protocol', `more than ${MAX_PIPELINED} requests sent without waiting for the replies`);
+        }
         start = nl + 1;
       }
       const rest = chunk.subarray(start);

@@ -66,8 +66,28 @@ export function formatAge(iso: string | null | undefined, now = Date.now()): str
   return ms < 0 ? `in ${formatDuration(-ms)}` : `${formatDuration(ms)} ago`;
 }
 
-/** A plain-text table: columns padded to their widest cell; the last column is not padded. */
-export function table(header: string[], rows: string[][]): string {
+/**
+ * Control characters made visible: `\n`, `\r`, `\t`, `\x1b`, `\u202e`, … — so text that came
+ * from outside (a backup's description, an error, a table name) can neither break a line or a table
+ * nor drive the terminal (colours, titles, cursor moves, hidden text). JSON keeps the exact text.
+ * `keepNewlines` leaves `\n` alone (for a whole rendered document whose lines are ours).
+ */
+export function printable(s: string, keepNewlines = false): string {
+  // C0 and C1 controls, DEL, and the bidirectional overrides that reorder what is shown
+  return s.replace(keepNewlines ? /[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g : /[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    if (named[c]) return named[c]!;
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/**
+ * A plain-text table: columns padded to their widest cell; the last column is not padded. Cells
+ * are shown {@link printable}: one line each, whatever they hold.
+ */
+export function table(header: string[], rowsIn: string[][]): string {
+  const rows = rowsIn.map((r) => r.map((c) => printable(c)));
   const all = [header, ...rows];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? '').length)));
   return all

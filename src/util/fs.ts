@@ -5,11 +5,22 @@
 import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { HbError } from '../domain/errors.js';
 
-/** Creates a directory (and parents) private to the owner; tightens an existing one to 0700. */
-export async function ensurePrivateDir(dir: string): Promise<void> {
+/**
+ * Creates a directory (and parents) private to the owner; tightens an existing one to 0700.
+ * `noLink`: the directory itself must not be a symbolic link (a `reports` link must not make the
+ * service chmod and write into another directory); it is never chmodded through a link.
+ * @throws HbError `unsafe-path` for a link where none may be
+ */
+export async function ensurePrivateDir(dir: string, opts: { noLink?: boolean } = {}): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const st = await fs.stat(dir);
+  const link = await fs.lstat(dir);
+  if (link.isSymbolicLink()) {
+    if (opts.noLink) throw new HbError('unsafe-path', `${dir} is a symbolic link; refusing to write through it`, `remove the link (rm ${dir}); hybrid-backup creates the directory itself`);
+    return; // the operator's own link (BACKUP_DIR on another disk): used, never chmodded through
+  }
+  const st = link;
   if ((st.mode & 0o777) !== 0o700) {
     try {
       await fs.chmod(dir, 0o700);
@@ -37,6 +48,16 @@ export async function fsyncFile(file: string): Promise<void> {
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * Refuses a symbolic link at `file` (where the program is about to create, replace or append to
+ * a file of its own), and a path that is not a regular file.
+ * @throws HbError `unsafe-path`
+ */
+export async function assertNotLink(file: string): Promise<void> {
+  const st = await fs.lstat(file).catch(() => null);
+  if (st?.isSymbolicLink()) throw new HbError('unsafe-path', `${file} is a symbolic link; refusing to write through it`, `remove the link (rm ${file}); hybrid-backup creates the file itself`);
 }
 
 /** Writes `data` to `file` atomically (temp + fsync + rename + directory fsync), mode 0600. */

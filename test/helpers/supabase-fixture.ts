@@ -1,10 +1,19 @@
 /**
  * Databases shaped like Supabase projects: the platform's roles and schemas (auth, storage,
  * extensions, graphql_public, realtime, vault, supabase_migrations) as a fresh project has them,
- * and — for the source — the user's roles and data on top.
+ * and — for the source — the user's roles and data on top. Two shapes:
+ * - {@link supabaseShaped}: a small one, in a database of any server (its roles created if missing);
+ * - {@link startSupabaseCluster}: the full fixture (test/fixtures/supabase/platform.sql, app.sql)
+ *   in a throwaway cluster of its own, bootstrapped by supabase_admin, with postgres demoted to a
+ *   non-superuser as on the platform — for restores that must run as that postgres.
  */
+import path from 'node:path';
+import { execa } from 'execa';
+import { startThrowawayCluster, type ThrowawayCluster } from '../../src/pg/throwaway.js';
+import { ROOT } from './cli.js';
 import { createRolesSql } from './fixture.js';
 import { psql } from './pg.js';
+import { getServerMajor, realPgBin } from './pgbin.js';
 
 export const PLATFORM_ROLES = ['anon', 'authenticated', 'service_role', 'authenticator', 'supabase_admin', 'supabase_auth_admin', 'supabase_storage_admin', 'dashboard_user'];
 
@@ -113,4 +122,63 @@ export async function supabaseShaped(url: string, withUserData: boolean): Promis
   if (withUserData) await psql(url, USER_ROLES_SQL);
   await psql(url, PLATFORM_SQL);
   if (withUserData) await psql(url, USER_SQL);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Whole Supabase-shaped clusters (test/fixtures/supabase/platform.sql, app.sql)
+// ------------------------------------------------------------------------------------------------
+
+/** The fixture files: a fresh project's platform (run as supabase_admin), and an app on it (run as postgres). */
+export const PLATFORM_FIXTURE = path.join(ROOT, 'test/fixtures/supabase/platform.sql');
+export const APP_FIXTURE = path.join(ROOT, 'test/fixtures/supabase/app.sql');
+
+/**
+ * A throwaway cluster shaped like a Supabase project: made with `initdb -U supabase_admin` (the
+ * platform's bootstrap superuser), platform.sql applied — so `postgres` is the demoted,
+ * non-superuser project owner — and, with `app`, app.sql applied as postgres. Roles are
+ * cluster-wide: a source and a restore target must be two of these, never two databases of one.
+ */
+export interface SupabaseCluster {
+  cluster: ThrowawayCluster;
+  /** A libpq URL over the cluster's Unix socket. */
+  url(user?: string, database?: string): string;
+  /** Runs `psql -X -v ON_ERROR_STOP=1` with these arguments as `user`; never throws, returns what it said. */
+  psql(user: string, args: string[], opts?: { database?: string; input?: string }): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  stop(): Promise<void>;
+}
+
+export async function startSupabaseCluster(opts: { app: boolean }): Promise<SupabaseCluster> {
+  const major = await getServerMajor();
+  // wal_level=logical: publications are part of the fixture (minimal would only warn)
+  const cluster = await startThrowawayCluster({ major, superuser: 'supabase_admin', settings: { wal_level: 'logical' } });
+  const psqlBin = path.join(await realPgBin(), 'psql');
+  const url = (user = 'postgres', database = 'postgres') => `postgresql://${encodeURIComponent(user)}@localhost/${encodeURIComponent(database)}?host=${encodeURIComponent(cluster.socketDir)}`;
+  const run: SupabaseCluster['psql'] = async (user, args, o = {}) => {
+    const r = await execa(psqlBin, ['-X', '-v', 'ON_ERROR_STOP=1', '-d', url(user, o.database), ...args], { reject: false, ...(o.input !== undefined ? { input: o.input } : {}) });
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
+  };
+  try {
+    const must = async (user: string, file: string, database?: string) => {
+      const r = await run(user, ['-q', '-f', file], { database });
+      if (r.exitCode !== 0) throw new Error(`${path.basename(file)} as ${user} failed: ${r.stderr}`);
+    };
+    await must('supabase_admin', PLATFORM_FIXTURE);
+    if (opts.app) await must('postgres', APP_FIXTURE);
+  } catch (e) {
+    await cluster.stop();
+    throw e;
+  }
+  return { cluster, url, psql: run, stop: () => cluster.stop() };
+}
+
+/**
+ * What supautils does on a real project when postgres runs `CREATE EXTENSION` of a privileged
+ * extension: creates it as supabase_admin (then its after-create script). The emulated target has
+ * no supautils, so the extensions a backup names are created beforehand, through the fixture's
+ * stand-in `extensions.fixture_enable_extension`, in `database`.
+ */
+export async function precreateExtensions(target: SupabaseCluster, names: string[], database = 'postgres'): Promise<void> {
+  const list = names.map((n) => `'${n.replace(/'/g, "''")}'`).join(', ');
+  const r = await target.psql('supabase_admin', ['-q', '-c', `SELECT extensions.fixture_enable_extension(e) FROM unnest(ARRAY[${list}]::text[]) e WHERE NOT EXISTS (SELECT FROM pg_extension x WHERE x.extname = e)`], { database });
+  if (r.exitCode !== 0) throw new Error(`could not create the extensions ${names.join(', ')}: ${r.stderr}`);
 }

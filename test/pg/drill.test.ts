@@ -4,7 +4,10 @@
  * any restore, and the scratch database is gone afterwards in every case — even when the drill
  * is killed (the next drill cleans up).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +15,7 @@ import { loseOneRow, readLedger, removeDir, runCli, startCli, tempDir } from '..
 import { ADMIN_URL, createDatabase, dropDatabase, psql, query } from '../helpers/pg.js';
 import { fakePgBin, realPgBin } from '../helpers/pgbin.js';
 import { supabaseShaped } from '../helpers/supabase-fixture.js';
+import { until } from '../helpers/wait.js';
 
 /** A DATABASE_URL nothing listens on. */
 const UNREACHABLE = 'postgresql://postgres@127.0.0.1:1/nowhere';
@@ -45,6 +49,24 @@ function setup(config: object = {}) {
   return { dir, backupDir, env: { DATABASE_URL: db.url, BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), RESTORE_TEST_DATABASE_URL: ADMIN_URL } };
 }
 
+/** What a drill must leave as it found it on the shared server: databases, roles, role settings, memberships. */
+async function serverState() {
+  return {
+    databases: (await query(ADMIN_URL, `select datname from pg_database where datname like 'hb_drill_%' order by 1`)).map((r) => r.datname),
+    roles: (await query(ADMIN_URL, 'select rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolconnlimit from pg_roles order by 1')),
+    settings: (await query(ADMIN_URL, 'select setdatabase, setrole::regrole::text as r, setconfig from pg_db_role_setting where setdatabase = 0 order by 2')),
+    members: (await query(ADMIN_URL, 'select roleid::regrole::text as r, member::regrole::text as m from pg_auth_members order by 1, 2')),
+  };
+}
+
+/** Records a file's new checksum and size in the ledger, as if it had been written so. */
+function rehash(backupDir: string, id: number, file: string): void {
+  const data = readFileSync(file);
+  const l = new Database(path.join(backupDir, 'ledger.db'));
+  l.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(data).digest('hex'), data.length, id);
+  l.close();
+}
+
 async function scratchDatabases(backupId: number, dir: string): Promise<string[]> {
   // only this test's: the names of drills this ledger ran
   const names = readLedger<{ db: string | null }>(dir, `select json_extract(details, '$.scratchDb') as db from runs where job = 'restore-drill'`).map((r) => r.db);
@@ -68,7 +90,7 @@ describe('restore-test', () => {
     expect(list.backups[0].verifiedAt).not.toBeNull();
     expect(readLedger(s.backupDir, 'select ok, tables, rows_checked from restore_drills')).toEqual([{ ok: 1, tables: 2, rows_checked: 1500 }]);
     const human = await runCli(['restore-test', String(b.id)], s.env);
-    expect(human.stdout).toMatch(/drill of backup \d+ PASSED: 2 tables, 1,500 rows exactly as the dump recorded.*\n {2}scratch database hb_drill_\S+ dropped$/);
+    expect(human.stdout).toMatch(/drill of backup \d+ PASSED: 2 tables, 1,500 rows exactly as the dump recorded; the data of 2 tables byte for byte; \d+ catalog objects as they were, in .*\n {2}note: roles are cluster-wide .*\n {2}scratch database hb_drill_\S+ dropped$/);
   });
 
   it('a backup with one data row removed from a COPY block fails (exit 1) naming the table', async () => {
@@ -107,7 +129,7 @@ describe('restore-test', () => {
     writeFileSync(b2.file, readFileSync(b2.file).subarray(0, 300));
     const human = await runCli(['restore-test', String(b2.id)], s.env);
     expect(human.exitCode).toBe(1);
-    expect(human.stdout).toMatch(/^drill of backup \d+ FAILED: backup \d+ fails its checksum.*\n {2}no scratch database was created$/);
+    expect(human.stdout).toMatch(/^drill of backup \d+ FAILED: backup \d+ fails its checksum.*\n {2}hint: the file is damaged; drill another backup\n {2}no scratch database was created$/);
   });
 
   it('a killed drill leaves its scratch database, and the next drill drops it', async () => {
@@ -165,13 +187,66 @@ describe('restore-test', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, amcheck: 'ok' });
   });
 
-  it('is off, with the hint, without RESTORE_TEST_DATABASE_URL', async () => {
+  it('without RESTORE_TEST_DATABASE_URL: a throwaway server of its own, removed after; nothing on any other server', async () => {
     const s = setup();
-    const r = await runCli(['restore-test'], { ...s.env, RESTORE_TEST_DATABASE_URL: '' });
-    expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/restore drills are off: RESTORE_TEST_DATABASE_URL is not set \(hint: set RESTORE_TEST_DATABASE_URL/);
-    const sched = JSON.parse((await runCli(['schedule', '--json'], { ...s.env, RESTORE_TEST_DATABASE_URL: '' })).stdout);
-    expect(sched.jobs.find((j: { name: string }) => j.name === 'restore-drill')).toMatchObject({ enabled: false });
+    const env = { ...s.env, RESTORE_TEST_DATABASE_URL: '' };
+    const b = JSON.parse((await runCli(['manual', '--json'], env)).stdout);
+    const before = await serverState();
+    const r = await runCli(['restore-test', '--json'], env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toMatchObject({ backupId: b.id, ok: true, server: 'throwaway', tables: 2, rowsChecked: 1500, scratchDropped: true, fidelity: { tablesDigested: 2, differences: [] } });
+    expect(await serverState()).toEqual(before);
+    expect(readdirSync(tmpdir()).filter((n) => n.startsWith('hb-drill-') && readLedger(s.backupDir, `select details from runs where job = 'restore-drill'`)[0].details.includes(n))).toEqual([]);
+    const human = await runCli(['restore-test'], env);
+    expect(human.stdout).toMatch(/PASSED: 2 tables, 1,500 rows exactly as the dump recorded; the data of 2 tables byte for byte/);
+    expect(human.stdout).toMatch(/restored on a throwaway PostgreSQL server, now removed/);
+    // the weekly drill is on by default, and can be switched off
+    expect(JSON.parse((await runCli(['schedule', '--json'], env)).stdout).jobs.find((j: { name: string }) => j.name === 'restore-drill')).toMatchObject({ enabled: true });
+    writeFileSync(path.join(s.dir, 'off.json'), JSON.stringify({ restoreTest: { enabled: false } }));
+    const off = JSON.parse((await runCli(['schedule', '--json'], { ...env, HYBRID_BACKUP_CONFIG: path.join(s.dir, 'off.json') })).stdout);
+    expect(off.jobs.find((j: { name: string }) => j.name === 'restore-drill')).toMatchObject({ enabled: false });
+  });
+
+  it('a row changed in the file (same row count, checksum re-recorded) fails the drill naming the table: the data is compared, not only counted', async () => {
+    const s = setup();
+    const env = { ...s.env, RESTORE_TEST_DATABASE_URL: '' };
+    const b = JSON.parse((await runCli(['manual', '--json'], env)).stdout);
+    const text = readFileSync(b.file, 'utf8').replace('\tcustomer 42\n', '\tcustomer 4two\n');
+    writeFileSync(b.file, text);
+    rehash(s.backupDir, b.id, b.file);
+    const r = await runCli(['restore-test', String(b.id), '--json'], env);
+    expect(r.exitCode).toBe(1);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.ok).toBe(false);
+    expect(doc.mismatches).toEqual([]); // the counts agree: only the data tells
+    expect(doc.fidelity.differences).toEqual([expect.stringMatching(/^public\.customers: data differs/)]);
+    const mon = JSON.parse((await runCli(['monitor', '--json'], env)).stdout).checks.find((c: { name: string }) => c.name === 'restore-drill');
+    expect(mon).toMatchObject({ status: 'critical', message: expect.stringMatching(/public\.customers: data differs/) });
+  });
+
+  it('a drill killed with SIGKILL leaves its throwaway server; the next drill stops and removes it', async () => {
+    const s = setup();
+    const b = JSON.parse((await runCli(['manual', '--json'], { ...s.env, RESTORE_TEST_DATABASE_URL: '' })).stdout);
+    const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
+    const real = await realPgBin();
+    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nsleep 3\nexec ${real}/psql "$@"\n`);
+    writeFileSync(path.join(s.dir, 'slow.json'), JSON.stringify({ dump: { pgBinDir: bin } }));
+    const env = { ...s.env, RESTORE_TEST_DATABASE_URL: '', HYBRID_BACKUP_CONFIG: path.join(s.dir, 'slow.json') };
+    const drill = startCli(['restore-test', String(b.id)], env);
+    let dir = '';
+    await until(() => {
+      const d = readLedger(s.backupDir, `select json_extract(details, '$.throwaway') as d from runs where job = 'restore-drill'`)[0]?.d;
+      dir = d ?? '';
+      return !!dir;
+    }, 'the drill to start its throwaway server');
+    drill.kill('SIGKILL');
+    await drill;
+    expect(existsSync(dir)).toBe(true);
+    const next = await runCli(['restore-test', String(b.id), '--json'], { ...s.env, RESTORE_TEST_DATABASE_URL: '' });
+    expect(next.exitCode, next.stderr).toBe(0);
+    expect(existsSync(dir)).toBe(false);
+    expect(readLedger(s.backupDir, `select status from runs where job = 'restore-drill' order by id`)).toEqual([{ status: 'interrupted' }, { status: 'ok' }]);
   });
 
   it('a supabase-profile backup: the scratch database first gets the platform as the backup recorded it, without the source database', async () => {

@@ -71,7 +71,12 @@ describe('a full disk', () => {
       // room again: the failures are in the ledger, with what happened, and backups work again
       unlinkSync(filler);
       unlinkSync(`${filler}-tail`);
-      await until(() => readLedger(backupDir, `select count(*) as n from backups where status = 'ok'`)[0].n > 0, 'a good backup once there is room', 30_000);
+      const heardAt = alerts()[0]!.body.at as string;
+      await until(
+        () => readLedger(backupDir, `select count(*) as n from backups where status = 'ok' and created_at > ?`, heardAt)[0].n > 0 && readLedger(backupDir, `select count(*) as n from runs where job = 'backup' and status = 'failed'`)[0].n > 0,
+        'a good backup once there is room, and the failures written to the ledger',
+        30_000,
+      );
       const failed = readLedger(backupDir, `select error_code, error_message from runs where job = 'backup' and status = 'failed'`);
       expect(failed.length).toBeGreaterThan(0);
       expect(failed.some((f: any) => /full|ENOSPC/.test(f.error_message))).toBe(true);

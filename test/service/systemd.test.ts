@@ -18,6 +18,13 @@ describe('systemd', () => {
     expect(r.exitCode).toBe(0);
   });
 
+  it('systemd-analyze security rates the service unit 2.0 or better', async () => {
+    const r = await execa('systemd-analyze', ['security', '--offline=true', path.join(ROOT, 'systemd/hybrid-backup.service')], { reject: false, all: true });
+    const m = /Overall exposure level for hybrid-backup\.service: (\d+\.\d+)/.exec(String(r.all));
+    expect(m, String(r.all).slice(-500)).not.toBeNull();
+    expect(Number(m![1])).toBeLessThanOrEqual(2.0);
+  });
+
   it('the service unit has the hardening and the pieces the README promises', async () => {
     const unit = readFileSync(path.join(ROOT, 'systemd/hybrid-backup.service'), 'utf8');
     for (const line of [

@@ -1,3 +1,4 @@
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { CopyScanner, parseCopyTarget } from '../../src/dump/copy-scanner.js';
 import { DUMP_COMPLETE, StreamTail } from '../../src/dump/stream-tail.js';
@@ -106,5 +107,24 @@ describe('LineMap', () => {
       await done;
       expect(Buffer.concat(out).toString('utf8'), `${size}-byte chunks`).toBe(text);
     }
+  });
+});
+
+describe('table data digests', () => {
+  /** What a restored table's `COPY … TO STDOUT` would send: its rows, each with its newline. */
+  const rowsOf = (lines: string[]) => Buffer.from(lines.map((l) => `${l}\n`).join(''));
+
+  it.each([1, 2, 3, 5, 64, 100000])('digests each table\'s rows exactly as written, whatever the chunks (%i bytes)', (size) => {
+    const s = scan(DUMP, size);
+    expect(s.digests['public.t']).toEqual({ crc32: crc32(rowsOf(['1\tone', '2\ttwo\\nlines', '3\t\\N'])), bytes: rowsOf(['1\tone', '2\ttwo\\nlines', '3\t\\N']).length, columns: '(a, b)' });
+    // rows that begin like the end marker (`\\.` escaped, a lone backslash) are rows, and digested
+    expect(s.digests['"my schema"."Odd ""name"""']).toEqual({ crc32: crc32(rowsOf(['\\\\.', ''])), bytes: rowsOf(['\\\\.', '']).length, columns: '(x)' });
+    expect(s.digests['public.empty']).toEqual({ crc32: 0, bytes: 0, columns: '(a)' });
+  });
+
+  it('one digest over every block of a table, in order; a changed row changes it', () => {
+    const two = 'COPY public.a (v) FROM stdin;\n1\n\\.\nCOPY public.a (v) FROM stdin;\n2\n\\\n\\.\n';
+    for (const size of [1, 2, 4, 1000]) expect(scan(two, size).digests['public.a']!.crc32).toBe(crc32(rowsOf(['1', '2', '\\'])));
+    expect(scan(two.replace('\n2\n', '\n3\n'), 7).digests['public.a']!.crc32).not.toBe(crc32(rowsOf(['1', '2', '\\'])));
   });
 });
