@@ -316,6 +316,7 @@ async function serviceSuite(): Promise<string> {
     writer.close();
     await new Promise((r) => setTimeout(r, 10_000));
     const afterLoad = procStat(daemon.pid!);
+    const attack = await underAttack(socket, daemon.pid!, N);
     const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
     return [
       `### service (${N.toLocaleString('en-US')} backups in the ledger, ${REQUESTS} requests each, one connection per request)`,
@@ -331,12 +332,80 @@ async function serviceSuite(): Promise<string> {
       `| RSS, idle after start | ${mb(b.rss)} | < 80 MB, ${verdict(b.rss < 80 * 1024 * 1024)} |`,
       `| RSS, idle again 10 s after the ${REQUESTS * 3 + 60} list requests above | ${mb(afterLoad.rss)} | (context) |`,
       `| CPU over ${IDLE_S} s idle | ${cpuPct.toFixed(2)} % of one core (${b.cpuTicks - a.cpuTicks} ticks) | ~0, ${verdict(cpuPct < 0.5)} |`,
+      '',
+      `under attack for ${ATTACK_S} s: 70 clients each sending one byte every 5 s, and 4 clients pipelining \`list --json\` (all ${N.toLocaleString('en-US')}) without reading the replies (each reconnecting when dropped)`,
+      '',
+      '| measurement | value | target |',
+      '|---|---|---|',
+      `| other clients' \`list --json\` answered meanwhile | ${attack.answered} of ${attack.asked} (p50 ${attack.p50.toFixed(1)} ms, max ${attack.max.toFixed(0)} ms) | all, ${verdict(attack.answered === attack.asked)} |`,
+      `| service peak RSS during the attack | ${mb(attack.peakRss)} | < 200 MB, ${verdict(attack.peakRss < 200 * 1024 * 1024)} |`,
+      `| service RSS 10 s after the attack | ${mb(attack.afterRss)} | (context) |`,
+      `| pipelining clients dropped by the service | ${attack.dropped} | (context) |`,
     ].join('\n');
   } finally {
     daemon.kill('SIGTERM');
     await daemon;
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+const ATTACK_S = Number(process.env.BENCH_ATTACK_SECONDS ?? 30);
+
+/**
+ * Attacks the service the way a hostile local user could (issue: "nothing for a hostile
+ * neighbour"): slowloris clients trickling bytes, and clients pipelining big requests without
+ * reading; meanwhile a well-behaved client keeps asking, and the service's RSS is watched.
+ */
+async function underAttack(socket: string, pid: number, n: number): Promise<{ asked: number; answered: number; p50: number; max: number; peakRss: number; afterRss: number; dropped: number }> {
+  const end = Date.now() + ATTACK_S * 1000;
+  const sockets = new Set<net.Socket>();
+  let dropped = 0;
+  const trickle = () => {
+    const c = net.connect({ path: socket });
+    c.on('error', () => {});
+    sockets.add(c);
+    const t = setInterval(() => (c.destroyed ? clearInterval(t) : c.write('{')), 5000);
+    c.on('close', () => {
+      clearInterval(t);
+      sockets.delete(c);
+      if (Date.now() < end) setTimeout(trickle, 100);
+    });
+  };
+  const hog = () => {
+    const c = net.connect({ path: socket });
+    c.on('error', () => {});
+    sockets.add(c);
+    c.pause();
+    c.on('connect', () => c.write('{"command":"list","args":{"all":true}}\n'.repeat(50)));
+    c.on('close', () => {
+      sockets.delete(c);
+      dropped++;
+      if (Date.now() < end) setTimeout(hog, 100);
+    });
+  };
+  for (let i = 0; i < 70; i++) trickle();
+  for (let i = 0; i < 4; i++) hog();
+  let peakRss = 0;
+  const watch = setInterval(() => (peakRss = Math.max(peakRss, procStat(pid).rss)), 100);
+  const times: number[] = [];
+  let asked = 0;
+  try {
+    while (Date.now() < end) {
+      asked++;
+      try {
+        const r = await socketRoundTrip(socket, { command: 'list', args: { all: true } });
+        if ((r.reply.doc as { backups: unknown[] }).backups.length === n) times.push(r.ms);
+      } catch {
+        // not answered: counted below
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } finally {
+    clearInterval(watch);
+    for (const c of sockets) c.destroy();
+  }
+  await new Promise((r) => setTimeout(r, 10_000));
+  return { asked, answered: times.length, p50: percentile(times, 50), max: Math.max(0, ...times), peakRss, afterRss: procStat(pid).rss, dropped };
 }
 
 /**

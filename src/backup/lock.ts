@@ -59,8 +59,12 @@ async function acquireInLine(ctx: RunContext, runId: number, purpose: string, ti
   try {
     const releaseLock = await acquireLedgerLock(ctx, runId, start, waitMs, purpose, ticket);
     return () => {
-      releaseLock();
-      releaseSlot();
+      // the slot is released whatever the ledger says: a full disk must not wedge every later backup
+      try {
+        releaseLock();
+      } finally {
+        releaseSlot();
+      }
     };
   } catch (e) {
     releaseSlot();

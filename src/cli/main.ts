@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command as Commander, CommanderError, Option } from 'commander';
 import { App } from '../app.js';
+import type { RunContext } from '../context.js';
 import { type Command, parseCommandArgs } from '../commands/command.js';
 import { findCommand } from '../commands/index.js';
 import { loadConfig } from '../config/load.js';
@@ -165,7 +166,13 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
   }
   const reporter = new TerminalReporter(process.stderr, !json && !!process.stderr.isTTY);
   let outcome: Outcome | undefined;
-  if (!g.direct) {
+  if (cmd.configOnly) {
+    try {
+      outcome = { ok: true, doc: await cmd.run({ config } as RunContext, parseCommandArgs(cmd, rawArgs)) };
+    } catch (e) {
+      outcome = { ok: false, error: toHbError(e) };
+    }
+  } else if (!g.direct) {
     try {
       outcome = await runViaService(cmd, rawArgs, config, reporter);
     } catch (e) {
@@ -227,7 +234,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
       })),
     );
 
-  common(program.command('verify').argument('[which]', 'latest (default), all, or a backup id', 'latest'))
+  common(program.command('verify').argument('[which]', 'latest, all, or a backup id', 'latest'))
     .description('re-hash backup files and compare them with the ledger; exit 1 if any does not match')
     .action(act('verify', (which: string) => ({ which })));
 
@@ -240,8 +247,8 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .addHelpText('after', '\nExample:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create')
     .action(act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean; from: string }) => ({ backup, target: o.target, yes: !!o.yes, create: !!o.create, from: o.from })));
 
-  common(program.command('restore-test').argument('[which]', 'a backup id, or latest (default)', 'latest'))
-    .description('restore drill: restore a backup into a scratch database on RESTORE_TEST_DATABASE_URL\'s server, compare every table\'s row count with the dump\'s, drop it; exit 1 when it fails')
+  common(program.command('restore-test').argument('[which]', 'a backup id, or latest', 'latest'))
+    .description('restore drill: restore a backup on a throwaway PostgreSQL of its own (or RESTORE_TEST_DATABASE_URL\'s server), compare rows, data, sequences and the catalog with what the backup recorded, remove it; exit 1 when anything differs')
     .action(act('restore-test', (which: string) => ({ which })));
 
   common(program.command('offsite-sync'))
@@ -254,6 +261,10 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--job <name>', 'only runs of this job (backup, prune, monitor, supabase-poll, restore-drill, restore, verify)')
     .option('--limit <n>', 'at most n runs (default 100)', intArg)
     .action(act('runs', (o: { since?: string; job?: string; limit?: number }) => ({ since: o.since, job: o.job, limit: o.limit })));
+
+  common(program.command('config'))
+    .description('which configuration file is in force (looked for in: --config, HYBRID_BACKUP_CONFIG, /etc/hybrid-backup/hybrid-backup.json, the install directory\'s config/, the working directory\'s config/) and every effective value, with where it came from; secrets masked')
+    .action(act('config', () => ({})));
 
   common(program.command('ledger-rebuild'))
     .description('re-create the ledger\'s backups from the .meta.json sidecars in the backup directory, re-hashing each file (ok, corrupt or missing); an unreadable ledger is moved aside under a dated name first, never deleted; exit 1 when a file does not match or is gone')
@@ -325,11 +336,17 @@ export async function main(argv: string[]): Promise<void> {
   let code = 0;
   const json = argv.includes('--json');
   const program = buildProgram(execute, (c) => (code = c));
-  program.configureOutput({
-    outputError: (str, w) => {
-      if (!json) w(`hybrid-backup: ${str.replace(/^error: /, '').trim()} (hint: see hybrid-backup --help)\n`);
-    },
-  });
+  // Every command's usage errors look like the product's own: one line, the name, a hint.
+  const outputError = (str: string, w: (s: string) => void) => {
+    if (!json) w(`hybrid-backup: ${str.replace(/^error: /, '').trim()} (hint: see hybrid-backup ${sub ?? ''}${sub ? ' ' : ''}--help)\n`);
+  };
+  const sub = program.commands.find((c) => argv.slice(2).includes(c.name()))?.name();
+  for (const c of [program, ...program.commands]) c.configureOutput({ outputError });
+  if (argv.length <= 2) {
+    // nothing asked: the usage, on stderr, and the exit code of bad usage (a script that forgot its argument must not pass)
+    process.stderr.write(program.helpInformation());
+    process.exit(EXIT_USAGE);
+  }
   try {
     await program.parseAsync(argv);
   } catch (e) {

@@ -32,6 +32,11 @@ export interface Command<S extends z.ZodType = z.ZodType, D = unknown> {
   recoversLedger?: boolean;
   /** Only looks: on a full disk it reads a copy of the ledger rather than fail (the monitor must say the disk is full). */
   worksOnFullDisk?: boolean;
+  /**
+   * Needs only the configuration (`ctx.config`): runs in the CLI's own process — never through the
+   * service, whose configuration may differ — and opens and creates nothing.
+   */
+  configOnly?: boolean;
   run(ctx: RunContext, args: z.output<S>): Promise<D>;
   /** Human output for the document `run` returned. */
   render(doc: D, view: RenderView): string;

@@ -1,6 +1,7 @@
 /** The command registry: every command the CLI and the control socket can run. */
 import { manualCommand, preChangeCommand } from './backup-commands.js';
 import type { Command } from './command.js';
+import { configCommand } from './config-command.js';
 import { ledgerRebuildCommand, listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreTestCommand } from './drill-command.js';
 import { monitorCommand, reportCommand, syncCheckCommand } from './monitor-commands.js';
@@ -30,6 +31,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   supabaseStatusCommand,
   supabaseConfigCommand,
   supabaseRestorePitrCommand,
+  configCommand,
 ];
 
 export function findCommand(name: string): Command<any, any> | undefined {

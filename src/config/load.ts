@@ -7,6 +7,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
@@ -20,6 +21,10 @@ export interface LoadOptions {
   configFile?: string;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** Instead of /etc/hybrid-backup/hybrid-backup.json (tests). */
+  systemFile?: string;
+  /** Instead of where this program is installed (tests). */
+  installDir?: string;
 }
 
 type Json = Record<string, unknown>;
@@ -81,9 +86,10 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const env = opts.env ?? process.env;
   const cwd = opts.cwd ?? process.cwd();
 
-  // 1. The file: named explicitly (must exist) or the default (may be absent).
+  // 1. The file: named explicitly (must exist), or the first that exists in the fixed order.
   const named = opts.configFile ?? (env.HYBRID_BACKUP_CONFIG || undefined);
-  const file = named ? path.resolve(cwd, named) : path.resolve(cwd, DEFAULT_CONFIG_FILE);
+  const searched = configCandidates(opts, cwd).map((p) => ({ path: p, found: existsSync(p) }));
+  const file = named ? path.resolve(cwd, named) : (searched.find((c) => c.found)?.path ?? path.resolve(cwd, DEFAULT_CONFIG_FILE));
   let fileData: Json = {};
   let fileUsed: string | null = null;
   if (existsSync(file)) {
@@ -165,9 +171,36 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     ...raw,
     backupDir,
     socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
-    source: { file: fileUsed },
+    source: { file: fileUsed, via: named ? (opts.configFile ? '--config' : 'HYBRID_BACKUP_CONFIG') : fileUsed ? 'search' : 'defaults', searched: named ? [] : searched, fileKeys: leafKeys(fileData) },
     warnings,
   };
+}
+
+function leafKeys(o: Json, prefix = ''): string[] {
+  return Object.entries(o).flatMap(([k, v]) => (v && typeof v === 'object' && !Array.isArray(v) ? leafKeys(v as Json, `${prefix}${k}.`) : [`${prefix}${k}`]));
+}
+
+/** Where the program is installed: the directory holding its package.json (two or three up from this module). */
+function installDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (const up of ['../..', '../../..']) {
+    const d = path.resolve(here, up);
+    if (existsSync(path.join(d, 'package.json')) && existsSync(path.join(d, 'config'))) return d;
+  }
+  return path.resolve(here, '../..');
+}
+
+/** The system-wide file a systemd install uses. */
+export const SYSTEM_CONFIG_FILE = '/etc/hybrid-backup/hybrid-backup.json';
+
+/**
+ * The files looked for when none is named (--config, HYBRID_BACKUP_CONFIG), in order: the systemd
+ * install's, the install directory's, then the working directory's — so the CLI finds the
+ * service's configuration wherever it runs from (an NRPE check, a migration script).
+ */
+export function configCandidates(opts: Pick<LoadOptions, 'systemFile' | 'installDir'>, cwd: string): string[] {
+  const list = [opts.systemFile ?? SYSTEM_CONFIG_FILE, path.join(opts.installDir ?? installDir(), DEFAULT_CONFIG_FILE), path.resolve(cwd, DEFAULT_CONFIG_FILE)];
+  return [...new Set(list)];
 }
 
 /** Jobs meant to run every day: their schedule must fire at least daily. */

@@ -296,8 +296,16 @@ export type ScheduleName = keyof RawConfig['schedules'];
 /** The configuration the program runs with: paths absolute, derived values resolved. */
 export interface Config extends Omit<RawConfig, 'socket'> {
   socket: RawConfig['socket'] & { path: string };
-  /** Where this configuration came from, for messages. */
-  source: { file: string | null };
+  /** Where this configuration came from, for messages and `config`. */
+  source: {
+    file: string | null;
+    /** How the file was chosen: named by --config or HYBRID_BACKUP_CONFIG, found by the search, or none (defaults). */
+    via: '--config' | 'HYBRID_BACKUP_CONFIG' | 'search' | 'defaults';
+    /** The files looked for, in order, when none was named. */
+    searched: Array<{ path: string; found: boolean }>;
+    /** The option keys the file sets (dotted). */
+    fileKeys?: string[];
+  };
   /** Things the configuration allows but the operator should hear about (a daily job that is not daily). */
   warnings: string[];
 }

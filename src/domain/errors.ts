@@ -65,6 +65,7 @@ export const ERROR_CATALOGUE = {
   'dump-aborted': { exit: EXIT_FAILED, summary: 'the backup was stopped before it finished' },
   'backup-lock-timeout': { exit: EXIT_FAILED, summary: 'another backup held the lock for too long' },
   'backup-not-restorable': { exit: EXIT_FAILED, summary: 'the backup has no usable file' },
+  'decrypt-failed': { exit: EXIT_FAILED, summary: 'an encrypted backup cannot be decrypted: no matching identity, or the file is truncated or altered' },
   'checksum-mismatch': { exit: EXIT_FAILED, summary: 'a backup file does not match its recorded SHA-256' },
   'file-missing': { exit: EXIT_FAILED, summary: 'a backup file is missing' },
   'restore-failed': { exit: EXIT_FAILED, summary: 'psql failed while restoring' },

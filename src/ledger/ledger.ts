@@ -286,6 +286,9 @@ export class Ledger {
     }
     try {
       db.pragma('journal_mode = WAL');
+      // the write-ahead log is cut back after each checkpoint: on a small or full disk it must not
+      // keep the space of a burst of writes
+      db.pragma('journal_size_limit = 1048576');
       db.pragma('synchronous = FULL');
       db.pragma('busy_timeout = 15000');
       db.pragma('foreign_keys = ON');
@@ -1063,9 +1066,17 @@ export class Ledger {
     }
   }
 
+  /**
+   * Releases this process's lock. Never throws for a full disk: the row then stays, naming this
+   * live process, which takes it again at its next backup (and another process once it is gone).
+   */
   unlock(name: string): void {
     const me = selfIdentity();
-    this.db.prepare('DELETE FROM locks WHERE name=? AND pid=? AND host=?').run(name, me.pid, me.host);
+    try {
+      this.db.prepare('DELETE FROM locks WHERE name=? AND pid=? AND host=?').run(name, me.pid, me.host);
+    } catch (e) {
+      if (!isStorageFailure(e)) throw e;
+    }
   }
 
   close(): void {

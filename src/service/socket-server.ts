@@ -15,6 +15,7 @@ import type { Reporter } from '../context.js';
 import { HbError } from '../domain/errors.js';
 import type { Logger } from '../log/logger.js';
 import { MAX_REQUEST_BYTES, type Reply, type Request, requestSchema } from './protocol.js';
+import { describePeer, type PeerCred, peerOf } from '../util/peercred.js';
 import { serializeWithRaw } from '../util/raw-json.js';
 
 export type RequestHandler = (req: Request, reporter: Reporter) => Promise<Extract<Reply, { type: 'result' }>>;
@@ -95,6 +96,8 @@ export class ControlServer {
   private readonly conns = new Set<net.Socket>();
   /** Connections with a request being answered (the others are only connected, or sending). */
   private readonly working = new Set<net.Socket>();
+  /** Who is at the other end of each connection, when the kernel could say. */
+  private readonly peers = new Map<net.Socket, PeerCred>();
   private activated = false;
   private closing = false;
 
@@ -165,6 +168,9 @@ export class ControlServer {
   private accept(sock: net.Socket): void {
     const log = this.opts.log;
     sock.on('error', (e) => log.debug(`control client error: ${e.message}`));
+    // Who asks, as the kernel says: logged with each request, and no other user may hold more
+    // than a quarter of the connections.
+    const peer = peerOf(sock);
     const send = (r: Reply) => {
       if (sock.destroyed || !sock.writable) return;
       // A client that does not read its replies is not allowed to make the service hold them.
@@ -214,10 +220,22 @@ export class ControlServer {
         return;
       }
     }
+    if (peer && peer.uid !== process.getuid?.()) {
+      const mine = [...this.peers.values()].filter((p) => p.uid === peer.uid).length;
+      const cap = Math.max(1, Math.floor(this.opts.maxConnections / 4));
+      if (mine >= cap) {
+        log.warn(`refusing a control connection from ${describePeer(peer)}: it already has ${mine} open, its limit`);
+        send(errorResult(undefined, 'socket-busy', `you already have ${mine} connections to the service, the most one user may hold`, 1, 'close the others, or try again shortly'));
+        sock.end();
+        return;
+      }
+    }
     this.conns.add(sock);
+    if (peer) this.peers.set(sock, peer);
     sock.once('close', () => {
       this.conns.delete(sock);
       this.working.delete(sock);
+      this.peers.delete(sock);
     });
     const requestTimeoutMs = this.opts.requestTimeoutMs ?? 10_000;
     // A whole request line within requestTimeoutMs of connecting (or of the last reply), however
@@ -280,6 +298,7 @@ export class ControlServer {
             return reject('socket-protocol', `invalid request: ${i.path.join('.') || 'request'}: ${i.message}`);
           }
           const id = r.data.id;
+          if (r.data.command !== 'ping') log.info(`control request ${r.data.command} from ${describePeer(peer)}`);
           const reporter: Reporter = {
             progress: (e) => send({ type: 'progress', id, ...e }),
             notice: (message) => send({ type: 'notice', id, message }),

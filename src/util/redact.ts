@@ -17,6 +17,8 @@ const PATTERNS: ReadonlyArray<[RegExp, string]> = [
   // bearer tokens and API keys
   [/(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}/gi, `$1${MASK}`],
   [/\bsbp_[A-Za-z0-9]{16,}\b/g, MASK],
+  // an age identity (private key), wherever it turns up
+  [/\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b/gi, MASK],
   [/\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b/g, MASK],
   [/(\bapikey["'=:\s]+)[A-Za-z0-9._-]{16,}/gi, `$1${MASK}`],
 ];

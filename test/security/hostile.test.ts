@@ -10,7 +10,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { CLI, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { type Daemon, startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { PasswordTrap } from '../helpers/fake-pg.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
@@ -112,6 +112,23 @@ describe('the client talks only to a socket it can trust', () => {
       nobody.kill('SIGKILL');
       await nobody;
     }
+  });
+});
+
+describe('the service knows who asks', () => {
+  it('with socket.group letting another user in, each request is logged with the peer the kernel names', async () => {
+    if (process.getuid?.() !== 0) throw new Error('this test runs a second user (nobody) and needs root (CI runs as root)');
+    const s = setup({ socket: { group: 'nogroup' } });
+    chmodSync(s.dir, 0o755);
+    const d = await daemon(s.env);
+    expect(statSync(d.socket).mode & 0o777).toBe(0o660);
+    const uid = Number((await execa('id', ['-u', 'nobody'])).stdout);
+    const gid = Number((await execa('id', ['-g', 'nobody'])).stdout);
+    const r = await execa(process.execPath, [CLI, 'list', '--json'], { uid, gid, cwd: '/tmp', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HYBRID_BACKUP_SOCKET: d.socket, BACKUP_DIR: '/nonexistent/not-used' }, reject: false, extendEnv: false });
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    await until(() => new RegExp(`control request list from nobody \\(uid ${uid}, pid \\d+\\)`).test(d.output()), 'the request logged with its peer');
+    expect((await runCli(['list'], s.env)).exitCode).toBe(0);
+    await until(() => /control request list from root \(uid 0, pid \d+\)/.test(d.output()), "root's request logged too");
   });
 });
 

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
@@ -173,5 +173,36 @@ describe('config/hybrid-backup.example.json', () => {
     const sched = await runCli(['schedule'], { BACKUP_DIR: path.join(w, 'b') }, { cwd: w });
     expect(sched.exitCode).toBe(0);
     expect(sched.stdout).toMatch(/warning: schedules\.backup is "0 3 1 \* \*": the backup job is meant to run daily/);
+  });
+  it('looks for the file in a fixed order: --config, HYBRID_BACKUP_CONFIG, the system file, the install directory, the working directory', () => {
+    const sys = project({ retention: { minKeep: 11 } });
+    const inst = project({ retention: { minKeep: 12 } });
+    const cwd = project({ retention: { minKeep: 13 } });
+    const systemFile = path.join(sys, 'config/hybrid-backup.json');
+    expect(loadConfig({ cwd, env: {}, systemFile, installDir: inst }).retention.minKeep).toBe(11);
+    expect(loadConfig({ cwd, env: {}, systemFile: '/nonexistent/hb.json', installDir: inst }).retention.minKeep).toBe(12);
+    const c = loadConfig({ cwd, env: {}, systemFile: '/nonexistent/hb.json', installDir: '/nonexistent' });
+    expect(c.retention.minKeep).toBe(13);
+    expect(c.source).toMatchObject({ file: path.join(cwd, 'config/hybrid-backup.json'), via: 'search' });
+    expect(c.source.searched.map((x) => x.found)).toEqual([false, false, true]);
+    writeFileSync(path.join(cwd, 'named.json'), JSON.stringify({ retention: { minKeep: 14 } }));
+    expect(loadConfig({ cwd, env: { HYBRID_BACKUP_CONFIG: 'named.json' }, systemFile, installDir: inst }).retention.minKeep).toBe(14);
+  });
+
+  it('`config` says which file is in force and every value with its source, secrets masked', async () => {
+    const cwd = project({ retention: { days: 9 } });
+    const r = await runCli(['config', '--json'], { DATABASE_URL: 'postgresql://app:Sup3rS3cret@db.example.com:5432/app', SUPABASE_ACCESS_TOKEN: 'sbp_0123456789abcdef0123456789abcdef01234567', ALERT_WEBHOOK_URL: 'https://hooks.example.com/T0/B0/s3cr3t-part' }, { cwd });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/Sup3rS3cret|sbp_0123|s3cr3t-part/);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.file).toBe(path.join(cwd, 'config/hybrid-backup.json'));
+    const v = Object.fromEntries(doc.values.map((x: { key: string }) => [x.key, x]));
+    expect(v['retention.days']).toEqual({ key: 'retention.days', value: 9, source: 'file' });
+    expect(v['retention.minKeep']).toMatchObject({ value: 7, source: 'default' });
+    expect(v.databaseUrl).toMatchObject({ value: 'postgresql://app@db.example.com:5432/app', source: 'environment' });
+    expect(v['supabase.accessToken'].value).toBe('(set, hidden)');
+    expect(v['alerts.webhookUrl'].value).toBe('https://hooks.example.com/… (path hidden)');
+    // it creates nothing: no backup directory appears
+    expect(existsSync(path.join(cwd, 'backups'))).toBe(false);
   });
 });

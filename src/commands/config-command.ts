@@ -1,0 +1,78 @@
+/** `config`: which configuration file is in force, and the effective values (secrets masked). */
+import { z } from 'zod';
+import { ENV_BINDINGS } from '../config/schema.js';
+import { parseConnInfo, safeUrl } from '../pg/connection.js';
+import { table } from '../util/format.js';
+import { defineCommand } from './command.js';
+
+export interface ConfigDoc {
+  /** The file in force, or null (defaults and the environment only). */
+  file: string | null;
+  via: string;
+  /** The files looked for, in order, when none was named. */
+  searched: Array<{ path: string; found: boolean }>;
+  /** Every option, flattened, with its effective value (secrets masked) and where it came from. */
+  values: Array<{ key: string; value: unknown; source: 'default' | 'file' | 'environment' }>;
+  warnings: string[];
+}
+
+const MASK = '(set, hidden)';
+
+function flatten(prefix: string, v: unknown, out: Array<[string, unknown]>): void {
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    for (const [k, x] of Object.entries(v)) flatten(prefix ? `${prefix}.${k}` : k, x, out);
+  } else out.push([prefix, v]);
+}
+
+/** A secret shown safely: a connection string without its password, a URL by its host, a key not at all. */
+function masked(key: string, value: unknown): unknown {
+  const b = ENV_BINDINGS.find((x) => x.path.join('.') === key);
+  if (!b?.secret || value === undefined || value === null) return value;
+  if (b.connection) {
+    try {
+      return safeUrl(parseConnInfo(String(value), b.env));
+    } catch {
+      return MASK;
+    }
+  }
+  if (key === 'alerts.webhookUrl') {
+    try {
+      return `${new URL(String(value)).origin}/… (path hidden)`;
+    } catch {
+      return MASK;
+    }
+  }
+  return MASK;
+}
+
+export const configCommand = defineCommand({
+  name: 'config',
+  summary: 'which configuration file is in force, and the effective values (secrets masked)',
+  configOnly: true,
+  args: z.object({}),
+  async run(ctx): Promise<ConfigDoc> {
+    const c = ctx.config;
+    const flat: Array<[string, unknown]> = [];
+    const { source: _s, warnings: _w, ...options } = c;
+    flatten('', options, flat);
+    const fromEnv = new Set(ENV_BINDINGS.filter((b) => process.env[b.env]).map((b) => b.path.join('.')));
+    const inFile = new Set(c.source.fileKeys ?? []);
+    return {
+      file: c.source.file,
+      via: c.source.via,
+      searched: c.source.searched,
+      values: flat.map(([key, value]) => ({ key, value: masked(key, value), source: fromEnv.has(key) ? 'environment' : inFile.has(key) ? 'file' : 'default' })),
+      warnings: c.warnings,
+    };
+  },
+  render(doc) {
+    const head = doc.file
+      ? `configuration: ${doc.file} (${doc.via === 'search' ? 'the first found of the places looked in' : `named by ${doc.via}`})`
+      : 'configuration: no file found; defaults and the environment only';
+    const lines = [head];
+    if (doc.searched.length) lines.push(`looked in, in order: ${doc.searched.map((s) => `${s.path}${s.found ? '' : ' (absent)'}`).join(', ')}`);
+    lines.push('', table(['KEY', 'VALUE', 'FROM'], doc.values.map((v) => [v.key, v.value === undefined ? '-' : typeof v.value === 'string' ? v.value : JSON.stringify(v.value), v.source])));
+    for (const w of doc.warnings) lines.push(`warning: ${w}`);
+    return lines.join('\n');
+  },
+});
