@@ -500,7 +500,7 @@ async function drillSuite(): Promise<string> {
           async () => {
             // The same backup, uploaded again: the ledger forgets the previous copy first.
             const ledger = Ledger.open(backupDir);
-            ledger.setOffsite(b.id, { status: 'failed', location: '', error: 'bench: upload again' });
+            ledger.setCopy(b.id, 'supabase', { status: 'failed', key: path.basename(b.file), location: '', error: 'bench: upload again' });
             ledger.close();
             const uploads = () => storage.requests.filter((q) => q.method === 'POST' && q.path === `/storage/v1/object/${bucket}/${path.basename(b.file)}`).length;
             const before = uploads();

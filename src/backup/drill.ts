@@ -36,7 +36,10 @@ import { chooseTool } from '../pg/tools.js';
 import { formatCount, formatDuration } from '../util/format.js';
 import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
-import { assertRestorable, runPsql } from './restore.js';
+import { assertRestorable, offsiteSource, runPsql } from './restore.js';
+import { AGE_EXTENSION } from '../dump/naming.js';
+import { fetchCopy, loadIdentities } from '../offsite/fetch.js';
+import { rm } from 'node:fs/promises';
 import { resolveBackup, verifyOne } from './verify.js';
 
 const qi = (name: string) => `"${name.replace(/"/g, '""')}"`;
@@ -391,13 +394,24 @@ async function createReferencedRoles(ctx: RunContext, scratch: ConnInfo, roles: 
   });
 }
 
-/** Runs a restore drill of a backup (`latest`: the newest ok one). Resolves with the (recorded) result, passing or not. */
-export async function restoreDrill(ctx: RunContext, which: string): Promise<DrillOutcome> {
-  const b: Backup = resolveBackup(ctx, which);
-  assertRestorable(b);
+/** Where a drill takes its file: the local one, or a copy in an offsite target (the named one, or any). */
+export type DrillFrom = { offsite: false } | { offsite: true; target?: string };
+
+/**
+ * Runs a restore drill of a backup (`latest`: the newest ok one; from offsite, the newest copy in
+ * the target). Resolves with the (recorded) result, passing or not.
+ */
+export async function restoreDrill(ctx: RunContext, which: string, from: DrillFrom = { offsite: false }): Promise<DrillOutcome> {
+  const source = from.offsite ? await offsiteSource(ctx, which, from.target) : null;
+  const b: Backup = source ? source.backup : resolveBackup(ctx, which);
+  if (!source) assertRestorable(b);
+  const encrypted = source ? source.expect.encrypted : b.file.endsWith(AGE_EXTENSION);
+  const keys = encrypted ? await loadIdentities(ctx, `backup ${b.id} (${source ? source.expect.location : path.basename(b.file)})`) : undefined;
+  const identities = source ? undefined : keys;
   const startedAt = new Date().toISOString();
   const started = Date.now();
-  const run = ctx.ledger.startRun('restore-drill', ctx.trigger, { backupId: b.id });
+  const sourceName = source ? `offsite:${source.target.name}` : 'local';
+  const run = ctx.ledger.startRun('restore-drill', ctx.trigger, { backupId: b.id, source: sourceName });
   const log = ctx.log;
   const scratchName = `hb_drill_${b.id}_${compactUtc(startedAt).toLowerCase()}_${randomBytes(3).toString('hex')}`;
   const result: DrillOutcome = {
@@ -411,15 +425,26 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
     amcheck: 'off',
     fidelity: { objects: 0, tablesDigested: 0, differences: [] },
     scratchDropped: null,
+    source: sourceName,
   };
   const timeoutMs = ctx.config.restoreTest.timeoutMinutes * 60_000;
   const timeout = AbortSignal.timeout(timeoutMs);
   const dctx: RunContext = { ...ctx, signal: AbortSignal.any([ctx.signal, timeout]) };
   let target: DrillTarget | undefined;
   let created = false;
+  let download: string | null = null;
+  let file: { file: string; compression: Backup['compression']; identities?: readonly string[] } = { file: b.file, compression: b.compression, ...(identities ? { identities } : {}) };
   try {
-    const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
-    if (!check.ok) throw new HbError('checksum-mismatch', `backup ${b.id} fails its checksum (${check.error}); it was not restored`, 'the file is damaged; drill another backup');
+    if (source) {
+      // The copy that would save the operator is the one proven: downloaded, decrypted, both digests checked.
+      download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
+      await rm(download, { force: true });
+      await fetchCopy(dctx, source.target, source.expect, download, `backup ${b.id}`, keys);
+      file = { file: download, compression: b.compression };
+    } else {
+      const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+      if (!check.ok) throw new HbError('checksum-mismatch', `backup ${b.id} fails its checksum (${check.error}); it was not restored`, 'the file is damaged; drill another backup');
+    }
     target = await openDrillTarget(ctx, b, run.id, dctx.signal);
     result.server = target.kind;
     const psql = await chooseTool('psql', target.major, ctx.config.dump.pgBinDir);
@@ -433,7 +458,7 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
     if (b.profile === 'supabase') await prepareSupabaseScratch(dctx, b, target, scratchName, psql.tool.path, evidence);
     else if (target.kind === 'throwaway') await createReferencedRoles(dctx, inspect, evidence?.roles ?? []);
     const t0 = Date.now();
-    await runPsql(dctx, b, target.restorer(scratchName), psql.tool.path, (n) => ctx.reporter.progress({ phase: 'drill', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
+    await runPsql(dctx, file, target.restorer(scratchName), psql.tool.path, (n) => ctx.reporter.progress({ phase: 'drill', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
     if (target.kind === 'throwaway' && evidence?.supautilsSql) await runAsSuperuser(dctx, inspect, psql.tool.path, evidence.supautilsSql);
     const expected = ctx.ledger.tableCounts(b.id);
     result.tables = Object.keys(expected).length;
@@ -456,6 +481,8 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
     if (timeout.aborted && !ctx.signal.aborted) err = new HbError('restore-test-failed', `the drill of backup ${b.id} took longer than ${ctx.config.restoreTest.timeoutMinutes} minutes and was stopped`, 'raise restoreTest.timeoutMinutes for big databases');
     result.error = { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
   } finally {
+    if (download) await rm(download, { force: true });
+    source?.target.close?.();
     if (target?.kind === 'shared' && (created || ctx.ledger.getRun(run.id)?.details?.scratchDb)) {
       try {
         await dropScratch(ctx, target.admin, scratchName);
@@ -488,7 +515,7 @@ export async function restoreDrill(ctx: RunContext, which: string): Promise<Dril
   if (result.ok) {
     ctx.ledger.markVerified(b.id);
     ctx.ledger.finishRun(run.id, 'ok', null, { ok: true, rowsChecked: result.rowsChecked, tables: result.tables });
-    log.info(`drill of backup ${b.id} passed: ${formatCount(result.tables)} tables, ${formatCount(result.rowsChecked)} rows as recorded, in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
+    log.info(`drill of backup ${b.id}${source ? ` (its copy in "${source.target.name}")` : ''} passed: ${formatCount(result.tables)} tables, ${formatCount(result.rowsChecked)} rows as recorded, in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
   } else {
     const why = result.error
       ? result.error.message

@@ -16,6 +16,8 @@ import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { readSidecar, type Sidecar } from '../dump/sidecar.js';
 import { sidecarNames } from '../ledger/ledger.js';
 import { hashFile } from './verify.js';
+import { adoptKit, kitKeys, readKit } from '../offsite/fetch.js';
+import { configuredTarget, openTarget } from '../offsite/targets.js';
 
 export interface RebuildOutcome {
   /** Backups added to the ledger, newest first. */
@@ -28,9 +30,11 @@ export interface RebuildOutcome {
   withoutSidecar: string[];
   /** Where an unreadable ledger was moved, when it was. */
   movedAside: string | null;
+  /** The offsite target the rows were re-created from (`--from-offsite`), or null for the sidecars on disk. */
+  fromOffsite: string | null;
 }
 
-const BACKUP_FILE = /^\d{8}T\d{6}Z(-\d+)?_[a-z-]+(_[a-z0-9-]+)?\.sql(\.gz)?$/;
+const BACKUP_FILE = /^\d{8}T\d{6}Z(-\d+)?_[a-z-]+(_[a-z0-9-]+)?\.sql(\.gz)?(\.age)?$/;
 
 /** Checks a parsed sidecar has what a ledger row needs (a sidecar is a file anyone can edit). */
 function validSidecar(x: unknown): x is Sidecar {
@@ -54,7 +58,7 @@ function validSidecar(x: unknown): x is Sidecar {
 export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | null): Promise<RebuildOutcome> {
   const dir = ctx.config.backupDir;
   const run = ctx.ledger.startRun('ledger-rebuild', ctx.trigger, { movedAside });
-  const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside };
+  const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside, fromOffsite: null };
   try {
     const names = sidecarNames(dir);
     const started = Date.now();
@@ -114,5 +118,45 @@ export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | 
     const err = toHbError(e);
     ctx.ledger.finishRun(run.id, ctx.signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
     throw err;
+  }
+}
+
+/**
+ * Re-creates the ledger's rows from the recovery kits in an offsite target (a new server: the
+ * target is all there is). Each backup the ledger lacks is added — `missing` when its file is not
+ * in BACKUP_DIR, `ok` or `corrupt` when it is (re-hashed) — with its copy in the target recorded.
+ */
+export async function rebuildFromOffsite(ctx: RunContext, targetName: string, movedAside: string | null): Promise<RebuildOutcome> {
+  const target = await openTarget(configuredTarget(ctx.config, targetName));
+  const run = ctx.ledger.startRun('ledger-rebuild', ctx.trigger, { movedAside, fromOffsite: target.name });
+  const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside, fromOffsite: target.name };
+  try {
+    const keys = await kitKeys(target, ctx.signal);
+    for (const [i, key] of keys.entries()) {
+      let kit;
+      try {
+        kit = await readKit(target, key, ctx.signal);
+      } catch (e) {
+        if (ctx.signal.aborted) throw new HbError('aborted', 'ledger-rebuild was stopped; the backups found so far are recorded');
+        out.unreadable.push({ sidecar: target.location(key), error: toHbError(e).message });
+        continue;
+      }
+      const { backup, added } = await adoptKit(ctx, target, kit);
+      if (!added) {
+        out.alreadyKnown++;
+        continue;
+      }
+      out.added.push(backup);
+      ctx.log.info(`ledger-rebuild: backup ${backup.id} (${kit.file}) added from "${target.name}" as ${backup.status}`, { backupId: backup.id, step: i + 1, of: keys.length });
+    }
+    out.added.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    ctx.ledger.finishRun(run.id, 'ok', null, { added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length, fromOffsite: target.name });
+    return out;
+  } catch (e) {
+    const err = toHbError(e);
+    ctx.ledger.finishRun(run.id, ctx.signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+    throw err;
+  } finally {
+    target.close?.();
   }
 }

@@ -11,7 +11,6 @@ import path from 'node:path';
 import { Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { openOffsite } from '../offsite/sync.js';
 import { loadExeca } from '../util/lazy.js';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
@@ -23,6 +22,12 @@ import { formatBytes, formatDuration } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { resolveBackup, verifyOne } from './verify.js';
 import { compareWithEvidence, type Fidelity } from '../fidelity/compare.js';
+import { createDecryptStream } from '../crypto/age.js';
+import { AGE_EXTENSION } from '../dump/naming.js';
+import { adoptKit, type ExpectedCopy, fetchCopy, loadIdentities, newestKit, readKit, expectedFromKit } from '../offsite/fetch.js';
+import { KIT_SUFFIX, type RecoveryKit } from '../offsite/kit.js';
+import type { OffsiteTarget } from '../offsite/target.js';
+import { configuredTarget, openTarget } from '../offsite/targets.js';
 
 export interface RestoreRequest {
   /** A backup id or `latest`. */
@@ -33,13 +38,17 @@ export interface RestoreRequest {
   yes?: boolean;
   /** Create the target database when it does not exist. */
   create?: boolean;
-  /** Where the file comes from: the backup directory (default) or the offsite copy. */
+  /** Where the file comes from: the backup directory (default) or an offsite copy. */
   from?: 'local' | 'offsite';
+  /** With `from: 'offsite'`: the target to restore from (default: the newest copy in any target). */
+  offsiteTarget?: string;
 }
 
 export interface RestoreResult {
   backupId: number;
   from: 'local' | 'offsite';
+  /** The offsite target the copy came from. */
+  offsiteTarget?: string;
   /** The local file, or the offsite location. */
   file: string;
   target: string;
@@ -132,10 +141,11 @@ async function readPosition(pid: number, file: string): Promise<number | null> {
  * (`-f <file>`, nothing copied through this process; progress read from /proc); a gzip file is
  * streamed through gunzip into psql's stdin.
  */
-export async function runPsql(ctx: RunContext, b: { file: string; compression: Backup['compression'] }, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
+export async function runPsql(ctx: RunContext, b: { file: string; compression: Backup['compression']; identities?: readonly string[] }, conn: ConnInfo, psqlPath: string, onBytes: (n: number) => void): Promise<void> {
   const { dbname, env } = libpqArgs(conn);
   const { execa } = await loadExeca();
-  const direct = b.compression === 'none';
+  const decrypt = !!b.identities?.length;
+  const direct = b.compression === 'none' && !decrypt;
   const child = execa(psqlPath, ['-X', '-q', '--no-password', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${dbname}`, '-f', direct ? b.file : '-'], {
     env: { ...env, PGAPPNAME: 'hybrid-backup-restore', PGOPTIONS: '-c client_min_messages=warning' },
     extendEnv: true,
@@ -191,7 +201,8 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
       },
     });
     stdin.on('error', () => {}); // EPIPE when psql exits early: its exit status tells why
-    const feed = pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), count, createGunzip(), forward]).catch((e: unknown) => {
+    const stages = [...(decrypt ? [createDecryptStream(b.identities!)] : []), ...(b.compression === 'gzip' ? [createGunzip()] : [])];
+    const feed = pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), count, ...stages, forward]).catch((e: unknown) => {
       child.kill('SIGKILL');
       stdin.destroy();
       throw e;
@@ -201,6 +212,8 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
   const r = exit.status === 'fulfilled' ? exit.value : undefined;
   if (ctx.signal.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the restore was stopped before it finished; psql rolled it back');
   if (flow.status === 'rejected') {
+    const why = toHbError(flow.reason);
+    if (why.code === 'decrypt-failed') throw new HbError('decrypt-failed', `cannot decrypt ${b.file}: ${why.message}; psql was stopped before it could commit, nothing was restored`, why.hint);
     throw new HbError('restore-failed', `cannot read ${b.file}: ${redact((flow.reason as Error).message)}; psql was stopped before it could commit, nothing was restored`, 'the file is damaged; restore another backup');
   }
   if (!r || r.failed) throw restoreError(conn, redact(stderr.trim()), r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
@@ -265,36 +278,93 @@ async function supabaseShapedTarget(c: { query: (sql: string) => Promise<{ rows:
   return !!r.rows[0]?.platform && !r.rows[0]?.su;
 }
 
+/** Where an offsite restore takes its copy from: the target, the copy, the backup it is. */
+export interface OffsiteSource {
+  target: OffsiteTarget;
+  expect: ExpectedCopy;
+  backup: Backup;
+}
+
+/**
+ * Finds the copy to restore: for `latest`, the newest copy in the named target or — without a
+ * name — in any configured target that answers (read from the targets alone, so it works on a
+ * fresh install with an empty ledger: the backup is added to the ledger from its kit); for an id,
+ * that backup's copy in the named target or the first that holds one.
+ */
+export async function offsiteSource(ctx: RunContext, which: string, targetName: string | undefined): Promise<OffsiteSource> {
+  const names = targetName !== undefined ? [configuredTarget(ctx.config, targetName).name] : ctx.config.offsiteTargets.map((t) => t.name);
+  if (names.length === 0) configuredTarget(ctx.config);
+  const open = (name: string) => openTarget(configuredTarget(ctx.config, name));
+  if (which === 'latest') {
+    let best: { target: OffsiteTarget; kit: RecoveryKit } | null = null;
+    let lastError: HbError | null = null;
+    for (const name of names) {
+      const target = await open(name);
+      try {
+        const kit = await newestKit(ctx, target);
+        if (!best || kit.createdAt > best.kit.createdAt) {
+          best?.target.close?.();
+          best = { target, kit };
+        } else target.close?.();
+      } catch (e) {
+        target.close?.();
+        if (ctx.signal.aborted) throw e;
+        lastError = toHbError(e);
+        if (names.length > 1) ctx.log.warn(`offsite target "${name}": ${lastError.message}`, { target: name });
+      }
+    }
+    if (!best) throw lastError!;
+    const { backup } = await adoptKit(ctx, best.target, best.kit);
+    return { target: best.target, expect: expectedFromKit(best.kit), backup };
+  }
+  const b = resolveBackup(ctx, which);
+  const holder = names.find((n) => ctx.ledger.copy(b.id, n)?.status === 'uploaded');
+  if (!holder) {
+    const copies = b.offsiteCopies.map((c) => `"${c.target}": ${c.status}${c.error ? ` (${c.error})` : ''}`).join('; ');
+    throw new HbError('backup-not-restorable', `backup ${b.id} has no offsite copy${targetName ? ` in "${targetName}"` : ''}${copies ? ` (${copies})` : ''}`, 'see the OFFSITE column of `hybrid-backup list`, or restore `latest --from offsite`');
+  }
+  const copy = ctx.ledger.copy(b.id, holder)!;
+  const target = await open(holder);
+  let kit: RecoveryKit | null = null;
+  try {
+    kit = await readKit(target, copy.key + KIT_SUFFIX, ctx.signal);
+  } catch (e) {
+    // Copies uploaded before recovery kits existed have none: the ledger says what they are.
+    if (toHbError(e).code !== 'offsite-not-found' || copy.encrypted) throw e;
+  }
+  if (kit && copy.sha256 && kit.copy.sha256 !== copy.sha256) {
+    throw new HbError('checksum-mismatch', `the recovery kit of ${copy.location} describes another object than the one uploaded for backup ${b.id}; nothing was restored`, 'the copy was replaced in the target: restore another backup or from another target');
+  }
+  const expect: ExpectedCopy = kit
+    ? expectedFromKit(kit)
+    : { key: copy.key, location: copy.location, bytes: copy.bytes ?? b.bytes, sha256: copy.sha256 ?? b.sha256!, encrypted: false, plainBytes: b.bytes, plainSha256: b.sha256! };
+  return { target, expect, backup: b };
+}
+
 /** Restores a backup; see the module comment for what is checked first. */
 export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promise<RestoreResult> {
   if (!req.target) throw new HbError('restore-target-missing', 'restore needs a target database', 'pass --target postgresql://user@host:5432/dbname');
   // Through the service, the target gets only the credentials in its own URL: never the service's.
   const conn: ConnInfo = { ...parseConnInfo(req.target, '--target'), isolated: !!ctx.service };
   assertDumpableConnection(conn, '--target');
-  const b = resolveBackup(ctx, req.backup);
   const from = req.from ?? 'local';
-  const store = from === 'offsite' ? await openOffsite(ctx) : null;
-  if (from === 'offsite') {
-    if (!store) throw new HbError('offsite-off', 'offsite copies are not configured', 'set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY');
-    if (!['ok', 'corrupt', 'missing'].includes(b.status) || b.offsite?.status !== 'uploaded') {
-      throw new HbError('backup-not-restorable', `backup ${b.id} has no offsite copy${b.offsite?.error ? ` (${b.offsite.error})` : ''}`, 'see the OFFSITE column of `hybrid-backup list`');
-    }
-  } else {
-    assertRestorable(b);
-  }
-  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn), from });
+  if (from === 'local' && req.offsiteTarget !== undefined) throw new HbError('usage', '--offsite-target goes with --from offsite', 'add --from offsite, or leave --offsite-target out');
+  const offsite = from === 'offsite' ? await offsiteSource(ctx, req.backup, req.offsiteTarget) : null;
+  const b = offsite ? offsite.backup : resolveBackup(ctx, req.backup);
+  if (!offsite) assertRestorable(b);
+  // The key is looked for before anything is recorded or created: without it nothing can be done.
+  const encrypted = offsite ? offsite.expect.encrypted : b.file.endsWith(AGE_EXTENSION);
+  const identities = encrypted ? await loadIdentities(ctx, `backup ${b.id} (${offsite ? offsite.expect.location : path.basename(b.file)})`) : undefined;
+  const localIdentities = offsite ? undefined : identities;
+  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn), from, ...(offsite ? { offsiteTarget: offsite.target.name } : {}) });
   const started = Date.now();
   let file = b.file;
   let download: string | null = null;
   try {
-    if (store) {
-      const location = b.offsite!.location;
+    if (offsite) {
       download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
-      const t0 = Date.now();
-      const got = await store.download(location, download, (n) => ctx.reporter.progress({ phase: 'download', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }));
-      if (got.sha256 !== b.sha256 || got.bytes !== b.bytes) {
-        throw new HbError('checksum-mismatch', `the offsite copy ${location} of backup ${b.id} fails its checksum (${got.bytes} bytes, sha256 ${got.sha256}); nothing was restored`, 'restore another backup');
-      }
+      await rm(download, { force: true });
+      await fetchCopy(ctx, offsite.target, offsite.expect, download, `backup ${b.id}`, identities);
       file = download;
     } else {
       const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
@@ -319,11 +389,12 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
     const size = (await stat(file)).size;
     const t0 = Date.now();
     ctx.log.info(`restoring backup ${b.id} (${formatBytes(size)}) into ${safeUrl(conn)}`, { runId: run.id, backupId: b.id });
-    await runPsql(ctx, { file, compression: b.compression }, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
+    await runPsql(ctx, { file, compression: b.compression, ...(localIdentities ? { identities: localIdentities } : {}) }, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
     const result: RestoreResult = {
       backupId: b.id,
       from,
-      file: from === 'offsite' ? b.offsite!.location : b.file,
+      ...(offsite ? { offsiteTarget: offsite.target.name } : {}),
+      file: offsite ? offsite.expect.location : b.file,
       target: safeUrl(conn),
       database: server.database,
       createdDatabase: created,
@@ -344,5 +415,6 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
     throw err;
   } finally {
     if (download) await rm(download, { force: true });
+    offsite?.target.close?.();
   }
 }

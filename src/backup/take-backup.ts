@@ -14,6 +14,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, BackupEvidence, BackupKind } from '../domain/types.js';
 import { fingerprintOptions, readEvidence } from '../fidelity/evidence.js';
 import { readFingerprint } from '../fidelity/fingerprint.js';
+import { AGE_FORMAT } from '../crypto/age.js';
 import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.js';
 import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
@@ -52,9 +53,9 @@ export function validateDescription(description: string | null | undefined, requ
   return description;
 }
 
-async function uniqueFinalPath(dir: string, createdAt: string, kind: BackupKind, description: string | null, compression: 'none' | 'gzip'): Promise<string> {
+async function uniqueFinalPath(dir: string, createdAt: string, kind: BackupKind, description: string | null, compression: 'none' | 'gzip', encrypted: boolean): Promise<string> {
   for (let attempt = 0; ; attempt++) {
-    const p = path.join(dir, backupFileName(createdAt, kind, description, compression, attempt));
+    const p = path.join(dir, backupFileName(createdAt, kind, description, compression, attempt, encrypted));
     if (!(await exists(p)) && !(await exists(p + PARTIAL_SUFFIX))) return p;
   }
 }
@@ -97,6 +98,8 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
   const description = validateDescription(req.description, req.kind === 'pre-change');
   const { config, ledger, log } = ctx;
   const { compression } = config.dump;
+  const encryptTo = config.encryption.local ? config.encryption.ageRecipients : [];
+  const encrypted = encryptTo.length > 0;
   const conn = sourceConnInfo(config.databaseUrl);
   assertDumpableConnection(conn);
   const profile = effectiveProfile(config, conn);
@@ -104,7 +107,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
 
   let createdAt = new Date().toISOString();
   // Provisional until the lock is held and the name is claimed; recorded for failed attempts.
-  let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression));
+  let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression, 0, encrypted));
   const run = ledger.startRun('backup', ctx.trigger, { kind: req.kind, description, compression, profile, file: finalPath });
   log.info(`backup run ${run.id} requested`, { runId: run.id, kind: req.kind, trigger: ctx.trigger });
 
@@ -129,7 +132,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     }
     await checkFreeSpace(ctx);
 
-    finalPath = await uniqueFinalPath(config.backupDir, createdAt, req.kind, description, compression);
+    finalPath = await uniqueFinalPath(config.backupDir, createdAt, req.kind, description, compression, encrypted);
     owned = true;
     const partialPath = finalPath + PARTIAL_SUFFIX;
     ledger.setRunFiles(run.id, { partialPath, finalPath });
@@ -144,6 +147,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
         partialPath,
         compression,
         gzipLevel: config.dump.gzipLevel,
+        encryptTo,
         signal: ctx.signal,
         onProgress: (bytes) => ctx.reporter.progress({ phase: 'dump', bytes, elapsedMs: Date.now() - started }),
       });
@@ -215,6 +219,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       tables: out.tables,
       ...(profile === 'supabase' ? { platform } : {}),
       evidence: evidence ? { ...(evidence as Omit<BackupEvidence, 'digests' | 'sequences'>), digests: out.digests, sequences: out.sequences } : null,
+      ...(out.plain ? { encryption: { format: AGE_FORMAT, recipients: [...encryptTo] }, plainBytes: out.plain.bytes, plainSha256: out.plain.sha256 } : {}),
     };
     await atomicWriteFile(finalPath + SIDECAR_SUFFIX, `${JSON.stringify(sidecar, null, 2)}\n`);
 

@@ -9,7 +9,8 @@ import { stat } from 'node:fs/promises';
 import type { RunContext } from '../context.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup, BackupStatus, ProgressEvent } from '../domain/types.js';
-import type { OffsiteStore } from '../offsite/store.js';
+import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import type { OffsiteTarget } from '../offsite/target.js';
 
 /** Statuses of backups that should have a file: a check may find it back, or gone. */
 export const FILE_STATUSES: readonly BackupStatus[] = ['ok', 'corrupt', 'missing'];
@@ -23,20 +24,38 @@ export interface VerifyResult {
   file: string;
   bytes: number | null;
   error?: string;
+  /** The offsite copies together: the first that failed, or the first (when offsite copies are on). */
   offsite?: { ok: boolean; location: string | null; bytes: number | null; error?: string };
+  /** Each configured target's copy. */
+  offsiteCopies?: OffsiteVerify[];
 }
 
-/** Checks a backup's offsite copy exists with the right size (and checksum in its metadata). */
-export async function verifyOffsite(store: OffsiteStore, b: Backup): Promise<NonNullable<VerifyResult['offsite']>> {
-  if (!b.offsite || b.offsite.status !== 'uploaded') {
-    return { ok: false, location: b.offsite?.location ?? null, bytes: null, error: b.offsite?.error ? `no offsite copy: ${b.offsite.error}` : 'no offsite copy yet (uploaded after each backup; retried at the next run)' };
+export interface OffsiteVerify {
+  target: string;
+  ok: boolean;
+  location: string | null;
+  bytes: number | null;
+  error?: string;
+}
+
+/**
+ * Checks a backup's copy in one target without downloading it: the object and its recovery kit
+ * are there, the object has the size uploaded, and its metadata names the backup's SHA-256.
+ */
+export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: AbortSignal): Promise<OffsiteVerify> {
+  const copy = b.offsiteCopies.find((c) => c.target === target.name);
+  if (!copy || copy.status !== 'uploaded') {
+    return { target: target.name, ok: false, location: copy?.location ?? null, bytes: null, error: copy?.error ? `no offsite copy in "${target.name}": ${copy.error}` : `no offsite copy in "${target.name}" yet (uploaded after each backup; retried at the next run)` };
   }
-  const location = b.offsite.location;
-  const st = await store.stat(location);
-  if (!st) return { ok: false, location, bytes: null, error: 'the offsite copy is missing' };
-  if (st.size !== b.bytes) return { ok: false, location, bytes: st.size, error: `the offsite copy has ${st.size} bytes, the backup ${b.bytes}` };
-  if (st.sha256 && st.sha256 !== b.sha256) return { ok: false, location, bytes: st.size, error: 'the offsite copy\'s recorded SHA-256 differs' };
-  return { ok: true, location, bytes: st.size };
+  const location = copy.location;
+  const [st, kit] = await Promise.all([target.stat(copy.key, signal), target.stat(copy.key + SIDECAR_SUFFIX, signal)]);
+  if (!st) return { target: target.name, ok: false, location, bytes: null, error: `the offsite copy is missing from "${target.name}"` };
+  const expected = copy.bytes ?? b.bytes;
+  if (st.bytes !== expected) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy has ${st.bytes} bytes, ${expected} were uploaded` };
+  const named = copy.encrypted && !b.file.endsWith('.age') ? st.metadata['plain-sha256'] : st.metadata.sha256;
+  if (named && named !== b.sha256) return { target: target.name, ok: false, location, bytes: st.bytes, error: 'the offsite copy\'s recorded SHA-256 differs from the backup\'s' };
+  if (!kit) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit (${SIDECAR_SUFFIX}) is missing from "${target.name}"` };
+  return { target: target.name, ok: true, location, bytes: st.bytes };
 }
 
 /** SHA-256 and size of a file, streamed. */

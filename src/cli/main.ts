@@ -243,17 +243,36 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .requiredOption('--target <url>', 'connection string of the database to restore into')
     .option('--yes', 'allow restoring into the database the backup was taken from')
     .option('--create', 'create the target database if it does not exist')
-    .addOption(new Option('--from <where>', 'restore the local file or its offsite copy in Supabase Storage').choices(['local', 'offsite']).default('local'))
-    .addHelpText('after', '\nExample:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create')
-    .action(act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean; from: string }) => ({ backup, target: o.target, yes: !!o.yes, create: !!o.create, from: o.from })));
+    .addOption(new Option('--from <where>', 'restore the local file, or an offsite copy (downloaded, decrypted, checked); works on a fresh install with an empty BACKUP_DIR').choices(['local', 'offsite']).default('local'))
+    .option('--offsite-target <name>', 'with --from offsite: the target to restore from (default: the newest copy in any configured target)')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create\n  hybrid-backup restore latest --from offsite --offsite-target b2 --target postgresql://postgres@127.0.0.1:5432/app --create   (the server is gone)',
+    )
+    .action(
+      act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean; from: string; offsiteTarget?: string }) => ({
+        backup,
+        target: o.target,
+        yes: !!o.yes,
+        create: !!o.create,
+        from: o.from,
+        ...(o.offsiteTarget !== undefined ? { offsiteTarget: o.offsiteTarget } : {}),
+      })),
+    );
 
   common(program.command('restore-test').argument('[which]', 'a backup id, or latest', 'latest'))
     .description('restore drill: restore a backup on a throwaway PostgreSQL of its own (or RESTORE_TEST_DATABASE_URL\'s server), compare rows, data, sequences and the catalog with what the backup recorded, remove it; exit 1 when anything differs')
-    .action(act('restore-test', (which: string) => ({ which })));
+    .option('--from <where>', 'local (the file in BACKUP_DIR), offsite (the newest copy in any target) or offsite:<target>: the copy is downloaded, decrypted and checked first', 'local')
+    .action(act('restore-test', (which: string, o: { from: string }) => ({ which, from: o.from })));
 
   common(program.command('offsite-sync'))
-    .description('upload now every ok backup that lacks a good offsite copy in Supabase Storage (normally done after each backup); exit 1 if any upload fails')
+    .description('upload now, to every offsite target, every ok backup that lacks a good copy there (normally done after each backup); exit 1 if any upload fails')
     .action(act('offsite-sync', () => ({})));
+
+  common(program.command('offsite-list'))
+    .description('what the offsite targets hold, newest first, read from the targets alone (each copy\'s recovery kit): no ledger needed; exit 1 when a kit cannot be read')
+    .option('--target <name>', 'only this target (default: every configured one)')
+    .action(act('offsite-list', (o: { target?: string }) => (o.target !== undefined ? { target: o.target } : {})));
 
   common(program.command('runs'))
     .description('the ledger\'s run history, newest first')
@@ -268,7 +287,8 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
 
   common(program.command('ledger-rebuild'))
     .description('re-create the ledger\'s backups from the .meta.json sidecars in the backup directory, re-hashing each file (ok, corrupt or missing); an unreadable ledger is moved aside under a dated name first, never deleted; exit 1 when a file does not match or is gone')
-    .action(act('ledger-rebuild', () => ({})));
+    .option('--from-offsite <target>', 'from the recovery kits in this offsite target instead (a new server): backups whose file is not here are added as missing, restorable with --from offsite')
+    .action(act('ledger-rebuild', (o: { fromOffsite?: string }) => (o.fromOffsite !== undefined ? { fromOffsite: o.fromOffsite } : {})));
 
   common(program.command('prune'))
     .description('apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed')

@@ -53,8 +53,17 @@ export const configCommand = defineCommand({
   async run(ctx): Promise<ConfigDoc> {
     const c = ctx.config;
     const flat: Array<[string, unknown]> = [];
-    const { source: _s, warnings: _w, ...options } = c;
+    // The resolved targets carry their credentials: shown by where they come from, never by value.
+    const { source: _s, warnings: _w, offsiteTargets, ...options } = c;
     flatten('', options, flat);
+    flat.push([
+      'offsiteTargets (in force)',
+      offsiteTargets.map((t) =>
+        t.type === 's3'
+          ? { name: t.name, type: t.type, bucket: t.bucket, prefix: t.prefix, endpoint: t.endpoint ?? 'AWS', credentials: `${t.accessKeyIdEnv} and ${t.secretAccessKeyEnv} ${MASK}` }
+          : { name: t.name, type: t.type, url: t.url, bucket: t.bucket, prefix: t.prefix, credentials: `service-role key ${MASK}` },
+      ),
+    ]);
     const fromEnv = new Set(ENV_BINDINGS.filter((b) => process.env[b.env]).map((b) => b.path.join('.')));
     const inFile = new Set(c.source.fileKeys ?? []);
     return {

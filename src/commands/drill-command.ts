@@ -9,16 +9,24 @@ export const restoreTestCommand = defineCommand({
   meansDatabase: true,
   grace: true,
   summary: 'restore a backup into a scratch database, check every table\'s rows, data and the catalog against what the backup recorded, drop it',
-  args: z.object({ which: z.string().default('latest') }),
+  args: z.object({
+    which: z.string().default('latest'),
+    from: z
+      .string()
+      .regex(/^(local|offsite(:[a-z0-9][a-z0-9-]{0,31})?)$/, { message: 'is not local, offsite or offsite:<target name>' })
+      .default('local'),
+  }),
   async run(ctx, args): Promise<DrillOutcome> {
-    return restoreDrill(ctx, args.which);
+    const [where, target] = args.from.split(':');
+    return restoreDrill(ctx, args.which, where === 'offsite' ? { offsite: true, ...(target ? { target } : {}) } : { offsite: false });
   },
   render(r) {
     const f = r.fidelity;
     const proved = [`${formatCount(r.tables)} tables, ${formatCount(r.rowsChecked)} rows exactly as the dump recorded`];
     if (f.tablesDigested) proved.push(`the data of ${formatCount(f.tablesDigested)} tables byte for byte`);
     if (f.objects) proved.push(`${formatCount(f.objects)} catalog objects as they were`);
-    const head = r.ok ? `drill of backup ${r.backupId} PASSED: ${proved.join('; ')}, in ${formatDuration(r.durationMs)}` : `drill of backup ${r.backupId} FAILED${r.error ? `: ${r.error.message}` : ''}`;
+    const copy = r.source && r.source !== 'local' ? ` (its copy in "${r.source.slice('offsite:'.length)}", downloaded, decrypted and checked)` : '';
+    const head = r.ok ? `drill of backup ${r.backupId}${copy} PASSED: ${proved.join('; ')}, in ${formatDuration(r.durationMs)}` : `drill of backup ${r.backupId}${copy} FAILED${r.error ? `: ${r.error.message}` : ''}`;
     const lines = [head];
     if (r.error?.hint && !r.ok) lines.push(`  hint: ${r.error.hint}`);
     for (const m of r.mismatches) lines.push(m.actual === null ? `  ${m.table}: ${m.error}` : `  ${m.table}: ${formatCount(m.actual)} rows restored, the dump recorded ${formatCount(m.expected)}`);

@@ -5,7 +5,7 @@ import { configCommand } from './config-command.js';
 import { ledgerRebuildCommand, listCommand, runsCommand, verifyCommand } from './ledger-commands.js';
 import { restoreTestCommand } from './drill-command.js';
 import { monitorCommand, reportCommand, syncCheckCommand } from './monitor-commands.js';
-import { offsiteSyncCommand } from './offsite-command.js';
+import { offsiteListCommand, offsiteSyncCommand } from './offsite-command.js';
 import { restoreCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
 import { scheduleCommand } from './schedule-command.js';
@@ -25,6 +25,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   unpinCommand,
   scheduleCommand,
   offsiteSyncCommand,
+  offsiteListCommand,
   monitorCommand,
   syncCheckCommand,
   reportCommand,

@@ -2,12 +2,12 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { selectBackups, verifyOffsite, verifyOne, type VerifyResult } from '../backup/verify.js';
-import { openOffsite } from '../offsite/sync.js';
+import { openTargets } from '../offsite/targets.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
 import { RawJson } from '../util/raw-json.js';
-import { rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
+import { rebuildFromOffsite, rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
 import { defineCommand } from './command.js';
 
 function truncate(s: string, n: number): string {
@@ -64,12 +64,18 @@ export const verifyCommand = defineCommand({
     const run = ctx.ledger.startRun('verify', ctx.trigger, { which: args.which });
     try {
       const results: VerifyResult[] = [];
-      const store = await openOffsite(ctx);
+      const targets = await openTargets(ctx.config);
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
-        if (store) {
-          r.offsite = await verifyOffsite(store, ctx.ledger.getBackup(b.id)!).catch((e) => ({ ok: false, location: b.offsite?.location ?? null, bytes: null, error: toHbError(e).message }));
-          r.ok = r.ok && r.offsite.ok;
+        if (targets.length) {
+          const now = ctx.ledger.getBackup(b.id)!;
+          r.offsiteCopies = [];
+          for (const t of targets) {
+            r.offsiteCopies.push(await verifyOffsite(t, now, ctx.signal).catch((e) => ({ target: t.name, ok: false, location: now.offsiteCopies.find((c) => c.target === t.name)?.location ?? null, bytes: null, error: toHbError(e).message })));
+          }
+          const { target: _t, ...summary } = r.offsiteCopies.find((c) => !c.ok) ?? r.offsiteCopies[0]!;
+          r.offsite = summary;
+          r.ok = r.ok && r.offsiteCopies.every((c) => c.ok);
         }
         results.push(r);
       }
@@ -86,7 +92,7 @@ export const verifyCommand = defineCommand({
     if (doc.results.length === 0) return 'no backups to verify';
     const lines = doc.results.map((r) => {
       const local = r.error ? `${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}` : `sha256 ${r.actual}`;
-      const offsite = r.offsite ? (r.offsite.ok ? `; offsite copy ok (${r.offsite.location})` : `; offsite: ${r.offsite.error}`) : '';
+      const offsite = (r.offsiteCopies ?? []).map((c) => (c.ok ? `; "${c.target}" copy ok (${c.location})` : `; "${c.target}": ${c.error}`)).join('');
       return `${r.ok ? 'ok      ' : 'FAILED  '}  backup ${r.id}  ${path.basename(r.file)}  ${local}${offsite}`;
     });
     const bad = doc.results.filter((r) => !r.ok).length;
@@ -139,16 +145,19 @@ export const ledgerRebuildCommand = defineCommand({
   summary: 're-create the ledger\'s backups from the .meta.json sidecars, re-hashing each file',
   recoversLedger: true,
   grace: true,
-  args: z.object({}),
-  async run(ctx): Promise<RebuildOutcome> {
-    return rebuildFromSidecars(ctx, ctx.ledger.movedAside ?? null);
+  args: z.object({ fromOffsite: z.string().min(1).optional() }),
+  async run(ctx, args): Promise<RebuildOutcome> {
+    const movedAside = ctx.ledger.movedAside ?? null;
+    return args.fromOffsite === undefined ? rebuildFromSidecars(ctx, movedAside) : rebuildFromOffsite(ctx, args.fromOffsite, movedAside);
   },
   render(doc, view) {
     const lines: string[] = [];
     if (doc.movedAside) lines.push(`the unreadable ledger was moved aside to ${doc.movedAside} (kept, not deleted)`);
     const by = (st: string) => doc.added.filter((b) => b.status === st).length;
     lines.push(
-      `${doc.added.length} backup${doc.added.length === 1 ? '' : 's'} added from sidecars (${by('ok')} ok, ${by('corrupt')} corrupt: the file does not match, ${by('missing')} missing: the file is gone); ${doc.alreadyKnown} already in the ledger`,
+      doc.fromOffsite
+        ? `${doc.added.length} backup${doc.added.length === 1 ? '' : 's'} added from the recovery kits in offsite target "${doc.fromOffsite}" (${by('missing')} with no local file: restore them with --from offsite; ${by('ok')} whose file is here and matches; ${by('corrupt')} whose local file does not match); ${doc.alreadyKnown} already in the ledger`
+        : `${doc.added.length} backup${doc.added.length === 1 ? '' : 's'} added from sidecars (${by('ok')} ok, ${by('corrupt')} corrupt: the file does not match, ${by('missing')} missing: the file is gone); ${doc.alreadyKnown} already in the ledger`,
     );
     if (doc.added.length) {
       lines.push('', table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'FILE'], doc.added.map((b) => [String(b.id), formatTime(b.createdAt, view.timeZone), b.kind, b.status, formatBytes(b.bytes), path.basename(b.file)])));
@@ -158,5 +167,7 @@ export const ledgerRebuildCommand = defineCommand({
     if (doc.added.length || doc.alreadyKnown) lines.push('', 'the run history before the rebuild is not recoverable from sidecars; see hybrid-backup list');
     return lines.join('\n');
   },
-  exitCode: (doc) => (doc.added.some((b) => b.status !== 'ok') || doc.unreadable.length ? 1 : 0),
+  // From a target, a backup without its local file is what is expected: only a local file that
+  // does not match, or a kit that cannot be read, fails.
+  exitCode: (doc) => (doc.added.some((b) => (doc.fromOffsite ? b.status === 'corrupt' : b.status !== 'ok')) || doc.unreadable.length ? 1 : 0),
 });

@@ -15,6 +15,7 @@ export const restoreCommand = defineCommand({
     yes: z.boolean().default(false),
     create: z.boolean().default(false),
     from: z.enum(['local', 'offsite']).default('local'),
+    offsiteTarget: z.string().min(1).optional(),
   }),
   async run(ctx, args): Promise<RestoreResult> {
     return restoreBackup(ctx, args);
@@ -22,7 +23,7 @@ export const restoreCommand = defineCommand({
   render(r) {
     return [
       `restored backup ${r.backupId} into database "${r.database}"${r.createdDatabase ? ' (created)' : ''}`,
-      `  from    ${r.from === 'offsite' ? 'offsite copy ' : ''}${r.file} (${formatBytes(r.bytes)}, checksum verified)`,
+      `  from    ${r.from === 'offsite' ? `offsite copy in "${r.offsiteTarget}" ` : ''}${r.file} (${formatBytes(r.bytes)}, ${r.from === 'offsite' ? 'both checksums verified' : 'checksum verified'})`,
       `  into    ${r.target}`,
       `  content ${formatCount(r.tables)} tables, ${formatCount(r.rows)} rows, in one transaction`,
       `  took    ${formatDuration(r.durationMs)}`,

@@ -12,7 +12,7 @@ import type { z } from 'zod';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
 import { Cron } from 'croner';
-import { type Config, configSchema, DEFAULT_SCHEDULES, ENV_BINDINGS, type EnvBinding, type ScheduleName } from './schema.js';
+import { type Config, configSchema, DEFAULT_SCHEDULES, ENV_BINDINGS, type EnvBinding, type ResolvedOffsiteTarget, type ScheduleName } from './schema.js';
 
 export const DEFAULT_CONFIG_FILE = 'config/hybrid-backup.json';
 
@@ -165,10 +165,42 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   // 5. Schedules that never fire are refused; daily jobs that fire less often are warned about.
   const warnings = checkSchedules(raw.schedules, raw.timezone, (job) => `schedules.${job} in ${fileUsed && getAt(fileData, ['schedules', job]) !== undefined ? fileUsed : 'the defaults'}`);
 
-  // 6. Resolve derived values.
+  // 6. Offsite targets, their credentials from the environment (or systemd credentials) only.
+  const offsiteTargets: ResolvedOffsiteTarget[] = [];
+  if (raw.offsite.enabled) {
+    if (raw.supabase.url && raw.supabase.serviceRoleKey) {
+      offsiteTargets.push({ name: 'supabase', type: 'supabase-storage', url: raw.supabase.url, bucket: raw.offsite.bucket, prefix: raw.offsite.prefix, key: raw.supabase.serviceRoleKey });
+    }
+    raw.offsite.targets.forEach((t, i) => {
+      const secretFrom = (name: string, what: string): string => {
+        const v = env[name] || credential(env, name);
+        if (!v) {
+          throw new HbError(
+            'config-invalid',
+            `invalid configuration: offsite.targets[${i}] ("${t.name}") needs ${what} in ${name}, which is not set`,
+            `set ${name} in the service's environment (or a systemd credential named ${name}); secrets never come from the config file`,
+          );
+        }
+        redactor.addSecret(v);
+        return v;
+      };
+      if (t.type === 's3') offsiteTargets.push({ ...t, credentials: { accessKeyId: secretFrom(t.accessKeyIdEnv, 'an access key id'), secretAccessKey: secretFrom(t.secretAccessKeyEnv, 'a secret access key') } });
+      else offsiteTargets.push({ name: t.name, type: 'supabase-storage', url: t.url, bucket: t.bucket, prefix: t.prefix, key: secretFrom(t.keyEnv, 'a service-role key') });
+    });
+  }
+
+  // 7. Resolve derived values.
   const backupDir = path.resolve(cwd, raw.backupDir);
+  const identityCredential = env.CREDENTIALS_DIRECTORY ? path.join(env.CREDENTIALS_DIRECTORY, 'age-identity') : null;
+  const ageIdentityFile = env.HYBRID_BACKUP_AGE_IDENTITY_FILE
+    ? path.resolve(cwd, env.HYBRID_BACKUP_AGE_IDENTITY_FILE)
+    : identityCredential && existsSync(identityCredential)
+      ? identityCredential
+      : null;
   return {
     ...raw,
+    offsiteTargets,
+    ageIdentityFile,
     backupDir,
     socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
     source: { file: fileUsed, via: named ? (opts.configFile ? '--config' : 'HYBRID_BACKUP_CONFIG') : fileUsed ? 'search' : 'defaults', searched: named ? [] : searched, fileKeys: leafKeys(fileData) },

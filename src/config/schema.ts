@@ -7,6 +7,7 @@
  */
 import { Cron } from 'croner';
 import { z } from 'zod';
+import { parseRecipient } from '../crypto/age.js';
 
 function systemTimeZone(): string {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
@@ -60,6 +61,52 @@ const httpUrl = (what: string) =>
     .refine(isHttpUrl, { message: 'is not an http(s) URL' })
     .optional()
     .describe(what);
+
+function isAgeRecipient(s: string): boolean {
+  try {
+    parseRecipient(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const targetName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, { message: 'is not a target name (lowercase letters, digits and hyphens, up to 32)' });
+const folder = z
+  .string()
+  .regex(/^([A-Za-z0-9._-]+\/)*$/, { message: 'is not a folder path ending in / (or empty)' })
+  .default('');
+const envName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, { message: 'is not an environment variable name' });
+
+/** One offsite destination besides the implicit `supabase` one. */
+const offsiteTarget = z.discriminatedUnion('type', [
+  z.strictObject({
+    name: targetName,
+    type: z.literal('s3'),
+    endpoint: z
+      .string()
+      .refine(isHttpUrl, { message: 'is not an http(s) URL' })
+      .optional()
+      .describe('the S3 endpoint (R2, B2, MinIO, Supabase Storage\'s S3 endpoint); unset: AWS'),
+    region: z.string().min(1).default('us-east-1'),
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { message: 'is not an S3 bucket name' }),
+    prefix: folder,
+    forcePathStyle: z.boolean().optional().describe('path-style URLs (endpoint/bucket/key); unset: on with an endpoint (MinIO, Ceph, Supabase need it), off for AWS'),
+    accessKeyIdEnv: envName.default('AWS_ACCESS_KEY_ID'),
+    secretAccessKeyEnv: envName.default('AWS_SECRET_ACCESS_KEY'),
+    createBucket: z.boolean().default(false),
+  }),
+  z.strictObject({
+    name: targetName,
+    type: z.literal('supabase-storage'),
+    url: z.string().refine(isHttpUrl, { message: 'is not an http(s) URL' }).describe('the project URL, https://<ref>.supabase.co'),
+    bucket: z.string().regex(/^[a-z0-9][a-z0-9._-]{1,62}$/, { message: 'is not a bucket name' }),
+    prefix: folder,
+    keyEnv: envName.describe('the environment variable holding that project\'s service-role key'),
+  }),
+]);
 
 /** The default schedule of each job. */
 export const DEFAULT_SCHEDULES = {
@@ -244,8 +291,25 @@ export const configSchema = z.strictObject({
         .default('')
         .describe('a folder inside the bucket, ending in "/", e.g. "prod/"'),
       timeoutMinutes: z.number().positive().default(60).describe('how many minutes one upload may take before it is stopped (and retried at the next run)'),
+      targets: z
+        .array(offsiteTarget)
+        .default([])
+        .refine((ts) => new Set(ts.map((t) => t.name)).size === ts.length, { message: 'has two targets of the same name' })
+        .refine((ts) => !ts.some((t) => t.name === 'supabase' && t.type === 's3'), { message: 'names an s3 target "supabase", the name of the Supabase Storage target' })
+        .describe('more places for offsite copies, each {name, type: "s3" | "supabase-storage", …}; with SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY set, a "supabase" target is there too'),
     })
     .prefault({}),
+
+  encryption: z
+    .strictObject({
+      ageRecipients: z
+        .array(z.string().refine(isAgeRecipient, { message: 'is not an age X25519 recipient (a public key age1…; age-keygen -y key.txt prints it)' }))
+        .default([])
+        .describe('public keys (age1…) every offsite copy is encrypted to; the private key is needed only to restore (HYBRID_BACKUP_AGE_IDENTITY_FILE)'),
+      local: z.boolean().default(false).describe('whether the local backup files are encrypted too (.age); needs ageRecipients'),
+    })
+    .prefault({})
+    .refine((e) => !e.local || e.ageRecipients.length > 0, { message: 'sets local: true without any ageRecipients to encrypt to' }),
 
   alerts: z
     .strictObject({
@@ -293,8 +357,25 @@ export type RawConfig = z.output<typeof configSchema>;
 /** The name of a scheduled job, as in `schedules.<name>`. */
 export type ScheduleName = keyof RawConfig['schedules'];
 
+/**
+ * An offsite destination with its credentials resolved from the environment (never from the file):
+ * the implicit `supabase` target (SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY, offsite.bucket/prefix)
+ * and each of offsite.targets.
+ */
+export type ResolvedOffsiteTarget =
+  | (Extract<RawConfig['offsite']['targets'][number], { type: 's3' }> & { credentials: { accessKeyId: string; secretAccessKey: string } })
+  | { name: string; type: 'supabase-storage'; url: string; bucket: string; prefix: string; key: string };
+
 /** The configuration the program runs with: paths absolute, derived values resolved. */
 export interface Config extends Omit<RawConfig, 'socket'> {
+  /** Every offsite destination, credentials resolved; empty when offsite copies are off. */
+  offsiteTargets: ResolvedOffsiteTarget[];
+  /**
+   * Where the age identity (private key) is read from to restore or drill encrypted backups:
+   * HYBRID_BACKUP_AGE_IDENTITY_FILE, or the systemd credential `age-identity`; null when neither
+   * is there. The file is read only when it is needed.
+   */
+  ageIdentityFile: string | null;
   socket: RawConfig['socket'] & { path: string };
   /** Where this configuration came from, for messages and `config`. */
   source: {

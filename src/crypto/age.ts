@@ -42,7 +42,9 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { HbError } from '../domain/errors.js';
 
 /** The first line of every age file, newline included: what {@link isAgeFile} looks for. */
-export const AGE_MAGIC = 'age-encryption.org/v1\n';
+/** The format's name, as the ledger and the recovery kit record it. */
+export const AGE_FORMAT = 'age-encryption.org/v1';
+export const AGE_MAGIC = `${AGE_FORMAT}\n`;
 
 /** Plaintext bytes per STREAM chunk. */
 export const AGE_CHUNK_SIZE = 64 * 1024;

@@ -48,18 +48,33 @@ export interface Backup {
   pinned: boolean;
   runId: number | null;
   error: { code: string; message: string } | null;
-  /** The copy in Supabase Storage, when offsite copies are on. */
+  /**
+   * A summary of the offsite copies: the copy in the worst state (failed, then delete-failed,
+   * then uploaded, then deleted), its error prefixed with its target's name; null when none.
+   */
   offsite: OffsiteCopy | null;
+  /** Every offsite copy, one per target, by target name. */
+  offsiteCopies: TargetCopy[];
 }
 
 export interface OffsiteCopy {
   /** uploaded; failed (retried at the next run); deleted (with the local backup); delete-failed (retried at the next prune). */
   status: 'uploaded' | 'failed' | 'deleted' | 'delete-failed';
-  /** `bucket/path` of the object. */
+  /** Where the object is: `bucket/prefix/key` (Supabase Storage) or `s3://bucket/prefix/key`. */
   location: string;
   bytes: number | null;
   at: string | null;
   error: string | null;
+}
+
+/** A backup's copy in one offsite target. */
+export interface TargetCopy extends OffsiteCopy {
+  target: string;
+  /** The object's key inside the target's bucket and prefix. */
+  key: string;
+  /** The stored object's SHA-256 (the ciphertext's, when encrypted). */
+  sha256: string | null;
+  encrypted: boolean;
 }
 
 /** The outcome of a restore drill (SPEC `restore-test --json`, plus more). */
@@ -80,6 +95,8 @@ export interface DrillResult {
   /** Where it ran: a throwaway server the drill started, or the shared RESTORE_TEST_DATABASE_URL server. */
   server?: 'throwaway' | 'shared';
   error?: { code: string; message: string; hint?: string };
+  /** Where the restored file came from: `local`, or `offsite:<target>` (downloaded, decrypted, checked). */
+  source?: string;
 }
 
 /** One entry of the ledger's run history. */

@@ -29,11 +29,13 @@ export function backupExtension(compression: Compression): string {
 }
 
 /** The file name for a backup; `attempt` > 0 adds a suffix when the name is taken. */
-export function backupFileName(createdAt: string, kind: BackupKind, description: string | null, compression: Compression, attempt = 0): string {
+export function backupFileName(createdAt: string, kind: BackupKind, description: string | null, compression: Compression, attempt = 0, encrypted = false): string {
   const slug = description ? slugify(description) : '';
   const time = compactUtc(createdAt) + (attempt > 0 ? `-${attempt}` : '');
-  return `${time}_${kind}${slug ? `_${slug}` : ''}${backupExtension(compression)}`;
+  return `${time}_${kind}${slug ? `_${slug}` : ''}${backupExtension(compression)}${encrypted ? AGE_EXTENSION : ''}`;
 }
 
+/** Appended to the name of a file encrypted with age (`encryption.local`, or an encrypted offsite copy). */
+export const AGE_EXTENSION = '.age';
 export const PARTIAL_SUFFIX = '.partial';
 export const SIDECAR_SUFFIX = '.meta.json';

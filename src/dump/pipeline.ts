@@ -14,6 +14,7 @@ import { PassThrough, Transform, type TransformCallback, Writable } from 'node:s
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { createGzip } from 'node:zlib';
+import { createEncryptStream } from '../crypto/age.js';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
 import { loadExeca } from '../util/lazy.js';
@@ -60,6 +61,8 @@ export interface DumpSpec {
   partialPath: string;
   compression: Compression;
   gzipLevel: number;
+  /** Encrypt the file to these age recipients (`encryption.local`); empty or absent: plain. */
+  encryptTo?: readonly string[];
   signal?: AbortSignal;
   /** Called at most every `progressEveryMs` with uncompressed bytes so far. */
   onProgress?: (rawBytes: number) => void;
@@ -73,6 +76,8 @@ export interface DumpOutput {
   rawBytes: number;
   /** SHA-256 of the file as stored, hex. */
   sha256: string;
+  /** Encrypted: the size and SHA-256 of the file inside (what `age -d` gives). */
+  plain?: { bytes: number; sha256: string };
   tables: TableCounts;
   /** Each table's data as it passed through the stream (see {@link TableDigest}). */
   digests: Record<string, TableDigest>;
@@ -313,15 +318,20 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
     }
   };
   const gzip = spec.compression === 'gzip';
+  const encrypt = !!spec.encryptTo?.length;
+  const plainHash = encrypt ? createHash('sha256') : null;
+  let plainBytes = 0;
   let sink: FileSink;
   try {
     // Plain: the sink sees the SQL itself, so it inspects and hashes it in one step.
-    sink = new FileSink(spec.partialPath, 0o600, gzip ? (c) => hash.update(c) : (c) => (inspect(c), hash.update(c)));
+    sink = new FileSink(spec.partialPath, 0o600, gzip || encrypt ? (c) => hash.update(c) : (c) => (inspect(c), hash.update(c)));
   } catch (e) {
     throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
   }
   const head = new PassThrough({ highWaterMark: 1 << 20 });
-  const stages = gzip ? [new Tap(inspect), createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 })] : [];
+  const stages: Transform[] = gzip || encrypt ? [new Tap(inspect)] : [];
+  if (gzip) stages.push(createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 }));
+  if (encrypt) stages.push(new Tap((c) => (plainHash!.update(c), (plainBytes += c.length))), createEncryptStream(spec.encryptTo!));
   let writeError: unknown = null;
   const flow = pipeline([head, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
     writeError = e;
@@ -377,5 +387,10 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const after = stopped();
   if (after) return fail(after);
   spec.onProgress?.(scanner.bytes);
-  return { bytes: sink.bytes, rawBytes: scanner.bytes, sha256: hash.digest('hex'), tables: { ...scanner.tables }, digests: { ...scanner.digests }, sequences: { ...scanner.sequences } };
+  return {
+    bytes: sink.bytes,
+    rawBytes: scanner.bytes,
+    sha256: hash.digest('hex'),
+    ...(plainHash ? { plain: { bytes: plainBytes, sha256: plainHash.digest('hex') } } : {}),
+    tables: { ...scanner.tables }, digests: { ...scanner.digests }, sequences: { ...scanner.sequences } };
 }

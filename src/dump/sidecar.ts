@@ -40,6 +40,13 @@ export interface Sidecar {
   platform?: PlatformLayout | null;
   /** What a drill proves the restore against (data digests, catalog fingerprint, …); absent in older sidecars. */
   evidence?: BackupEvidence | null;
+  /**
+   * With `encryption.local`: the file is an age file to these recipients, `bytes` and `sha256`
+   * are the ciphertext's, and `plainBytes`/`plainSha256` the decrypted file's. Absent otherwise.
+   */
+  encryption?: { format: 'age-encryption.org/v1'; recipients: string[] } | null;
+  plainBytes?: number;
+  plainSha256?: string;
 }
 
 export async function readSidecar(file: string): Promise<Sidecar> {

@@ -7,7 +7,7 @@ import { prune } from '../backup/retention.js';
 import { takeBackup } from '../backup/take-backup.js';
 import type { Config, ScheduleName } from '../config/schema.js';
 import type { RunContext } from '../context.js';
-import { restoreDrill } from '../backup/drill.js';
+import { type DrillFrom, restoreDrill } from '../backup/drill.js';
 import { HbError } from '../domain/errors.js';
 import { runMonitor } from '../monitor/monitor.js';
 import { syncOffsite } from '../offsite/sync.js';
@@ -33,6 +33,22 @@ export interface Job {
   grace?: boolean;
   /** Does the work; records its own run; resolves with a one-line summary. */
   run(ctx: RunContext): Promise<string>;
+}
+
+/**
+ * The weekly drill alternates: the local file one week, an offsite copy the next (the targets in
+ * turn), so the copy that would save the operator after losing the server is proven too.
+ */
+export function nextDrillSource(ctx: RunContext): DrillFrom {
+  const targets = ctx.config.offsiteTargets.map((t) => t.name);
+  // Encrypted copies need the private key, which an operator may keep off this server on purpose.
+  const keyHere = ctx.config.encryption.ageRecipients.length === 0 || ctx.config.ageIdentityFile !== null;
+  if (targets.length === 0 || !keyHere) return { offsite: false };
+  const drills = ctx.ledger.listDrills(50);
+  if ((drills[0]?.source ?? 'local') !== 'local') return { offsite: false };
+  const lastOffsite = drills.find((d) => d.source?.startsWith('offsite:'))?.source?.slice('offsite:'.length);
+  const next = lastOffsite && targets.includes(lastOffsite) ? targets[(targets.indexOf(lastOffsite) + 1) % targets.length]! : targets[0]!;
+  return drills.length === 0 ? { offsite: false } : { offsite: true, target: next };
 }
 
 export const JOBS: readonly Job[] = [
@@ -73,7 +89,7 @@ export const JOBS: readonly Job[] = [
     startup: { kind: 'none' },
     enabled: (config) => config.restoreTest.enabled,
     async run(ctx) {
-      const r = await restoreDrill(ctx, 'latest');
+      const r = await restoreDrill(ctx, 'latest', nextDrillSource(ctx));
       if (!r.ok) throw new HbError('restore-test-failed', `drill of backup ${r.backupId} failed${r.error ? `: ${r.error.message}` : ''}`);
       return `drill of backup ${r.backupId} passed (${r.rowsChecked} rows)`;
     },

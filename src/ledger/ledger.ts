@@ -12,7 +12,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync, s
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupEvidence, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { Backup, BackupEvidence, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, TargetCopy, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import { formatBytes } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
@@ -120,7 +120,7 @@ export interface LockHolder {
   queued?: boolean;
 }
 
-function toBackup(r: BackupRow): Backup {
+function toBackup(r: BackupRow, copies: TargetCopy[]): Backup {
   return {
     id: r.id,
     kind: r.kind,
@@ -145,8 +145,30 @@ function toBackup(r: BackupRow): Backup {
     runId: r.run_id,
     error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
     offsite: r.offsite_status ? { status: r.offsite_status, location: r.offsite_path ?? '', bytes: r.offsite_bytes, at: r.offsite_at, error: r.offsite_error } : null,
+    offsiteCopies: copies,
   };
 }
+
+interface CopyRow {
+  backup_id: number;
+  target: string;
+  key: string;
+  location: string;
+  status: TargetCopy['status'];
+  bytes: number | null;
+  sha256: string | null;
+  encrypted: number;
+  at: string | null;
+  error: string | null;
+}
+
+function toCopy(r: CopyRow): TargetCopy {
+  return { target: r.target, status: r.status, location: r.location, key: r.key, bytes: r.bytes, sha256: r.sha256, encrypted: r.encrypted === 1, at: r.at, error: r.error };
+}
+
+/** {@link toCopy} in SQL (over an `offsite_copies` row aliased `o`). */
+const COPY_JSON = `json_object('target', o.target, 'status', o.status, 'location', o.location, 'key', o.key, 'bytes', o.bytes, 'sha256', o.sha256,
+  'encrypted', json(CASE o.encrypted WHEN 1 THEN 'true' ELSE 'false' END), 'at', o.at, 'error', o.error)`;
 
 /** {@link toBackup} in SQL, for {@link Ledger.listBackupsJson}: same keys, same order, same values. */
 const BACKUP_JSON = `json_object(
@@ -156,7 +178,8 @@ const BACKUP_JSON = `json_object(
   'pgDumpVersion', pg_dump_version, 'tableCount', table_count, 'rowCount', row_count, 'verifiedAt', verified_at,
   'checkedAt', checked_at, 'pinned', json(CASE pinned WHEN 1 THEN 'true' ELSE 'false' END), 'runId', run_id,
   'error', CASE WHEN error_code IS NULL OR error_code = '' THEN NULL ELSE json_object('code', error_code, 'message', coalesce(error_message, '')) END,
-  'offsite', CASE WHEN offsite_status IS NULL OR offsite_status = '' THEN NULL ELSE json_object('status', offsite_status, 'location', coalesce(offsite_path, ''), 'bytes', offsite_bytes, 'at', offsite_at, 'error', offsite_error) END
+  'offsite', CASE WHEN offsite_status IS NULL OR offsite_status = '' THEN NULL ELSE json_object('status', offsite_status, 'location', coalesce(offsite_path, ''), 'bytes', offsite_bytes, 'at', offsite_at, 'error', offsite_error) END,
+  'offsiteCopies', (SELECT coalesce(json_group_array(json(c)), '[]') FROM (SELECT ${COPY_JSON} AS c FROM offsite_copies o WHERE o.backup_id = backups.id ORDER BY o.target))
 )`;
 
 function toRun(r: RunRow): Run {
@@ -663,6 +686,12 @@ export class Ledger {
     return this.getBackup(id)!;
   }
 
+  /** The backup whose file this is, or undefined. */
+  backupByFile(file: string): Backup | undefined {
+    const r = this.db.prepare('SELECT * FROM backups WHERE file = ? ORDER BY id DESC LIMIT 1').get(file) as BackupRow | undefined;
+    return r ? this.toBackup(r) : undefined;
+  }
+
   /** Whether a backup row already names this file. */
   hasBackupFile(file: string): boolean {
     return this.db.prepare('SELECT 1 FROM backups WHERE file = ? LIMIT 1').pluck().get(file) !== undefined;
@@ -670,7 +699,7 @@ export class Ledger {
 
   getBackup(id: number): Backup | undefined {
     const r = this.db.prepare('SELECT * FROM backups WHERE id=?').get(id) as BackupRow | undefined;
-    return r ? toBackup(r) : undefined;
+    return r ? this.toBackup(r) : undefined;
   }
 
   backupSource(id: number): BackupSource | undefined {
@@ -683,7 +712,7 @@ export class Ledger {
     const r = this.db
       .prepare(`SELECT * FROM backups WHERE status IN (${statuses.map(() => '?').join(',')}) ORDER BY created_at DESC, id DESC LIMIT 1`)
       .get(...statuses) as BackupRow | undefined;
-    return r ? toBackup(r) : undefined;
+    return r ? this.toBackup(r) : undefined;
   }
 
   /** Backups, newest first. */
@@ -691,7 +720,7 @@ export class Ledger {
     const { where, args } = backupWhere(filter);
     const limit = filter.limit ? ' LIMIT ?' : '';
     if (filter.limit) args.push(filter.limit);
-    return (this.db.prepare(`SELECT * FROM backups ${where} ORDER BY created_at DESC, id DESC${limit}`).all(...args) as BackupRow[]).map(toBackup);
+    return (this.db.prepare(`SELECT * FROM backups ${where} ORDER BY created_at DESC, id DESC${limit}`).all(...args) as BackupRow[]).map((r) => this.toBackup(r));
   }
 
   /**
@@ -868,20 +897,65 @@ export class Ledger {
 
   // ---- offsite copies ----------------------------------------------------------------------
 
-  setOffsite(id: number, copy: { status: OffsiteCopy['status']; location: string; bytes?: number | null; error?: string | null }): void {
+  private toBackup(r: BackupRow): Backup {
+    return toBackup(r, (this.db.prepare('SELECT * FROM offsite_copies WHERE backup_id = ? ORDER BY target').all(r.id) as CopyRow[]).map(toCopy));
+  }
+
+  /** Records the state of a backup's copy in one target (one row per backup and target). */
+  setCopy(backupId: number, target: string, copy: { status: TargetCopy['status']; key: string; location: string; bytes?: number | null; sha256?: string | null; encrypted?: boolean; error?: string | null }): void {
     this.db
-      .prepare('UPDATE backups SET offsite_status=?, offsite_path=?, offsite_bytes=COALESCE(?, offsite_bytes), offsite_at=?, offsite_error=? WHERE id=?')
-      .run(copy.status, copy.location, copy.bytes ?? null, now(), copy.error ? redact(copy.error) : null, id);
+      .prepare(
+        `INSERT INTO offsite_copies (backup_id, target, key, location, status, bytes, sha256, encrypted, at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (backup_id, target) DO UPDATE SET key=excluded.key, location=excluded.location, status=excluded.status,
+           bytes=COALESCE(excluded.bytes, bytes), sha256=COALESCE(excluded.sha256, sha256), encrypted=excluded.encrypted, at=excluded.at, error=excluded.error`,
+      )
+      .run(backupId, target, copy.key, copy.location, copy.status, copy.bytes ?? null, copy.sha256 ?? null, copy.encrypted ? 1 : 0, now(), copy.error ? redact(copy.error) : null);
   }
 
-  /** Ok backups without a good offsite copy (never uploaded, or the upload failed), newest first. */
-  backupsToUpload(): Backup[] {
-    return (this.db.prepare(`SELECT * FROM backups WHERE status = 'ok' AND (offsite_status IS NULL OR offsite_status = 'failed') ORDER BY created_at DESC, id DESC`).all() as BackupRow[]).map(toBackup);
+  /** A backup's copy in one target, or undefined. */
+  copy(backupId: number, target: string): TargetCopy | undefined {
+    const r = this.db.prepare('SELECT * FROM offsite_copies WHERE backup_id = ? AND target = ?').get(backupId, target) as CopyRow | undefined;
+    return r ? toCopy(r) : undefined;
   }
 
-  /** Pruned backups whose offsite copy still has to be deleted. */
-  offsiteToDelete(): Backup[] {
-    return (this.db.prepare(`SELECT * FROM backups WHERE status = 'pruned' AND offsite_status IN ('uploaded', 'delete-failed')`).all() as BackupRow[]).map(toBackup);
+  /** Ok backups without a good copy in `target` (never uploaded, or the upload failed), newest first. */
+  backupsToUpload(target: string): Backup[] {
+    return (
+      this.db
+        .prepare(
+          `SELECT * FROM backups b WHERE status = 'ok'
+             AND NOT EXISTS (SELECT 1 FROM offsite_copies o WHERE o.backup_id = b.id AND o.target = ? AND o.status IN ('uploaded', 'deleted', 'delete-failed'))
+           ORDER BY created_at DESC, id DESC`,
+        )
+        .all(target) as BackupRow[]
+    ).map((r) => this.toBackup(r));
+  }
+
+  /** Copies of pruned backups that still have to be deleted, in any target. */
+  copiesToDelete(): Array<{ backup: Backup; copy: TargetCopy }> {
+    const rows = this.db.prepare(`SELECT o.* FROM offsite_copies o JOIN backups b ON b.id = o.backup_id WHERE b.status = 'pruned' AND o.status IN ('uploaded', 'delete-failed') ORDER BY o.backup_id, o.target`).all() as CopyRow[];
+    return rows.map((r) => ({ backup: this.getBackup(r.backup_id)!, copy: toCopy(r) }));
+  }
+
+  /** Per target that holds or held copies: its newest good copy, and how many copies are uploaded and failed. */
+  copyStats(): Array<{ target: string; newestCreatedAt: string | null; newestBytes: number | null; uploaded: number; failed: number }> {
+    return this.db
+      .prepare(
+        `SELECT o.target,
+                max(CASE WHEN o.status = 'uploaded' THEN b.created_at END) AS newestCreatedAt,
+                (SELECT o2.bytes FROM offsite_copies o2 JOIN backups b2 ON b2.id = o2.backup_id WHERE o2.target = o.target AND o2.status = 'uploaded' ORDER BY b2.created_at DESC LIMIT 1) AS newestBytes,
+                sum(o.status = 'uploaded') AS uploaded, sum(o.status = 'failed') AS failed
+         FROM offsite_copies o JOIN backups b ON b.id = o.backup_id GROUP BY o.target ORDER BY o.target`,
+      )
+      .all() as Array<{ target: string; newestCreatedAt: string | null; newestBytes: number | null; uploaded: number; failed: number }>;
+  }
+
+  /** The newest backup with a good copy in `target` and its copy, or undefined. */
+  latestCopy(target: string): { backup: Backup; copy: TargetCopy } | undefined {
+    const r = this.db
+      .prepare(`SELECT o.* FROM offsite_copies o JOIN backups b ON b.id = o.backup_id WHERE o.target = ? AND o.status = 'uploaded' AND b.status IN ('ok', 'corrupt', 'missing') ORDER BY b.created_at DESC, b.id DESC LIMIT 1`)
+      .get(target) as CopyRow | undefined;
+    return r ? { backup: this.getBackup(r.backup_id)!, copy: toCopy(r) } : undefined;
   }
 
   // ---- restore drills ----------------------------------------------------------------------
@@ -889,10 +963,10 @@ export class Ledger {
   recordDrill(runId: number, startedAt: string, r: DrillResult): void {
     this.db
       .prepare(
-        `INSERT INTO restore_drills (run_id, backup_id, started_at, finished_at, ok, duration_ms, tables, rows_checked, mismatches, scratch_db, amcheck, error_code, error_message, fidelity)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO restore_drills (run_id, backup_id, started_at, finished_at, ok, duration_ms, tables, rows_checked, mismatches, scratch_db, amcheck, error_code, error_message, fidelity, source)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
-      .run(runId, r.backupId, startedAt, now(), r.ok ? 1 : 0, r.durationMs, r.tables, r.rowsChecked, JSON.stringify(r.mismatches), r.scratchDatabase, r.amcheck, r.error?.code ?? null, r.error ? redact(r.error.message) : null, redact(JSON.stringify(r.fidelity)));
+      .run(runId, r.backupId, startedAt, now(), r.ok ? 1 : 0, r.durationMs, r.tables, r.rowsChecked, JSON.stringify(r.mismatches), r.scratchDatabase, r.amcheck, r.error?.code ?? null, r.error ? redact(r.error.message) : null, redact(JSON.stringify(r.fidelity)), r.source ?? 'local');
   }
 
   /** Drills, newest first. */
@@ -911,6 +985,7 @@ export class Ledger {
       started_at: string;
       finished_at: string | null;
       fidelity: string | null;
+      source: string | null;
     }>;
     return rows.map((r) => ({
       backupId: r.backup_id,
@@ -923,6 +998,7 @@ export class Ledger {
       amcheck: (r.amcheck as DrillResult['amcheck']) ?? 'off',
       fidelity: r.fidelity ? (JSON.parse(r.fidelity) as DrillResult['fidelity']) : { objects: 0, tablesDigested: 0, differences: [] },
       ...(r.error_code ? { error: { code: r.error_code, message: r.error_message ?? '' } } : {}),
+      source: r.source ?? 'local',
       startedAt: r.started_at,
       finishedAt: r.finished_at,
     }));

@@ -247,4 +247,42 @@ export const MIGRATIONS: readonly string[] = [
   );
   ALTER TABLE restore_drills ADD COLUMN fidelity TEXT;
   `,
+  // 8: offsite copies per target (several destinations, encrypted or not). The backups table's
+  //    offsite_* columns stay as a summary kept by triggers: the copy in the worst state.
+  `
+  CREATE TABLE offsite_copies (
+    backup_id  INTEGER NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+    target     TEXT NOT NULL,      -- the target's configured name ("supabase", "b2-eu", …)
+    key        TEXT NOT NULL,      -- the object's key inside the target's bucket and prefix
+    location   TEXT NOT NULL,      -- where, for people: bucket/prefix/key or s3://bucket/prefix/key
+    status     TEXT NOT NULL CHECK (status IN ('uploaded','failed','deleted','delete-failed')),
+    bytes      INTEGER,            -- the stored object's size (the ciphertext's when encrypted)
+    sha256     TEXT,               -- the stored object's SHA-256
+    encrypted  INTEGER NOT NULL DEFAULT 0,
+    at         TEXT,
+    error      TEXT,
+    PRIMARY KEY (backup_id, target)
+  );
+  CREATE INDEX offsite_copies_target ON offsite_copies (target, status);
+  -- where a drill's file came from: "local", or "offsite:<target>"
+  ALTER TABLE restore_drills ADD COLUMN source TEXT;
+  INSERT INTO offsite_copies (backup_id, target, key, location, status, bytes, sha256, encrypted, at, error)
+    SELECT id, 'supabase', replace(file, rtrim(file, replace(file, '/', '')), ''), coalesce(offsite_path, ''), offsite_status,
+           offsite_bytes, CASE WHEN offsite_status IN ('uploaded', 'delete-failed') THEN sha256 END, 0, offsite_at, offsite_error
+    FROM backups WHERE offsite_status IS NOT NULL AND offsite_status <> '';
+  CREATE TRIGGER offsite_copies_summary_insert AFTER INSERT ON offsite_copies BEGIN
+    UPDATE backups SET (offsite_status, offsite_path, offsite_bytes, offsite_at, offsite_error) = (
+      SELECT status, location, bytes, at, CASE WHEN error IS NULL THEN NULL ELSE target || ': ' || error END FROM offsite_copies
+      WHERE backup_id = NEW.backup_id
+      ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'delete-failed' THEN 1 WHEN 'uploaded' THEN 2 ELSE 3 END, target LIMIT 1)
+    WHERE id = NEW.backup_id;
+  END;
+  CREATE TRIGGER offsite_copies_summary_update AFTER UPDATE ON offsite_copies BEGIN
+    UPDATE backups SET (offsite_status, offsite_path, offsite_bytes, offsite_at, offsite_error) = (
+      SELECT status, location, bytes, at, CASE WHEN error IS NULL THEN NULL ELSE target || ': ' || error END FROM offsite_copies
+      WHERE backup_id = NEW.backup_id
+      ORDER BY CASE status WHEN 'failed' THEN 0 WHEN 'delete-failed' THEN 1 WHEN 'uploaded' THEN 2 ELSE 3 END, target LIMIT 1)
+    WHERE id = NEW.backup_id;
+  END;
+  `,
 ];

@@ -49,6 +49,12 @@ export function renderMetrics(ledger: Ledger, now = Date.now()): string {
   e.metric('hybrid_backup_newest_backup_age_seconds', 'gauge', 'Age of the newest ok local backup when the file was written.', [[{}, newest ? (now - Date.parse(newest.createdAt)) / 1000 : null]]);
   e.metric('hybrid_backup_ok_backups', 'gauge', 'Ok local backups kept.', [[{}, ledger.countBackups({ statuses: ['ok'] })]]);
 
+  const copies = ledger.copyStats();
+  e.metric('hybrid_backup_offsite_newest_copy_timestamp_seconds', 'gauge', 'When the newest backup with a good copy in each offsite target was taken.', copies.map((c) => [{ target: c.target }, seconds(c.newestCreatedAt)]));
+  e.metric('hybrid_backup_offsite_newest_copy_bytes', 'gauge', 'Size of that copy as stored (encrypted, when it is).', copies.map((c) => [{ target: c.target }, c.newestBytes]));
+  e.metric('hybrid_backup_offsite_copies', 'gauge', 'Good copies each offsite target holds.', copies.map((c) => [{ target: c.target }, c.uploaded]));
+  e.metric('hybrid_backup_offsite_failed_copies', 'gauge', 'Copies whose last upload to each target failed (retried at the next run).', copies.map((c) => [{ target: c.target }, c.failed]));
+
   const mon = ledger.listMonitors(1)[0];
   if (mon) {
     e.metric('hybrid_backup_monitor_status', 'gauge', 'Overall monitor status: 0 ok, 1 warning, 2 critical, 3 unknown.', [[{}, STATUS_VALUE[mon.status]]]);

@@ -7,7 +7,6 @@
 import type { RunContext } from '../context.js';
 import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
-import { offsiteSettings } from '../offsite/store.js';
 import { planRetention } from '../backup/retention.js';
 import { emptyDumpWarning } from '../backup/take-backup.js';
 import { checkFilesPresent, type VerifyResult, verifyOne } from '../backup/verify.js';
@@ -196,11 +195,19 @@ function drill(ctx: RunContext, now: number): MonitorCheck {
   return check('restore-drill', 'ok', `backup ${last.backupId} restored and checked ${formatAge(last.startedAt, now)} (${last.rowsChecked} rows)`);
 }
 
-function offsite(ctx: RunContext, newest: Backup | undefined): MonitorCheck {
-  if (!offsiteSettings(ctx.config)) return check('offsite-copy', 'off', 'offsite copies are off (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)');
-  if (!newest) return check('offsite-copy', 'unknown', 'no ok backup to copy');
-  if (newest.offsite?.status === 'uploaded') return check('offsite-copy', 'ok', `backup ${newest.id} is copied to ${newest.offsite.location}`);
-  return check('offsite-copy', 'warning', `backup ${newest.id} has no offsite copy${newest.offsite?.error ? `: ${newest.offsite.error}` : ' yet'} (retried at the next run)`);
+/** One check per offsite target: does it hold the newest backup? */
+function offsite(ctx: RunContext, newest: Backup | undefined, now: number): MonitorCheck[] {
+  const targets = ctx.config.offsiteTargets;
+  if (targets.length === 0) return [check('offsite-copy', 'off', 'offsite copies are off (set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or add offsite.targets)')];
+  return targets.map(({ name }) => {
+    const id = `offsite-copy:${name}`;
+    if (!newest) return check(id, 'unknown', 'no ok backup to copy');
+    const copy = newest.offsiteCopies.find((c) => c.target === name);
+    if (copy?.status === 'uploaded') return check(id, 'ok', `backup ${newest.id} is copied to ${copy.location}${copy.encrypted ? ' (encrypted)' : ''}`);
+    const held = ctx.ledger.latestCopy(name);
+    const fallback = held ? `; the newest copy there is backup ${held.backup.id} (${formatAge(held.backup.createdAt, now)})` : '; it holds no copy yet';
+    return check(id, 'warning', `backup ${newest.id} has no copy in "${name}"${copy?.error ? `: ${copy.error}` : ' yet'} (retried at the next run)${fallback}`);
+  });
 }
 
 function supabase(ctx: RunContext, now: number): MonitorCheck[] {
@@ -258,7 +265,7 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
   const newest = ok[0];
   const corrupt = newerCorrupt(ctx, newest);
   const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
-  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), offsite(ctx, newest), ...supabase(ctx, now));
+  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), ...offsite(ctx, newest, now), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }
 

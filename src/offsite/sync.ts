@@ -1,37 +1,48 @@
 /**
  * Keeping the offsite copies in step with the ledger: after each ok backup every backup without a
- * good copy is uploaded (so a failed upload is retried at the next run), and retention's deletions
- * are carried to Storage. A failure here is recorded (an `offsite-upload` run, the backup's offsite
- * state) and logged, and never fails the local backup.
+ * good copy in a target is uploaded there (so a failed upload is retried at the next run), target
+ * by target, and retention's deletions are carried to every target. With `encryption.ageRecipients`
+ * each copy is encrypted on its way out (age, in-stream), and each travels with its recovery kit.
+ * A failure here is recorded (an `offsite-upload` run, the copy's state per target), logged and
+ * alerted, and never fails the local backup.
  */
-import { stat } from 'node:fs/promises';
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import path from 'node:path';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { type RunContext, silentReporter } from '../context.js';
+import { AGE_FORMAT, createEncryptStream, encryptedSize } from '../crypto/age.js';
 import { HbError, toHbError } from '../domain/errors.js';
-import type { Backup } from '../domain/types.js';
+import type { Backup, TargetCopy } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { readSidecar, SIDECAR_FORMAT, type Sidecar } from '../dump/sidecar.js';
 import { exists } from '../util/fs.js';
 import { formatBytes } from '../util/format.js';
-import { OffsiteStore, offsiteSettings } from './store.js';
-
-/** The configured Storage bucket, or null when offsite copies are off. */
-export async function openOffsite(ctx: RunContext): Promise<OffsiteStore | null> {
-  const s = offsiteSettings(ctx.config);
-  return s ? OffsiteStore.open(s, ctx.signal) : null;
-}
+import { type CopyDescription, howToRestore, KIT_SUFFIX, plainName, type RecoveryKit } from './kit.js';
+import type { OffsiteTarget } from './target.js';
+import { openTargets } from './targets.js';
 
 export interface SyncOutcome {
+  /** Backup ids with a new copy in at least one target (and none failed). */
   uploaded: number[];
-  failed: Array<{ id: number; error: string }>;
+  failed: Array<{ id: number; target: string; error: string }>;
+  /** Per target: what was uploaded and what failed. */
+  targets: Record<string, { uploaded: number[]; failed: number[] }>;
+}
+
+/** Whether any offsite target is configured. */
+export function offsiteOn(ctx: RunContext): boolean {
+  return ctx.config.offsiteTargets.length > 0;
 }
 
 /**
- * Uploads every ok backup that has no good offsite copy (or only those in `only`), newest
- * first. One sync at a time per process: a second waits, then finds less to do. Null when
- * offsite copies are off.
+ * Uploads to every target every ok backup that has no good copy there (or only those in `only`),
+ * newest first. One sync at a time per process: a second waits, then finds less to do. Null when
+ * no target is configured.
  */
 export async function syncOffsite(ctx: RunContext, opts: { only?: number[] } = {}): Promise<SyncOutcome | null> {
-  if (!offsiteSettings(ctx.config)) return null;
+  if (!offsiteOn(ctx)) return null;
   const release = await ctx.offsiteSlot.acquire({ signal: ctx.signal });
   try {
     return await syncUnlocked(ctx, opts);
@@ -40,66 +51,207 @@ export async function syncOffsite(ctx: RunContext, opts: { only?: number[] } = {
   }
 }
 
-async function syncUnlocked(ctx: RunContext, opts: { only?: number[] }): Promise<SyncOutcome | null> {
-  const store = await openOffsite(ctx);
-  if (!store) return null;
-  const pending = ctx.ledger.backupsToUpload().filter((b) => !opts.only || opts.only.includes(b.id));
-  if (pending.length === 0) return { uploaded: [], failed: [] };
-  const run = ctx.ledger.startRun('offsite-upload', ctx.trigger, { backups: pending.map((b) => b.id) });
-  const out: SyncOutcome = { uploaded: [], failed: [] };
+async function syncUnlocked(ctx: RunContext, opts: { only?: number[] }): Promise<SyncOutcome> {
+  const out: SyncOutcome = { uploaded: [], failed: [], targets: {} };
+  const targets = await openTargets(ctx.config);
   try {
-    await store.ensureBucket();
-  } catch (e) {
-    const err = toHbError(e);
-    for (const b of pending) {
-      ctx.ledger.setOffsite(b.id, { status: 'failed', location: store.location(store.objectPath(path.basename(b.file))), error: err.message });
-      out.failed.push({ id: b.id, error: err.message });
-    }
-    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-    ctx.log.error(`offsite copies: ${err.message}`, { runId: run.id });
-    return out;
+    return await syncTargets(ctx, opts, targets, out);
+  } finally {
+    for (const t of targets) t.close?.();
   }
-  for (const b of pending) {
-    const name = path.basename(b.file);
-    const objectPath = store.objectPath(name);
-    const location = store.location(objectPath);
-    // Each upload has its own time limit: a stalled one is stopped and retried at the next run.
-    const timeoutMs = ctx.config.offsite.timeoutMinutes * 60_000;
-    const limited = await OffsiteStore.open(store.settings, AbortSignal.any([ctx.signal, AbortSignal.timeout(timeoutMs)]));
+}
+
+async function syncTargets(ctx: RunContext, opts: { only?: number[] }, targets: OffsiteTarget[], out: SyncOutcome): Promise<SyncOutcome> {
+  const pending = new Map(targets.map((t) => [t.name, ctx.ledger.backupsToUpload(t.name).filter((b) => !opts.only || opts.only.includes(b.id))]));
+  const all = [...pending.values()].flat();
+  if (all.length === 0) return out;
+  const ids = [...new Set(all.map((b) => b.id))];
+  const run = ctx.ledger.startRun('offsite-upload', ctx.trigger, { backups: ids, targets: targets.filter((t) => pending.get(t.name)!.length).map((t) => t.name) });
+  for (const target of targets) {
+    const todo = pending.get(target.name)!;
+    if (todo.length === 0) continue;
+    const mine = (out.targets[target.name] = { uploaded: [] as number[], failed: [] as number[] });
     try {
-      if (!(await exists(b.file))) throw new Error(`the local file ${b.file} is missing`);
-      const t0 = Date.now();
-      await limited.upload(b.file, objectPath, { sha256: b.sha256!, bytes: b.bytes, contentType: b.compression === 'gzip' ? 'application/gzip' : 'application/sql' }, (n) =>
-        ctx.reporter.progress({ phase: 'upload', bytes: n, total: b.bytes, elapsedMs: Date.now() - t0 }),
-      );
-      // The sidecar travels too, so the bucket describes itself without the ledger.
-      const sidecar = b.file + SIDECAR_SUFFIX;
-      if (await exists(sidecar)) await limited.upload(sidecar, objectPath + SIDECAR_SUFFIX, { bytes: (await stat(sidecar)).size, contentType: 'application/json' });
-      ctx.ledger.setOffsite(b.id, { status: 'uploaded', location, bytes: b.bytes });
-      out.uploaded.push(b.id);
-      ctx.log.info(`offsite copy of backup ${b.id} stored at ${location} (${formatBytes(b.bytes)})`, { runId: run.id, backupId: b.id });
+      await target.ensureReady(AbortSignal.any([ctx.signal, AbortSignal.timeout(5 * 60_000)]));
     } catch (e) {
-      let err = toHbError(e);
-      if (!ctx.signal.aborted && (e as Error).name === 'TimeoutError') err = new HbError('offsite-failed', `the upload took longer than ${ctx.config.offsite.timeoutMinutes} minutes and was stopped`);
-      if (err.code === 'offsite-mismatch' && /no longer matches its recorded SHA-256/.test(err.message)) ctx.ledger.setIntegrity(b.id, 'corrupt');
-      if (err.code === 'aborted' || ctx.signal.aborted) {
-        ctx.ledger.setOffsite(b.id, { status: 'failed', location, error: 'stopped before the upload finished' });
-        out.failed.push({ id: b.id, error: 'stopped' });
-        break;
+      const err = toHbError(e);
+      for (const b of todo) {
+        const key = copyKey(ctx, b);
+        ctx.ledger.setCopy(b.id, target.name, { status: 'failed', key, location: target.location(key), error: err.message });
+        out.failed.push({ id: b.id, target: target.name, error: err.message });
+        mine.failed.push(b.id);
       }
-      ctx.ledger.setOffsite(b.id, { status: 'failed', location, error: err.message });
-      out.failed.push({ id: b.id, error: err.message });
-      ctx.log.error(`offsite copy of backup ${b.id} failed (retried at the next run): ${err.message}`, { runId: run.id, backupId: b.id, code: err.code });
+      ctx.log.error(`offsite target "${target.name}": ${err.message}`, { runId: run.id, target: target.name, code: err.code });
+      continue;
+    }
+    for (const b of todo) {
+      if (ctx.signal.aborted) break;
+      const key = copyKey(ctx, b);
+      try {
+        const copy = await uploadOne(ctx, target, b, key);
+        ctx.ledger.setCopy(b.id, target.name, { status: 'uploaded', key, location: copy.location, bytes: copy.bytes, sha256: copy.sha256, encrypted: !!copy.encryption });
+        mine.uploaded.push(b.id);
+        ctx.log.info(`offsite copy of backup ${b.id} stored in "${target.name}" at ${copy.location} (${formatBytes(copy.bytes)}${copy.encryption ? ', encrypted' : ''})`, { runId: run.id, backupId: b.id, target: target.name });
+      } catch (e) {
+        let err = toHbError(e);
+        // Stopped, but not by us: the upload's own time limit.
+        if (!ctx.signal.aborted && (err.code === 'aborted' || (e as Error).name === 'TimeoutError')) err = new HbError('offsite-failed', `the upload took longer than ${ctx.config.offsite.timeoutMinutes} minutes and was stopped`);
+        if (err.code === 'checksum-mismatch') ctx.ledger.setIntegrity(b.id, 'corrupt');
+        const stopped = ctx.signal.aborted;
+        const message = stopped ? 'stopped before the upload finished' : err.message;
+        ctx.ledger.setCopy(b.id, target.name, { status: 'failed', key, location: target.location(key), error: message });
+        out.failed.push({ id: b.id, target: target.name, error: message });
+        mine.failed.push(b.id);
+        if (stopped) break;
+        ctx.log.error(`offsite copy of backup ${b.id} to "${target.name}" failed (retried at the next run): ${err.message}`, { runId: run.id, backupId: b.id, target: target.name, code: err.code });
+      }
     }
   }
+  const failedIds = new Set(out.failed.map((f) => f.id));
+  out.uploaded = ids.filter((id) => !failedIds.has(id) && Object.values(out.targets).some((t) => t.uploaded.includes(id)));
   const failed = out.failed.length;
+  const attempts = Object.values(out.targets).reduce((n, t) => n + t.uploaded.length + t.failed.length, 0);
   ctx.ledger.finishRun(
     run.id,
-    failed ? 'failed' : 'ok',
-    failed ? { code: 'offsite-failed', message: `${failed} of ${pending.length} uploads failed: ${out.failed.map((f) => `backup ${f.id}: ${f.error}`).join('; ')}` } : null,
-    { uploaded: out.uploaded },
+    ctx.signal.aborted ? 'interrupted' : failed ? 'failed' : 'ok',
+    failed ? { code: 'offsite-failed', message: `${failed} of ${attempts} uploads failed: ${out.failed.map((f) => `backup ${f.id} to "${f.target}": ${f.error}`).join('; ')}` } : null,
+    { uploaded: out.uploaded, targets: out.targets },
   );
   return out;
+}
+
+/**
+ * The key of a backup's copy: its file name, with `.age` when it is encrypted on the way out
+ * (a file already encrypted locally keeps its name).
+ */
+export function copyKey(ctx: RunContext, b: Backup): string {
+  const name = path.basename(b.file);
+  return encryptsOnTheWay(ctx, b) ? `${name}.age` : name;
+}
+
+function encryptsOnTheWay(ctx: RunContext, b: Backup): boolean {
+  return ctx.config.encryption.ageRecipients.length > 0 && !b.file.endsWith('.age');
+}
+
+/** The backup's sidecar, or — when it is gone or unreadable — one made from the ledger. */
+export async function sidecarOf(ctx: RunContext, b: Backup): Promise<Sidecar> {
+  try {
+    const sc = await readSidecar(b.file + SIDECAR_SUFFIX);
+    if (sc.sha256 === b.sha256 && sc.file === path.basename(b.file)) return sc;
+  } catch {
+    // made from the ledger below
+  }
+  const src = ctx.ledger.backupSource(b.id);
+  const tables = ctx.ledger.tableCounts(b.id);
+  return {
+    format: SIDECAR_FORMAT,
+    kind: b.kind,
+    description: b.description,
+    file: path.basename(b.file),
+    bytes: b.bytes,
+    sha256: b.sha256!,
+    compression: b.compression,
+    profile: b.profile,
+    createdAt: b.createdAt,
+    finishedAt: b.finishedAt ?? b.createdAt,
+    durationMs: b.durationMs ?? 0,
+    database: b.database ?? '',
+    source: src?.source ?? undefined,
+    sourceSystemId: src?.sourceSystemId ?? null,
+    serverVersion: b.serverVersion ?? '',
+    pgDumpVersion: b.pgDumpVersion,
+    uncompressedBytes: b.bytes,
+    tableCount: b.tableCount ?? Object.keys(tables).length,
+    rowCount: b.rowCount ?? Object.values(tables).reduce((a, n) => a + n, 0),
+    tables,
+    evidence: ctx.ledger.evidence(b.id) ?? null,
+  };
+}
+
+/**
+ * Hashes what passes through. With `expect`, it holds back the last chunk until the end, and
+ * fails the stream there instead of passing it when the digest differs: a body of announced size
+ * then never completes, so the target never stores a file that is not the backup.
+ */
+class HashTap extends Transform {
+  readonly hash: Hash = createHash('sha256');
+  bytes = 0;
+  private held: Buffer | null = null;
+  constructor(private readonly expect?: { sha256: string; bytes: number; file: string }) {
+    super({ highWaterMark: 1 << 20 });
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    if (!this.expect) return cb(null, chunk);
+    const prev = this.held;
+    this.held = chunk;
+    cb(null, prev ?? undefined);
+  }
+  digest(): string {
+    return this.hash.copy().digest('hex');
+  }
+  override _flush(cb: TransformCallback): void {
+    const e = this.expect;
+    if (e && (this.bytes !== e.bytes || this.digest() !== e.sha256)) {
+      return cb(new HbError('checksum-mismatch', `${e.file} no longer matches its recorded SHA-256 (${this.bytes} bytes read); it was not kept offsite`, 'the local file is damaged: run `hybrid-backup verify all`; take a new backup'));
+    }
+    cb(null, this.held ?? undefined);
+  }
+}
+
+/**
+ * Streams one backup to one target — read, checked against its recorded SHA-256 as it is read,
+ * encrypted when recipients are configured, hashed as stored — then its recovery kit. The copy
+ * is complete only once both are stored.
+ */
+async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key: string): Promise<CopyDescription> {
+  if (!(await exists(b.file))) throw new HbError('file-missing', `the local file ${b.file} is missing`, 'run `hybrid-backup verify all`');
+  const sidecar = await sidecarOf(ctx, b);
+  const recipients = ctx.config.encryption.ageRecipients;
+  const encrypt = encryptsOnTheWay(ctx, b);
+  const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.config.offsite.timeoutMinutes * 60_000)]);
+  const read = new HashTap({ sha256: b.sha256!, bytes: b.bytes, file: b.file });
+  const stored = new HashTap();
+  const bytes = encrypt ? encryptedSize(b.bytes, recipients.length) : b.bytes;
+  const t0 = Date.now();
+  // Any stage failing ends the body with that error, so the put fails and stores nothing; the put
+  // giving up destroys the body, and with it every stage.
+  const flow = pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), read, ...(encrypt ? [createEncryptStream(recipients)] : []), stored]);
+  flow.catch(() => {});
+  const body: Readable = stored;
+  let put: { bytes: number };
+  try {
+    put = await target.put(key, body, {
+      contentType: encrypt || b.file.endsWith('.age') ? 'application/age' : b.compression === 'gzip' ? 'application/gzip' : 'application/sql',
+      // The SHA-256 of the file inside (what `age -d` gives), and of the object itself when it is
+      // the local file's bytes; an encrypted object's own digest is known at its end: in the kit.
+      metadata: { bytes: String(bytes), 'plain-sha256': sidecar.plainSha256 ?? b.sha256!, encrypted: encrypt || !!sidecar.encryption ? 'age' : 'no', ...(encrypt ? {} : { sha256: b.sha256! }) },
+      bytes,
+      signal,
+      onBytes: (n) => ctx.reporter.progress({ phase: 'upload', bytes: n, total: bytes, elapsedMs: Date.now() - t0 }),
+    });
+  } catch (e) {
+    // The read check's error is the real one when it is what ended the body.
+    const readErr = read.errored as Error | null;
+    throw readErr instanceof HbError ? readErr : e;
+  }
+  const localEnc = sidecar.encryption ?? null;
+  const copy: CopyDescription = {
+    target: target.name,
+    key,
+    location: target.location(key),
+    bytes: put.bytes,
+    sha256: stored.digest(),
+    encryption: encrypt ? { format: AGE_FORMAT, recipients: [...recipients] } : localEnc ? { format: AGE_FORMAT, recipients: localEnc.recipients } : null,
+    plainBytes: localEnc ? (sidecar.plainBytes ?? 0) : b.bytes,
+    plainSha256: localEnc ? (sidecar.plainSha256 ?? '') : b.sha256!,
+    uploadedAt: new Date().toISOString(),
+  };
+  const kit: RecoveryKit = { ...sidecar, copy, howToRestore: howToRestore(copy, b.compression, plainName(sidecar.file)) };
+  const json = Buffer.from(`${JSON.stringify(kit, null, 2)}\n`);
+  await target.put(key + KIT_SUFFIX, Readable.from([json]), { contentType: 'application/json', metadata: {}, bytes: json.length, signal });
+  return copy;
 }
 
 /**
@@ -109,7 +261,7 @@ async function syncUnlocked(ctx: RunContext, opts: { only?: number[] }): Promise
  * never waits for old retries. Never throws.
  */
 export async function afterLocalBackup(ctx: RunContext, backup: { id: number; kind: string }): Promise<void> {
-  if (!offsiteSettings(ctx.config)) return;
+  if (!offsiteOn(ctx)) return;
   if (ctx.service) {
     // After the reply: the client may be gone, so no progress goes to it.
     ctx.service.background(syncOffsite({ ...ctx, reporter: silentReporter }));
@@ -118,23 +270,36 @@ export async function afterLocalBackup(ctx: RunContext, backup: { id: number; ki
   await syncOffsite(ctx, backup.kind === 'pre-change' ? { only: [backup.id] } : {}).catch((e) => ctx.log.error(`offsite copies: ${toHbError(e).message}`));
 }
 
-/** Deletes the offsite copies of pruned backups (retried at the next prune when it fails). */
+/**
+ * Deletes the copies of pruned backups from every target (a failure is recorded and retried at
+ * the next prune). A copy in a target no longer configured stays recorded as delete-failed.
+ */
 export async function deletePrunedCopies(ctx: RunContext): Promise<void> {
-  const store = await openOffsite(ctx);
-  if (!store) return;
-  for (const b of ctx.ledger.offsiteToDelete()) await deleteCopy(ctx, store, b);
+  const work = ctx.ledger.copiesToDelete();
+  if (work.length === 0) return;
+  const opened = await openTargets(ctx.config);
+  const targets = new Map(opened.map((t) => [t.name, t]));
+  try {
+    for (const { backup, copy } of work) await deleteCopy(ctx, targets.get(copy.target), backup, copy);
+  } finally {
+    for (const t of opened) t.close?.();
+  }
 }
 
-async function deleteCopy(ctx: RunContext, store: OffsiteStore, b: Backup): Promise<void> {
-  // The bucket it was stored in, even if offsite.bucket changed since.
-  const location = b.offsite!.location;
+async function deleteCopy(ctx: RunContext, target: OffsiteTarget | undefined, b: Backup, copy: TargetCopy): Promise<void> {
+  const set = (status: TargetCopy['status'], error: string | null) => ctx.ledger.setCopy(b.id, copy.target, { status, key: copy.key, location: copy.location, encrypted: copy.encrypted, error });
+  if (!target) {
+    set('delete-failed', `the offsite target "${copy.target}" is no longer configured; delete ${copy.location} by hand`);
+    ctx.log.warn(`cannot delete offsite copy ${copy.location} of pruned backup ${b.id}: the target "${copy.target}" is no longer configured`, { backupId: b.id });
+    return;
+  }
   try {
-    await store.remove(location, location + SIDECAR_SUFFIX);
-    ctx.ledger.setOffsite(b.id, { status: 'deleted', location });
-    ctx.log.info(`deleted offsite copy ${location} of pruned backup ${b.id}`, { backupId: b.id });
+    await target.remove([copy.key, copy.key + KIT_SUFFIX], AbortSignal.any([ctx.signal, AbortSignal.timeout(5 * 60_000)]));
+    set('deleted', null);
+    ctx.log.info(`deleted offsite copy ${copy.location} of pruned backup ${b.id} from "${copy.target}"`, { backupId: b.id, target: copy.target });
   } catch (e) {
     const err = toHbError(e);
-    ctx.ledger.setOffsite(b.id, { status: 'delete-failed', location, error: err.message });
-    ctx.log.error(`could not delete offsite copy ${location} (retried at the next prune): ${err.message}`, { backupId: b.id });
+    set('delete-failed', err.message);
+    ctx.log.error(`could not delete offsite copy ${copy.location} from "${copy.target}" (retried at the next prune): ${err.message}`, { backupId: b.id, target: copy.target });
   }
 }

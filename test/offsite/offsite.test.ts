@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
+import { until } from '../helpers/wait.js';
 import { FakeStorage, SERVICE_KEY } from '../helpers/fake-storage.js';
 import { createDatabase, dbUrl, dropDatabase, psql, query, uniqueName } from '../helpers/pg.js';
 
@@ -54,7 +55,7 @@ describe('offsite copies', () => {
     expect(b.offsite).toMatchObject({ status: 'uploaded', location: key, bytes: b.bytes });
     expect(storage.buckets.get('hybrid-backups')).toEqual({ public: false });
     const o = storage.objects.get(key)!;
-    expect(o.metadata).toMatchObject({ sha256: b.sha256, bytes: String(b.bytes) });
+    expect(o.metadata).toMatchObject({ sha256: b.sha256, bytes: String(b.bytes), 'plain-sha256': b.sha256, encrypted: 'no' });
     expect(createHash('sha256').update(readFileSync(o.file)).digest('hex')).toBe(b.sha256);
     expect(storage.objects.has(`${key}.meta.json`)).toBe(true);
     expect(storage.requests.every((r) => r.authorized)).toBe(true);
@@ -63,6 +64,7 @@ describe('offsite copies', () => {
     const verify = await runCli(['verify', 'all', '--json'], s.env);
     expect(verify.exitCode).toBe(0);
     expect(JSON.parse(verify.stdout).results[0].offsite).toEqual({ ok: true, location: key, bytes: b.bytes });
+    expect(JSON.parse(verify.stdout).results[0].offsiteCopies).toEqual([{ target: 'supabase', ok: true, location: key, bytes: b.bytes }]);
   });
 
   it('a wrong service-role key: the local backup still succeeds; the failure is recorded and retried at the next run', async () => {
@@ -118,7 +120,7 @@ describe('offsite copies', () => {
     expect(v.exitCode).toBe(1);
     const r = JSON.parse(v.stdout).results[0];
     expect(r).toMatchObject({ ok: false, expected: b.sha256, actual: b.sha256 });
-    expect(r.offsite.error).toMatch(/the offsite copy has 100 bytes, the backup \d+/);
+    expect(r.offsite.error).toMatch(new RegExp(`the offsite copy has 100 bytes, ${b.bytes} were uploaded`));
   });
 
   it('retention deletes the offsite copy with the local one', async () => {
@@ -149,14 +151,14 @@ describe('offsite copies', () => {
     dbs.push(target);
     const r = await runCli(['restore', String(b.id), '--target', dbUrl(target), '--create', '--from', 'offsite'], s.env);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/from {4}offsite copy hybrid-backups\/.*\(.*checksum verified\)/);
+    expect(r.stdout).toMatch(/from {4}offsite copy in "supabase" hybrid-backups\/.*\(.*both checksums verified\)/);
     const [{ n }] = await query(dbUrl(target), 'select count(*)::int as n from t');
     expect(n).toBe(3000);
     // a damaged offsite copy is refused before anything is restored
     storage.truncate(`hybrid-backups/${s.prefix}${path.basename(b.file)}`, 1000);
     const bad = await runCli(['restore', String(b.id), '--target', dbUrl(uniqueName('y')), '--create', '--from', 'offsite'], s.env);
     expect(bad.exitCode).toBe(1);
-    expect(bad.stderr).toMatch(/fails its checksum \(1000 bytes/);
+    expect(bad.stderr).toMatch(/does not match what was uploaded \(1000 bytes, sha256 [0-9a-f]{64}; expected \d+ bytes/);
     expect(readLedger(s.backupDir, `select status, error_code from runs where job = 'restore' order by id desc limit 1`)).toEqual([{ status: 'failed', error_code: 'checksum-mismatch' }]);
   });
 
@@ -170,7 +172,7 @@ describe('offsite copies', () => {
     expect(readLedger(s.backupDir, 'select offsite_status from backups where id = ?', failed.id)[0].offsite_status).toBe('failed');
     const sync = await runCli(['offsite-sync', '--json'], s.env);
     expect(sync.exitCode).toBe(0);
-    expect(JSON.parse(sync.stdout)).toEqual({ uploaded: [failed.id], failed: [] });
+    expect(JSON.parse(sync.stdout)).toEqual({ uploaded: [failed.id], failed: [], targets: { supabase: { uploaded: [failed.id], failed: [] } } });
   });
 
   it('refuses to upload a local file that no longer matches its checksum, and marks the backup corrupt', async () => {
@@ -194,12 +196,7 @@ describe('offsite copies', () => {
       const r = await runCli(['pre-change', 'before the migration', '--json'], env);
       expect(r.exitCode, r.stderr).toBe(0);
       const b = JSON.parse(r.stdout);
-      let state: string | null = null;
-      for (let i = 0; i < 100 && state !== 'uploaded'; i++) {
-        await new Promise((res) => setTimeout(res, 50));
-        state = readLedger(s.backupDir, 'select offsite_status from backups where id = ?', b.id)[0].offsite_status;
-      }
-      expect(state).toBe('uploaded');
+      await until(() => readLedger(s.backupDir, 'select offsite_status from backups where id = ?', b.id)[0].offsite_status === 'uploaded', 'the background upload');
     } finally {
       await stopDaemon(d);
     }
@@ -212,6 +209,6 @@ describe('offsite copies', () => {
     expect(readLedger(s.backupDir, `select count(*) as n from runs where job = 'offsite-upload'`)[0].n).toBe(0);
     const r = await runCli(['restore', String(b.id), '--target', db.url, '--from', 'offsite'], { ...s.env, SUPABASE_URL: '' });
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/offsite copies are not configured/);
+    expect(r.stderr).toMatch(/no offsite target is configured/);
   });
 });

@@ -93,6 +93,55 @@ describe('configuration', () => {
     expect(w.message).not.toMatch(/secret-part/);
   });
 
+  it('`config` shows the targets in force by where their credentials come from, never the credentials', async () => {
+    const d = project({ offsite: { targets: [{ name: 'b2', type: 's3', bucket: 'acme-backups', accessKeyIdEnv: 'B2_KEY_ID', secretAccessKeyEnv: 'B2_KEY' }] } });
+    const env = { SUPABASE_URL: 'https://abcdefghijklmnopqrst.supabase.co', SUPABASE_SERVICE_ROLE_KEY: 'srk-secret-value', B2_KEY_ID: 'key-id-value', B2_KEY: 'b2-secret-value' };
+    for (const args of [['config'], ['config', '--json']]) {
+      const r = await runCli(args, env, { cwd: d });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/B2_KEY_ID and B2_KEY \(set, hidden\)/);
+      for (const secret of ['srk-secret-value', 'key-id-value', 'b2-secret-value']) expect(r.stdout + r.stderr).not.toContain(secret);
+    }
+  });
+
+  it('resolves offsite targets with their credentials from the environment, and refuses bad ones naming the field', () => {
+    const s3 = { name: 'b2', type: 's3', endpoint: 'https://s3.eu-central-003.backblazeb2.com', bucket: 'acme-backups', prefix: 'prod/', accessKeyIdEnv: 'B2_KEY_ID', secretAccessKeyEnv: 'B2_KEY' };
+    const recipient = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
+    const env = { SUPABASE_URL: 'https://abcdefghijklmnopqrst.supabase.co', SUPABASE_SERVICE_ROLE_KEY: 'srk-secret', B2_KEY_ID: 'kid', B2_KEY: 'b2-secret-value' };
+    const c = loadConfig({ cwd: project({ offsite: { targets: [s3] }, encryption: { ageRecipients: [recipient] } }), env });
+    expect(c.offsiteTargets.map((t) => [t.name, t.type])).toEqual([['supabase', 'supabase-storage'], ['b2', 's3']]);
+    expect(c.offsiteTargets[1]).toMatchObject({ bucket: 'acme-backups', prefix: 'prod/', region: 'us-east-1', credentials: { accessKeyId: 'kid', secretAccessKey: 'b2-secret-value' } });
+    expect(c.encryption).toEqual({ ageRecipients: [recipient], local: false });
+    expect(loadConfig({ cwd: project({ offsite: { enabled: false, targets: [s3] } }), env }).offsiteTargets).toEqual([]);
+    const missing = loadError(project({ offsite: { targets: [s3] } }), { B2_KEY_ID: 'kid' });
+    expect(missing.message).toMatch(/offsite\.targets\[0\] \("b2"\) needs a secret access key in B2_KEY, which is not set/);
+    const cases: Array<[unknown, RegExp]> = [
+      [{ offsite: { targets: [s3, s3] } }, /offsite\.targets.*two targets of the same name/],
+      [{ offsite: { targets: [{ ...s3, bucket: 'Bad_Bucket' }] } }, /offsite\.targets\.0\.bucket.*not an S3 bucket name/],
+      [{ offsite: { targets: [{ ...s3, type: 'ftp' }] } }, /offsite\.targets\.0/],
+      [{ offsite: { targets: [{ ...s3, prefix: '/abs' }] } }, /offsite\.targets\.0\.prefix/],
+      [{ encryption: { ageRecipients: ['age1notakey'] } }, /encryption\.ageRecipients\.0.*not an age X25519 recipient/],
+      [{ encryption: { local: true } }, /encryption.*local: true without any ageRecipients/],
+    ];
+    for (const [config, message] of cases) {
+      const e = loadError(project(config), env);
+      expect(e.code).toBe('config-invalid');
+      expect(e.message).toMatch(message);
+      expect(e.message).not.toMatch(/b2-secret-value|srk-secret/);
+    }
+  });
+
+  it('finds the age identity in HYBRID_BACKUP_AGE_IDENTITY_FILE, or the systemd credential age-identity', () => {
+    const d = project();
+    expect(loadConfig({ cwd: d, env: {} }).ageIdentityFile).toBeNull();
+    expect(loadConfig({ cwd: d, env: { HYBRID_BACKUP_AGE_IDENTITY_FILE: 'keys/k.txt' } }).ageIdentityFile).toBe(path.join(d, 'keys/k.txt'));
+    const creds = path.join(d, 'creds');
+    mkdirSync(creds);
+    expect(loadConfig({ cwd: d, env: { CREDENTIALS_DIRECTORY: creds } }).ageIdentityFile).toBeNull();
+    writeFileSync(path.join(creds, 'age-identity'), 'AGE-SECRET-KEY-1…\n');
+    expect(loadConfig({ cwd: d, env: { CREDENTIALS_DIRECTORY: creds } }).ageIdentityFile).toBe(path.join(creds, 'age-identity'));
+  });
+
   it('rejects a file that is not JSON', () => {
     expect(loadError(project('{ "retention": ')).code).toBe('config-file-unreadable');
   });

@@ -82,6 +82,34 @@ describe('ledger', () => {
 });
 
 describe('ledger migrations', () => {
+  it('moves the offsite copies of a ledger from before offsite targets (schema 7) to the "supabase" target', () => {
+    const d = dir();
+    const old = new Database(path.join(d, 'ledger.db'));
+    old.pragma('journal_mode = WAL');
+    for (let i = 0; i < 7; i++) old.exec(MIGRATIONS[i]!);
+    old.pragma('user_version = 7');
+    const insert = old.prepare(
+      `insert into backups (kind, file, bytes, sha256, compression, profile, status, created_at, database, offsite_status, offsite_path, offsite_bytes, offsite_at, offsite_error)
+       values ('daily', ?, 10, ?, 'none', 'full', ?, ?, 'app', ?, ?, ?, ?, ?)`,
+    );
+    insert.run('/srv/b/20261001T030000Z_daily.sql', 'aa'.repeat(32), 'ok', '2026-10-01T03:00:00.000Z', 'uploaded', 'hybrid-backups/prod/20261001T030000Z_daily.sql', 10, '2026-10-01T03:01:00.000Z', null);
+    insert.run('/srv/b/20261002T030000Z_daily.sql', 'bb'.repeat(32), 'ok', '2026-10-02T03:00:00.000Z', 'failed', 'hybrid-backups/prod/20261002T030000Z_daily.sql', null, '2026-10-02T03:01:00.000Z', 'timeout');
+    insert.run('/srv/b/20261003T030000Z_daily.sql', 'cc'.repeat(32), 'ok', '2026-10-03T03:00:00.000Z', null, null, null, null, null);
+    old.close();
+    const l = Ledger.open(d);
+    const [third, second, first] = l.listBackups();
+    expect(first!.offsiteCopies).toEqual([
+      { target: 'supabase', status: 'uploaded', location: 'hybrid-backups/prod/20261001T030000Z_daily.sql', key: '20261001T030000Z_daily.sql', bytes: 10, sha256: 'aa'.repeat(32), encrypted: false, at: '2026-10-01T03:01:00.000Z', error: null },
+    ]);
+    expect(first!.offsite).toMatchObject({ status: 'uploaded', location: 'hybrid-backups/prod/20261001T030000Z_daily.sql' });
+    expect(second!.offsiteCopies).toMatchObject([{ target: 'supabase', status: 'failed', key: '20261002T030000Z_daily.sql', error: 'timeout' }]);
+    expect(third!.offsiteCopies).toEqual([]);
+    // the pending work per target follows: the failed and the never-copied one
+    expect(l.backupsToUpload('supabase').map((b) => b.id)).toEqual([third!.id, second!.id]);
+    expect(l.backupsToUpload('b2').map((b) => b.id)).toEqual([third!.id, second!.id, first!.id]);
+    l.close();
+  });
+
   it('brings a ledger written before backups had a rev (schema 4) forward, keeping its rows and listing them right', () => {
     const d = dir();
     const old = new Database(path.join(d, 'ledger.db'));
@@ -118,14 +146,22 @@ describe('listBackupsJson', () => {
     const b = l.recordBackup({ ...base, status: 'failed', sha256: null, bytes: 0, tables: {}, error: { code: 'dump-failed', message: 'pg_dump: error: "x"\nline 2' }, createdAt: '2026-11-02T03:00:00.000Z' });
     l.recordBackup({ ...base, kind: 'manual', createdAt: '2026-11-02T03:00:00.000Z', compression: 'gzip', finishedAt: null, durationMs: null, serverVersion: null });
     l.setPinned(a.id, true);
-    l.setOffsite(a.id, { status: 'uploaded', location: 'hybrid-backups/x.sql', bytes: 10 });
-    l.setOffsite(b.id, { status: 'failed', location: '', error: 'timeout' });
+    l.setCopy(a.id, 'supabase', { status: 'uploaded', key: 'x.sql', location: 'hybrid-backups/x.sql', bytes: 10, sha256: 'ab'.repeat(32) });
+    l.setCopy(a.id, 'b2', { status: 'uploaded', key: 'x.sql.age', location: 's3://b/x.sql.age', bytes: 210, sha256: 'cd'.repeat(32), encrypted: true });
+    l.setCopy(b.id, 'supabase', { status: 'failed', key: 'y.sql', location: '', error: 'timeout' });
     const same = (filter: Parameters<Ledger['listBackups']>[0] = {}) => expect(JSON.parse(l.listBackupsJson(filter))).toEqual(l.listBackups(filter));
     same();
     same({ limit: 2 });
     same({ statuses: ['failed'] });
     same({ kind: 'manual' });
     same({ statuses: ['corrupt'] }); // none: []
+    // the summary is the copy in the worst state; every copy is listed by target
+    const [la] = l.listBackups({ kind: 'pre-change' });
+    expect(la!.offsite).toMatchObject({ status: 'uploaded', location: 's3://b/x.sql.age' });
+    expect(la!.offsiteCopies.map((c) => [c.target, c.status, c.encrypted])).toEqual([['b2', 'uploaded', true], ['supabase', 'uploaded', false]]);
+    l.setCopy(a.id, 'b2', { status: 'failed', key: 'x.sql.age', location: 's3://b/x.sql.age', error: 'throttled' });
+    same();
+    expect(l.getBackup(a.id)!.offsite).toMatchObject({ status: 'failed', error: 'b2: throttled' });
     expect(l.listBackupsJson({ statuses: ['corrupt'] })).toBe('[]');
     // a change by this connection, then by another one, shows at once
     l.setIntegrity(a.id, 'corrupt');
