@@ -12,6 +12,10 @@
  *            same file, the throwaway server's start apart; a backup with and without the catalog
  *            fingerprint; and uploading the backup to Storage (a local fake of the Storage API)
  *            against `curl -T`, with the upload's peak RSS.
+ *   offsite  a backup with `encryption.local: true` against the same backup without; uploading the
+ *            encrypted backup to a local S3 server (Ceph's radosgw, as the tests start it) with
+ *            `offsite-sync` against a plain signed `curl -T` of the same number of bytes; both
+ *            processes' peak RSS.
  *
  * Environment: BENCH_PG_URL (admin URL, default postgresql://postgres@127.0.0.1:5432/postgres),
  * BENCH_SIZE_MB (table data to generate, default 1024), BENCH_PAIRS (default 3),
@@ -546,7 +550,94 @@ async function drillSuite(): Promise<string> {
   ].join('\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite, drill: drillSuite };
+/** Encryption and S3 upload: see the module comment. */
+async function offsiteSuite(): Promise<string> {
+  const name = 'hb_bench_dump';
+  console.error(`building a database with about ${SIZE_MB} MB of table data…`);
+  await buildDatabase(name, SIZE_MB);
+  const url = dbUrl(name);
+  const { startS3Server } = await import('../test/helpers/s3-server.js');
+  const { generateIdentity } = await import('../src/crypto/age.js');
+  const { Ledger } = await import('../src/ledger/ledger.js');
+  console.error('starting the S3 server (radosgw)…');
+  const rgw = await startS3Server({ memoryBytes: 6 * 1024 ** 3 });
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bench-off-'));
+  const { recipient } = generateIdentity();
+  const bucket = 'hb-bench';
+  const target = { name: 's3', type: 's3', endpoint: rgw.endpoint, region: rgw.region, bucket, forcePathStyle: true, createBucket: true };
+  const env = (tag: string, config: object) => {
+    const cfg = path.join(work, `${tag}.json`);
+    writeFileSync(cfg, JSON.stringify({ dump: { compression: 'none', freeSpaceFactor: 1 }, ...config }));
+    return { ...process.env, DATABASE_URL: url, BACKUP_DIR: path.join(work, tag), HYBRID_BACKUP_CONFIG: cfg, AWS_ACCESS_KEY_ID: rgw.accessKeyId, AWS_SECRET_ACCESS_KEY: rgw.secretAccessKey, SUPABASE_URL: '' } as Record<string, string>;
+  };
+  const plainEnv = env('plain', { offsite: { enabled: false } });
+  const encEnv = env('enc', { offsite: { enabled: false }, encryption: { ageRecipients: [recipient], local: true } });
+  const upEnv = env('up', { offsite: { targets: [target] }, encryption: { ageRecipients: [recipient] } });
+  const results: Record<string, number[]> = { plain: [], encrypted: [], upload: [], curl: [] };
+  const rss: Record<string, number[]> = { plain: [], encrypted: [], upload: [] };
+  const s3url = (key: string) => `${rgw.endpoint}/${bucket}/${key}`;
+  const curl = (args: string[]) => ['-fsS', '-o', '/dev/null', '--aws-sigv4', `aws:amz:${rgw.region}:s3`, '--user', `${rgw.accessKeyId}:${rgw.secretAccessKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', ...args];
+  try {
+    for (let i = 0; i < PAIRS; i++) {
+      for (const key of i % 2 === 0 ? ['plain', 'encrypted'] : ['encrypted', 'plain']) {
+        const e = key === 'plain' ? plainEnv : encEnv;
+        const r = await timed('node', [CLI, 'manual', 'bench'], { env: e, rss: true });
+        results[key]!.push(r.ms);
+        rss[key]!.push(r.peakRss);
+        console.error(`  pair ${i + 1}: ${key.padEnd(9)} ${sec(r.ms)}  peak RSS ${mb(r.peakRss)}`);
+        rmSync(e.BACKUP_DIR!, { recursive: true, force: true });
+      }
+    }
+    // The upload: one plain backup (offsite copies off while it is taken), then offsite-sync
+    // encrypting it to the S3 target, against curl sending a file of the encrypted size.
+    const take = await execa('node', [CLI, 'manual', 'bench', '--json'], { env: { ...upEnv, HYBRID_BACKUP_CONFIG: path.join(work, 'plain.json') } });
+    const b = JSON.parse(take.stdout) as { id: number; file: string };
+    const { encryptedSize } = await import('../src/crypto/age.js');
+    const size = encryptedSize(Number((await import('node:fs')).statSync(b.file).size), 1);
+    const blob = path.join(work, 'same-size.bin');
+    await execa('head', ['-c', String(size), '/dev/urandom'], { stdout: { file: blob } });
+    for (let i = 0; i < PAIRS; i++) {
+      for (const key of i % 2 === 0 ? ['upload', 'curl'] : ['curl', 'upload']) {
+        if (key === 'upload') {
+          const l = Ledger.open(upEnv.BACKUP_DIR!);
+          l.setCopy(b.id, 's3', { status: 'failed', key: `${path.basename(b.file)}.age`, location: '', error: 'bench: upload again' });
+          l.close();
+          const r = await timed('node', [CLI, 'offsite-sync'], { env: upEnv, rss: true });
+          results.upload!.push(r.ms);
+          rss.upload!.push(r.peakRss);
+          console.error(`  pair ${i + 1}: upload    ${sec(r.ms)}  peak RSS ${mb(r.peakRss)}`);
+          await execa('curl', curl(['-X', 'DELETE', s3url(`${path.basename(b.file)}.age`)]));
+        } else {
+          const r = await timed('curl', curl(['-T', blob, s3url('curl.bin')]));
+          results.curl!.push(r.ms);
+          console.error(`  pair ${i + 1}: curl -T   ${sec(r.ms)}`);
+          await execa('curl', curl(['-X', 'DELETE', s3url('curl.bin')]));
+        }
+        await rgw.reclaim();
+      }
+    }
+  } finally {
+    await rgw.stop();
+    rmSync(work, { recursive: true, force: true });
+    if (!process.env.BENCH_KEEP_DB) await sql(ADMIN, `drop database if exists "${name}" with (force)`);
+  }
+  const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const peak = (k: string) => Math.max(...rss[k]!);
+  const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  return [
+    `### offsite (${SIZE_MB} MB of table data, ${PAIRS} alternating pairs, medians)`,
+    '',
+    '| measurement | hybrid-backup | baseline | ratio | target |',
+    '|---|---|---|---|---|',
+    `| backup with encryption.local | ${sec(m.encrypted!)} | ${sec(m.plain!)} (the same backup, plain) | ${(m.encrypted! / m.plain!).toFixed(3)} | ≤ 1.10, ${verdict(m.encrypted! / m.plain! <= 1.1)} |`,
+    `| upload of the encrypted backup to S3 (offsite-sync: read, check, encrypt, multipart, size check, kit) | ${sec(m.upload!)} | ${sec(m.curl!)} (\`curl -T\` of as many bytes, one signed PUT) | ${(m.upload! / m.curl!).toFixed(3)} | ≤ 1.2, ${verdict(m.upload! / m.curl! <= 1.2)} |`,
+    `| peak RSS: plain backup / encrypted backup / upload | ${mb(peak('plain'))} / ${mb(peak('encrypted'))} / ${mb(peak('upload'))} | | | ≤ 150 MB, ${verdict(Math.max(peak('encrypted'), peak('upload')) <= 150 * 1024 * 1024)} |`,
+    '',
+    `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}; peak RSS (MB): ${JSON.stringify(Object.fromEntries(Object.entries(rss).map(([k, v]) => [k, v.map((x) => Math.round(x / 1024 / 1024))])))}`,
+  ].join('\n');
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite, drill: drillSuite, offsite: offsiteSuite };
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);

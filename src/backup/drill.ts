@@ -32,7 +32,7 @@ import { type ConnInfo, describeConn, libpqArgs, parseConnInfo, sourceConnInfo }
 import { probeServer, withClient } from '../pg/server.js';
 import { removeLeftoverClusters, startThrowawayCluster } from '../pg/throwaway.js';
 import { compareWithEvidence } from '../fidelity/compare.js';
-import { chooseTool } from '../pg/tools.js';
+import { chooseTool, toolSearch } from '../pg/tools.js';
 import { formatCount, formatDuration } from '../util/format.js';
 import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
@@ -58,7 +58,7 @@ export interface DrillOutcome extends DrillResult {
 /** The configured shared drill server, or null: drills then start their own throwaway PostgreSQL. */
 export function sharedDrillServer(ctx: RunContext): ConnInfo | null {
   const url = ctx.config.restoreTest.databaseUrl;
-  return url ? parseConnInfo(url, 'RESTORE_TEST_DATABASE_URL') : null;
+  return url ? parseConnInfo(url, 'RESTORE_TEST_DATABASE_URL', ctx.config.environment.libpq) : null;
 }
 
 /**
@@ -122,11 +122,11 @@ async function platformLayoutOf(ctx: RunContext, b: Backup): Promise<PlatformLay
   const note = `backup ${b.id} ${why}: reading the platform schemas from the source database (DATABASE_URL) as it is now, not as it was at backup time`;
   ctx.log.warn(note, { backupId: b.id });
   ctx.reporter.notice(note);
-  const source = sourceConnInfo(ctx.config.databaseUrl);
+  const source = sourceConnInfo(ctx.config.databaseUrl, ctx.config.environment.libpq);
   const timeout = ctx.config.dump.connectTimeoutSeconds;
   try {
     const major = (await probeServer(source, timeout)).major;
-    const pgDump = await chooseTool('pg_dump', major, ctx.config.dump.pgBinDir);
+    const pgDump = await chooseTool('pg_dump', major, toolSearch(ctx.config));
     const { dbname, env } = libpqArgs(source);
     return await withClient(source, { connectTimeoutSeconds: timeout }, (c) =>
       readPlatformLayout(c, { pgDump: pgDump.tool.path, pgDumpMajor: pgDump.tool.major, dbname, env: { ...env, PGCONNECT_TIMEOUT: String(timeout) }, snapshot: null, signal: ctx.signal }),
@@ -259,7 +259,7 @@ async function compareCounts(ctx: RunContext, scratch: ConnInfo, expected: Recor
 }
 
 async function amcheck(ctx: RunContext, scratch: ConnInfo, major: number): Promise<'ok' | 'failed'> {
-  const tool = await chooseTool('pg_amcheck', major, ctx.config.dump.pgBinDir);
+  const tool = await chooseTool('pg_amcheck', major, toolSearch(ctx.config));
   const { dbname, env } = libpqArgs(scratch);
   const { execa } = await loadExeca();
   const r = await execa(tool.tool.path, ['--install-missing', '--heapallindexed', '--no-password', dbname], { env, extendEnv: true, reject: false, cancelSignal: ctx.signal });
@@ -356,6 +356,7 @@ async function openDrillTarget(ctx: RunContext, b: Backup, runId: number, signal
   const cluster = await startThrowawayCluster({
     major,
     pgBinDir: bin && existsSync(path.join(bin, 'initdb')) ? bin : undefined,
+    path: ctx.config.environment.path,
     signal,
     // a one-transaction restore of thousands of tables holds a lock on each
     settings: { max_locks_per_transaction: '4096' }, superuser: supabase ? 'supabase_admin' : 'postgres', log: (m) => ctx.log.debug(m) });
@@ -447,7 +448,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
     }
     target = await openDrillTarget(ctx, b, run.id, dctx.signal);
     result.server = target.kind;
-    const psql = await chooseTool('psql', target.major, ctx.config.dump.pgBinDir);
+    const psql = await chooseTool('psql', target.major, toolSearch(ctx.config));
     // Recorded before it exists, so a killed drill's database is found and dropped later.
     ctx.ledger.mergeRunDetails(run.id, { scratchDb: scratchName });
     await withClient(target.admin, { connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds }, (c) => c.query(`CREATE DATABASE ${qi(scratchName)}`));

@@ -17,7 +17,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { assertDumpableConnection, type ConnInfo, describeConn, effective, libpqArgs, parseConnInfo, safeUrl } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withClient } from '../pg/server.js';
-import { chooseTool } from '../pg/tools.js';
+import { chooseTool, toolSearch } from '../pg/tools.js';
 import { formatBytes, formatDuration } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { resolveBackup, verifyOne } from './verify.js';
@@ -345,7 +345,7 @@ export async function offsiteSource(ctx: RunContext, which: string, targetName: 
 export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promise<RestoreResult> {
   if (!req.target) throw new HbError('restore-target-missing', 'restore needs a target database', 'pass --target postgresql://user@host:5432/dbname');
   // Through the service, the target gets only the credentials in its own URL: never the service's.
-  const conn: ConnInfo = { ...parseConnInfo(req.target, '--target'), isolated: !!ctx.service };
+  const conn: ConnInfo = { ...parseConnInfo(req.target, '--target', ctx.config.environment.libpq), isolated: !!ctx.service };
   assertDumpableConnection(conn, '--target');
   const from = req.from ?? 'local';
   if (from === 'local' && req.offsiteTarget !== undefined) throw new HbError('usage', '--offsite-target goes with --from offsite', 'add --from offsite, or leave --offsite-target out');
@@ -385,7 +385,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
         'restore into another database, or pass --yes if you really mean to restore over the source',
       );
     }
-    const psql = await chooseTool('psql', server.major, ctx.config.dump.pgBinDir);
+    const psql = await chooseTool('psql', server.major, toolSearch(ctx.config));
     const size = (await stat(file)).size;
     const t0 = Date.now();
     ctx.log.info(`restoring backup ${b.id} (${formatBytes(size)}) into ${safeUrl(conn)}`, { runId: run.id, backupId: b.id });

@@ -22,7 +22,7 @@ import type { NewBackup } from '../ledger/ledger.js';
 import { effectiveProfile, type PlatformLayout, profileParts, readPlatformLayout, readSupabaseSnapshotSql, type SupabaseSnapshotSql, userEventTriggers } from '../dump/profiles.js';
 import { assertDumpableConnection, type ConnInfo, libpqArgs, safeUrl, sourceConnInfo } from '../pg/connection.js';
 import { probeServer, type ServerInfo, withSnapshot } from '../pg/server.js';
-import { chooseTool } from '../pg/tools.js';
+import { chooseTool, toolSearch } from '../pg/tools.js';
 import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
 import { formatBytes, formatCount, formatDuration } from '../util/format.js';
 import { acquireBackupLock } from './lock.js';
@@ -100,7 +100,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
   const { compression } = config.dump;
   const encryptTo = config.encryption.local ? config.encryption.ageRecipients : [];
   const encrypted = encryptTo.length > 0;
-  const conn = sourceConnInfo(config.databaseUrl);
+  const conn = sourceConnInfo(config.databaseUrl, config.environment.libpq);
   assertDumpableConnection(conn);
   const profile = effectiveProfile(config, conn);
   await ensurePrivateDir(config.backupDir);
@@ -123,8 +123,8 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     const started = Date.now();
 
     server = await probeServer(conn, config.dump.connectTimeoutSeconds);
-    const choice = await chooseTool('pg_dump', server.major, config.dump.pgBinDir);
-    const dumpAll = profile === 'supabase' ? await chooseTool('pg_dumpall', server.major, config.dump.pgBinDir) : null;
+    const choice = await chooseTool('pg_dump', server.major, toolSearch(config));
+    const dumpAll = profile === 'supabase' ? await chooseTool('pg_dumpall', server.major, toolSearch(config)) : null;
     pgDumpVersion = choice.tool.version;
     if (choice.warning) {
       log.warn(choice.warning, { runId: run.id });
@@ -181,7 +181,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       };
       const fingerprint = () =>
         config.dump.fingerprint ? readFingerprint(client, fingerprintOptions(profile)).catch((e: unknown) => (warn('the catalog fingerprint (a drill of this backup compares rows and data only)', e), null)) : Promise.resolve(null);
-      const reading = readEvidence(client, fingerprint).then(
+      const reading = readEvidence(client, fingerprint, config.environment.libpq).then(
         async (e) => void (evidence = profile === 'supabase' ? { ...e, supautilsSql: await userEventTriggers(client) } : e),
         (e: unknown) => warn('what a drill compares (a drill of this backup counts rows only)', e),
       );

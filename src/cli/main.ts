@@ -20,6 +20,7 @@ import { redact } from '../util/redact.js';
 import { runDaemon } from '../service/daemon.js';
 import { TerminalReporter } from './progress.js';
 import { viaSocket } from './socket-client.js';
+import { readEnvironment } from '../config/environment.js';
 
 export interface GlobalOptions {
   json?: boolean;
@@ -56,7 +57,7 @@ export function errorLine(e: HbError): string {
 async function printError(e: HbError, json: boolean): Promise<number> {
   if (json) await write(process.stdout, `${JSON.stringify({ error: JSON.parse(redact(JSON.stringify(e.toJSON()))) }, null, 2)}\n`);
   else await write(process.stderr, `${errorLine(e)}\n`);
-  if (e.code === 'internal' && e.cause instanceof Error && process.env.HYBRID_BACKUP_DEBUG) await write(process.stderr, `${redact(e.cause.stack ?? '')}\n`);
+  if (e.code === 'internal' && e.cause instanceof Error && readEnvironment().debug) await write(process.stderr, `${redact(e.cause.stack ?? '')}\n`);
   return e.exitCode;
 }
 
@@ -79,7 +80,7 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
   try {
     const args = parseCommandArgs(cmd, rawArgs);
     // A backup of nothing in particular is refused before anything is created or recorded.
-    if (cmd.isBackup) sourceConnInfo(config.databaseUrl);
+    if (cmd.isBackup) sourceConnInfo(config.databaseUrl, config.environment.libpq);
     app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent', recoverLedger: !!cmd.recoversLedger, readOnlyOnFullDisk: !!cmd.worksOnFullDisk });
     if (app.ledger.readOnlyCopy) reporter.notice(app.ledger.readOnlyCopy);
     for (const r of app.ledger.recovered) reporter.notice(`run ${r.runId} (${r.job}) was left running by process ${r.pid ?? '?'}, which is gone: marked interrupted${r.removed.length ? `, removed ${r.removed.join(', ')}` : ''}`);
@@ -103,7 +104,7 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
  */
 function callerDatabase(config: Config): DatabaseIdentity | undefined {
   try {
-    return databaseIdentity(sourceConnInfo(config.databaseUrl));
+    return databaseIdentity(sourceConnInfo(config.databaseUrl, config.environment.libpq));
   } catch (e) {
     if (e instanceof HbError && e.code === 'database-not-configured') return undefined;
     throw e;
@@ -343,7 +344,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
     .option('--json', 'log to stderr as one JSON object per line, and print a start-up error as {error}')
     .action(async (o: { config?: string; json?: boolean }) => {
-      const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json, launchedByNpm: process.env.npm_lifecycle_event === 'start' });
+      const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json, launchedByNpm: readEnvironment().launchedByNpm });
       if (r.error) setExit(await printError(r.error, !!o.json));
     });
 

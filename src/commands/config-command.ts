@@ -1,5 +1,6 @@
 /** `config`: which configuration file is in force, and the effective values (secrets masked). */
 import { z } from 'zod';
+import type { LibpqEnv } from '../config/environment.js';
 import { ENV_BINDINGS } from '../config/schema.js';
 import { parseConnInfo, safeUrl } from '../pg/connection.js';
 import { table } from '../util/format.js';
@@ -25,12 +26,12 @@ function flatten(prefix: string, v: unknown, out: Array<[string, unknown]>): voi
 }
 
 /** A secret shown safely: a connection string without its password, a URL by its host, a key not at all. */
-function masked(key: string, value: unknown): unknown {
+function masked(key: string, value: unknown, libpq: LibpqEnv): unknown {
   const b = ENV_BINDINGS.find((x) => x.path.join('.') === key);
   if (!b?.secret || value === undefined || value === null) return value;
   if (b.connection) {
     try {
-      return safeUrl(parseConnInfo(String(value), b.env));
+      return safeUrl(parseConnInfo(String(value), b.env, libpq));
     } catch {
       return MASK;
     }
@@ -54,7 +55,7 @@ export const configCommand = defineCommand({
     const c = ctx.config;
     const flat: Array<[string, unknown]> = [];
     // The resolved targets carry their credentials: shown by where they come from, never by value.
-    const { source: _s, warnings: _w, offsiteTargets, ...options } = c;
+    const { source: _s, warnings: _w, offsiteTargets, environment: _e, ...options } = c;
     flatten('', options, flat);
     flat.push([
       'offsiteTargets (in force)',
@@ -64,13 +65,13 @@ export const configCommand = defineCommand({
           : { name: t.name, type: t.type, url: t.url, bucket: t.bucket, prefix: t.prefix, credentials: `service-role key ${MASK}` },
       ),
     ]);
-    const fromEnv = new Set(ENV_BINDINGS.filter((b) => process.env[b.env]).map((b) => b.path.join('.')));
+    const fromEnv = new Set(c.source.envKeys ?? []);
     const inFile = new Set(c.source.fileKeys ?? []);
     return {
       file: c.source.file,
       via: c.source.via,
       searched: c.source.searched,
-      values: flat.map(([key, value]) => ({ key, value: masked(key, value), source: fromEnv.has(key) ? 'environment' : inFile.has(key) ? 'file' : 'default' })),
+      values: flat.map(([key, value]) => ({ key, value: masked(key, value, c.environment.libpq), source: fromEnv.has(key) ? 'environment' : inFile.has(key) ? 'file' : 'default' })),
       warnings: c.warnings,
     };
   },

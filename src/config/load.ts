@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
+import { readEnvironment } from './environment.js';
 import { Cron } from 'croner';
 import { type Config, configSchema, DEFAULT_SCHEDULES, ENV_BINDINGS, type EnvBinding, type ResolvedOffsiteTarget, type ScheduleName } from './schema.js';
 
@@ -201,9 +202,10 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     ...raw,
     offsiteTargets,
     ageIdentityFile,
+    environment: readEnvironment(env),
     backupDir,
     socket: { ...raw.socket, path: path.resolve(cwd, raw.socket.path ?? path.join(backupDir, 'hybrid-backup.sock')) },
-    source: { file: fileUsed, via: named ? (opts.configFile ? '--config' : 'HYBRID_BACKUP_CONFIG') : fileUsed ? 'search' : 'defaults', searched: named ? [] : searched, fileKeys: leafKeys(fileData) },
+    source: { file: fileUsed, via: named ? (opts.configFile ? '--config' : 'HYBRID_BACKUP_CONFIG') : fileUsed ? 'search' : 'defaults', searched: named ? [] : searched, fileKeys: leafKeys(fileData), envKeys: [...fromEnv.keys()] },
     warnings,
   };
 }

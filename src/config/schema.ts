@@ -8,6 +8,7 @@
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { parseRecipient } from '../crypto/age.js';
+import type { Environment } from './environment.js';
 
 function systemTimeZone(): string {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
@@ -376,6 +377,8 @@ export interface Config extends Omit<RawConfig, 'socket'> {
    * is there. The file is read only when it is needed.
    */
   ageIdentityFile: string | null;
+  /** libpq's variables, PATH and the like, read once with the configuration (see environment.ts). */
+  environment: Environment;
   socket: RawConfig['socket'] & { path: string };
   /** Where this configuration came from, for messages and `config`. */
   source: {
@@ -386,6 +389,8 @@ export interface Config extends Omit<RawConfig, 'socket'> {
     searched: Array<{ path: string; found: boolean }>;
     /** The option keys the file sets (dotted). */
     fileKeys?: string[];
+    /** The option keys the environment (or a systemd credential) sets (dotted). */
+    envKeys?: string[];
   };
   /** Things the configuration allows but the operator should hear about (a daily job that is not daily). */
   warnings: string[];

@@ -4,6 +4,7 @@
  * it), the cluster's roles (a drill server must have those a dump names), the database's
  * extensions (created first on a drill server), and the catalog fingerprint.
  */
+import type { LibpqEnv } from '../config/environment.js';
 import type { BackupEvidence, DigestSession, DumpProfile } from '../domain/types.js';
 import { isReservedRole, PLATFORM_SCHEMAS } from '../dump/profiles.js';
 import type { FingerprintOptions } from './fingerprint.js';
@@ -15,7 +16,7 @@ type Queryable = { query: (sql: string, params?: unknown[]) => Promise<{ rows: a
  * IntervalStyle and extra_float_digits): the server's TimeZone and bytea_output, and the encoding
  * — as libpq would give them to pg_dump (PGTZ and PGCLIENTENCODING, when set, win).
  */
-export async function readDigestSession(c: Queryable, env: NodeJS.ProcessEnv = process.env): Promise<DigestSession> {
+export async function readDigestSession(c: Queryable, env: LibpqEnv): Promise<DigestSession> {
   const r = await c.query(
     `SELECT current_setting('TimeZone') AS tz, current_setting('bytea_output') AS bo, pg_encoding_to_char(encoding) AS enc FROM pg_database WHERE datname = current_database()`,
   );
@@ -36,8 +37,8 @@ export function fingerprintOptions(profile: DumpProfile): FingerprintOptions {
 }
 
 /** The evidence a backup records besides what the dump stream gives (data digests, sequence positions). */
-export async function readEvidence(c: Queryable, fingerprint: () => Promise<unknown>): Promise<Omit<BackupEvidence, 'digests' | 'sequences'>> {
-  const session = await readDigestSession(c);
+export async function readEvidence(c: Queryable, fingerprint: () => Promise<unknown>, env: LibpqEnv): Promise<Omit<BackupEvidence, 'digests' | 'sequences'>> {
+  const session = await readDigestSession(c, env);
   const roles = (await c.query(`SELECT rolname AS r FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1`)).rows.map((x: { r: string }) => x.r);
   const extensions = (
     await c.query(`SELECT e.extname AS name, n.nspname AS schema FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql' ORDER BY 1`)

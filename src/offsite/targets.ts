@@ -3,15 +3,14 @@
  * SUPABASE_SERVICE_ROLE_KEY) and each of `offsite.targets`. Opening sends nothing.
  */
 import type { Config, ResolvedOffsiteTarget } from '../config/schema.js';
+import { silenceSdkNotices } from '../config/environment.js';
 import { HbError } from '../domain/errors.js';
 import type { OffsiteTarget } from './target.js';
 
 /** Opens one resolved target (loads its SDK on first use). */
 export async function openTarget(t: ResolvedOffsiteTarget): Promise<OffsiteTarget> {
   if (t.type === 's3') {
-    // The SDK prints, on Node 20, a multi-line notice about its own future releases into every
-    // command's stderr; this program pins the SDK, so the notice says nothing to its operator.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    silenceSdkNotices();
     const { S3Target } = await import('./s3-target.js');
     return S3Target.open({
       name: t.name,

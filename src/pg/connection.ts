@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ClientConfig } from 'pg';
+import type { LibpqEnv } from '../config/environment.js';
 import { HbError } from '../domain/errors.js';
 import { redactor } from '../util/redact.js';
 
@@ -29,6 +30,8 @@ export interface ConnInfo {
    * client: the service's own secrets must never reach an address it was not configured with.
    */
   isolated?: boolean;
+  /** libpq's environment when the string was parsed: the defaults of what it leaves out. */
+  env: LibpqEnv;
 }
 
 const KV_RE = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('((?:[^'\\]|\\.)*)'|(?!')[^\s]*)/y;
@@ -66,7 +69,7 @@ function parseUrl(s: string): Record<string, string> {
  * `~/.pg_service.conf`, then `PGSYSCONFDIR/pg_service.conf` (Debian: /etc/postgresql-common).
  * @throws HbError `database-url-invalid` when no file defines the service
  */
-export function serviceEntries(name: string, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function serviceEntries(name: string, env: LibpqEnv): Record<string, string> {
   const files = [env.PGSERVICEFILE ?? path.join(env.HOME ?? os.homedir(), '.pg_service.conf'), path.join(env.PGSYSCONFDIR ?? '/etc/postgresql-common', 'pg_service.conf')];
   for (const file of files) {
     let text: string;
@@ -101,7 +104,7 @@ export function serviceEntries(name: string, env: NodeJS.ProcessEnv = process.en
  * PGPASSWORD, PGSERVICE) are read; a `service` names an entry of the service file.
  * @throws HbError `database-url-invalid` naming the variable, never the string itself.
  */
-export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', env: NodeJS.ProcessEnv = process.env): ConnInfo {
+export function parseConnInfo(str: string | undefined, what: string, env: LibpqEnv): ConnInfo {
   let kv: Record<string, string>;
   let explicit = true;
   if (!str) {
@@ -139,7 +142,7 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
       throw new HbError('database-url-invalid', `${what} has an invalid port "${port}"`, 'the port is a number such as 5432');
     }
   }
-  return { host: host || undefined, port: portNum, user: user || undefined, database: dbname || undefined, password, params, explicit };
+  return { host: host || undefined, port: portNum, user: user || undefined, database: dbname || undefined, password, params, explicit, env };
 }
 
 /**
@@ -149,7 +152,7 @@ export function parseConnInfo(str: string | undefined, what = 'DATABASE_URL', en
  * @throws HbError `database-not-configured` (exit 2) when nothing names the database;
  *   `database-url-invalid` when the string cannot be parsed
  */
-export function sourceConnInfo(databaseUrl: string | undefined, env: NodeJS.ProcessEnv = process.env): ConnInfo {
+export function sourceConnInfo(databaseUrl: string | undefined, env: LibpqEnv): ConnInfo {
   const example = 'e.g. DATABASE_URL=postgresql://postgres:<password>@db.example.com:5432/postgres (for Supabase, the session pooler URL)';
   if (!databaseUrl) {
     if (!env.PGHOST && !env.PGDATABASE && !env.PGSERVICE) {
@@ -202,12 +205,12 @@ function defaultSocketDir(): string {
 
 /** The effective host, port, user and database, filling libpq's defaults. */
 export function effective(c: ConnInfo): { host: string; port: number; user: string; database: string } {
-  const user = c.user ?? process.env.PGUSER ?? process.env.USER ?? 'postgres';
+  const user = c.user ?? c.env.PGUSER ?? c.env.USER ?? 'postgres';
   return {
-    host: c.host ?? process.env.PGHOST ?? defaultSocketDir(),
-    port: c.port ?? (process.env.PGPORT ? Number(process.env.PGPORT) : 5432),
+    host: c.host ?? c.env.PGHOST ?? defaultSocketDir(),
+    port: c.port ?? (c.env.PGPORT ? Number(c.env.PGPORT) : 5432),
     user,
-    database: c.database ?? process.env.PGDATABASE ?? user,
+    database: c.database ?? c.env.PGDATABASE ?? user,
   };
 }
 
@@ -255,7 +258,7 @@ export function libpqArgs(c: ConnInfo, overrideDatabase?: string): { dbname: str
 /** A node-postgres client config equivalent to the connection string (libpq's sslmode semantics). */
 export function pgClientConfig(c: ConnInfo, opts: { connectTimeoutSeconds: number; database?: string; applicationName?: string }): ClientConfig {
   const e = effective(c);
-  const sslmode = c.params.sslmode ?? process.env.PGSSLMODE;
+  const sslmode = c.params.sslmode ?? c.env.PGSSLMODE;
   let ssl: ClientConfig['ssl'] = false;
   if (sslmode === 'require') ssl = { rejectUnauthorized: false };
   else if (sslmode === 'verify-ca' || sslmode === 'verify-full') ssl = { rejectUnauthorized: true };

@@ -97,6 +97,8 @@ export interface ThrowawayOptions {
   major: number;
   /** Where initdb and postgres are; default /usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin, PATH. */
   pgBinDir?: string;
+  /** PATH's directories (from the configuration's environment); default none beyond /usr/bin and /bin. */
+  path?: readonly string[];
   /** Where the cluster directory is created; default os.tmpdir(). Must be short (socket path limit). */
   parentDir?: string;
   /**
@@ -152,17 +154,14 @@ function isExecutable(p: string): boolean {
   }
 }
 
-function pathDirs(): string[] {
-  return (process.env.PATH ?? '').split(path.delimiter).filter((d) => d !== '');
-}
 
 /**
  * Finds initdb and postgres of exactly `major`, side by side: in `pgBinDir` only when given, else
  * in /usr/lib/postgresql/<major>/bin, /usr/pgsql-<major>/bin, then on PATH.
  * @throws HbError `pg-tool-not-found` naming the server package to install.
  */
-export async function findServerBinaries(major: number, pgBinDir?: string): Promise<ServerBinaries> {
-  const dirs = pgBinDir ? [pgBinDir] : [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`, ...pathDirs()];
+export async function findServerBinaries(major: number, pgBinDir?: string, searchPath: readonly string[] = []): Promise<ServerBinaries> {
+  const dirs = pgBinDir ? [pgBinDir] : [`/usr/lib/postgresql/${major}/bin`, `/usr/pgsql-${major}/bin`, ...searchPath];
   const seen = new Set<string>();
   const others: string[] = [];
   for (const dir of dirs) {
@@ -197,8 +196,8 @@ export async function findServerBinaries(major: number, pgBinDir?: string): Prom
 }
 
 /** `setpriv` when it supports `--pdeathsig` (util-linux 2.33 and later), else null. */
-async function findSetpriv(): Promise<string | null> {
-  for (const dir of ['/usr/bin', '/bin', ...pathDirs()]) {
+async function findSetpriv(searchPath: readonly string[]): Promise<string | null> {
+  for (const dir of ['/usr/bin', '/bin', ...searchPath]) {
     const p = path.join(dir, 'setpriv');
     if (!isExecutable(p)) continue;
     try {
@@ -408,12 +407,12 @@ async function endChild(t: Tracked, sig: NodeJS.Signals, toGroup: boolean): Prom
  * the pid is the program's). libuv switches the uid and gid (and drops supplementary groups)
  * before exec, so the parent-death signal is set after the credential change and sticks.
  */
-function spawnServerProgram(program: string, args: string[], o: { user: OsUser | null; setpriv: string | null; deathSignal: NodeJS.Signals; cwd: string; logFd: number }): Tracked {
+function spawnServerProgram(program: string, args: string[], o: { user: OsUser | null; setpriv: string | null; deathSignal: NodeJS.Signals; cwd: string; logFd: number; path: readonly string[] }): Tracked {
   const [file, argv] = o.setpriv ? [o.setpriv, ['--pdeathsig', o.deathSignal.replace(/^SIG/, ''), '--', program, ...args]] : [program, args];
   const child = spawn(file, argv, {
     cwd: o.cwd,
     // Nothing inherited: no secrets in the server's environment, no PGPORT/PGDATA steering it.
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', LC_ALL: 'C', TZ: 'UTC' },
+    env: { PATH: ['/usr/bin', '/bin', ...o.path].join(':'), LC_ALL: 'C', TZ: 'UTC' },
     stdio: ['ignore', o.logFd, o.logFd],
     // Its own session and process group: a Ctrl-C at the terminal is ours to handle, and the
     // group can be ended as one.
@@ -479,7 +478,7 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
       'use a shorter parent directory, such as /tmp',
     );
   }
-  const [bins, setpriv, user] = await Promise.all([findServerBinaries(major, opts.pgBinDir), opts.dieWithParent === false ? null : findSetpriv(), serverUser()]);
+  const [bins, setpriv, user] = await Promise.all([findServerBinaries(major, opts.pgBinDir, opts.path), opts.dieWithParent === false ? null : findSetpriv(opts.path ?? []), serverUser()]);
   if (user) await assertReachable(parent, user);
   if (opts.signal?.aborted) throw abortedError();
 
@@ -507,7 +506,7 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
     if (user) await fs.chown(dir, user.uid, user.gid);
     await fs.chmod(dir, 0o700);
     logFd = openSync(logFile, 'a', 0o600);
-    const spawnOpts = { user, setpriv, cwd: dir, logFd };
+    const spawnOpts = { user, setpriv, cwd: dir, logFd, path: opts.path ?? [] };
 
     // initdb: no fsync, no locale work (C), UTF8, trust for the bootstrap superuser.
     log(`initdb of PostgreSQL ${bins.version} into ${dataDir}${as}`);
@@ -566,7 +565,7 @@ export async function startThrowawayCluster(opts: ThrowawayOptions): Promise<Thr
     }
     // sslmode=disable: the server has no TLS, and a PGSSLMODE=require in our environment (meant
     // for the production server) must not make clients ask for it over the socket.
-    const conn: ConnInfo = { host: dir, port: PORT, user: superuser, database: 'postgres', password: undefined, params: { sslmode: 'disable' }, explicit: true };
+    const conn: ConnInfo = { host: dir, port: PORT, user: superuser, database: 'postgres', password: undefined, params: { sslmode: 'disable' }, explicit: true, env: {} };
     return { conn, dir, major, version: bins.version, socketDir: dir, pid, stop };
   } catch (e) {
     if (logFd !== undefined) closeSync(logFd);

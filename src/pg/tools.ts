@@ -60,8 +60,21 @@ async function describeTool(name: string, p: string): Promise<PgTool | null> {
   return tool;
 }
 
+/** Where PostgreSQL's programs are looked for: `dump.pgBinDir` only when set, else the usual places and PATH. */
+export interface ToolSearch {
+  pgBinDir?: string | undefined;
+  /** PATH's directories (from the configuration's environment). */
+  path: readonly string[];
+}
+
+/** The configuration's tool search. */
+export function toolSearch(config: { dump: { pgBinDir?: string | undefined }; environment: { path: readonly string[] } }): ToolSearch {
+  return { pgBinDir: config.dump.pgBinDir, path: config.environment.path };
+}
+
 /** Every installed copy of a tool: the configured directory only, or the usual places. */
-export async function findTools(name: string, pgBinDir?: string): Promise<PgTool[]> {
+export async function findTools(name: string, search: ToolSearch): Promise<PgTool[]> {
+  const { pgBinDir } = search;
   const candidates: string[] = [];
   if (pgBinDir) {
     candidates.push(path.join(pgBinDir, name));
@@ -75,7 +88,7 @@ export async function findTools(name: string, pgBinDir?: string): Promise<PgTool
       }
       for (const d of entries) candidates.push(path.join(root, d, 'bin', name));
     }
-    for (const dir of (process.env.PATH ?? '').split(path.delimiter)) if (dir) candidates.push(path.join(dir, name));
+    for (const dir of search.path) if (dir) candidates.push(path.join(dir, name));
   }
   const seen = new Set<string>();
   const tools: PgTool[] = [];
@@ -92,14 +105,15 @@ export async function findTools(name: string, pgBinDir?: string): Promise<PgTool
  * Picks the tool for a server major version.
  * @throws HbError `pg-tool-not-found` when none is installed, `pg-tool-too-old` when only older ones are.
  */
-export async function chooseTool(name: string, serverMajor: number, pgBinDir?: string): Promise<ToolChoice> {
+export async function chooseTool(name: string, serverMajor: number, search: ToolSearch): Promise<ToolChoice> {
+  const { pgBinDir } = search;
   if (!pgBinDir) {
     // The usual place first: one `--version` instead of asking every installed copy.
     const usual = path.join('/usr/lib/postgresql', String(serverMajor), 'bin', name);
     const t = isExecutable(usual) ? await describeTool(name, usual) : null;
     if (t?.major === serverMajor) return { tool: t };
   }
-  const tools = await findTools(name, pgBinDir);
+  const tools = await findTools(name, search);
   const where = pgBinDir ? `in ${pgBinDir} (dump.pgBinDir)` : 'in /usr/lib/postgresql/*/bin or on PATH';
   const pkg = `postgresql-client-${serverMajor}`;
   if (tools.length === 0) {
@@ -124,8 +138,8 @@ export async function chooseTool(name: string, serverMajor: number, pgBinDir?: s
 }
 
 /** The newest installed copy of a tool (for psql when no server major is known yet). */
-export async function newestTool(name: string, pgBinDir?: string): Promise<PgTool> {
-  const tools = await findTools(name, pgBinDir);
+export async function newestTool(name: string, search: ToolSearch): Promise<PgTool> {
+  const tools = await findTools(name, search);
   if (tools.length === 0) {
     throw new HbError('pg-tool-not-found', `no ${name} found`, 'install postgresql-client (apt install postgresql-client) or set dump.pgBinDir');
   }

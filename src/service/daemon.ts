@@ -20,7 +20,7 @@ export async function runDaemon(opts: { configFile?: string; version: string; js
   try {
     const config = loadConfig({ configFile: opts.configFile });
     // A service with nothing to back up would say ok every day about nothing.
-    sourceConnInfo(config.databaseUrl);
+    sourceConnInfo(config.databaseUrl, config.environment.libpq);
     app = await App.open(config, { consoleLevel: 'info', consoleJson: opts.json });
   } catch (e) {
     return { error: toHbError(e) };

@@ -223,7 +223,7 @@ export class Service implements ServiceView {
    * @throws HbError `database-mismatch` (exit 2) naming both
    */
   private assertSameDatabase(command: string, asked: DatabaseIdentity): void {
-    const mine = databaseIdentity(sourceConnInfo(this.config.databaseUrl));
+    const mine = databaseIdentity(sourceConnInfo(this.config.databaseUrl, this.config.environment.libpq));
     if (sameDatabase(mine, asked)) return;
     throw new HbError(
       'database-mismatch',

@@ -17,6 +17,7 @@ import type { Logger } from '../log/logger.js';
 import { MAX_REQUEST_BYTES, type Reply, type Request, requestSchema } from './protocol.js';
 import { describePeer, type PeerCred, peerOf } from '../util/peercred.js';
 import { serializeWithRaw } from '../util/raw-json.js';
+import { socketActivationEnv } from '../config/environment.js';
 
 export type RequestHandler = (req: Request, reporter: Reporter) => Promise<Extract<Reply, { type: 'result' }>>;
 
@@ -113,7 +114,7 @@ export class ControlServer {
    * @throws HbError `service-running` (exit 2) when a live service already answers on the path.
    */
   async listen(): Promise<void> {
-    const env = this.opts.env ?? process.env;
+    const env = this.opts.env ?? socketActivationEnv();
     const server = net.createServer((sock) => this.accept(sock));
     server.on('error', (e) => this.opts.log.error(`control socket error: ${e.message}`));
     const fd = activationFd(env);

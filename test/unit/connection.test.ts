@@ -6,8 +6,8 @@ import { redactor } from '../../src/util/redact.js';
 
 describe('connection strings', () => {
   it('parses URLs and key=value strings to the same parts', () => {
-    const a = parseConnInfo('postgresql://app:pw1@db.example.com:6543/main?sslmode=require');
-    const b = parseConnInfo("host=db.example.com port=6543 user=app password='pw1' dbname=main sslmode=require");
+    const a = parseConnInfo('postgresql://app:pw1@db.example.com:6543/main?sslmode=require', 'DATABASE_URL', {});
+    const b = parseConnInfo("host=db.example.com port=6543 user=app password='pw1' dbname=main sslmode=require", 'DATABASE_URL', {});
     for (const c of [a, b]) {
       expect(c).toMatchObject({ host: 'db.example.com', port: 6543, user: 'app', database: 'main', password: 'pw1' });
       expect(c.params).toEqual({ sslmode: 'require' });
@@ -18,7 +18,7 @@ describe('connection strings', () => {
     const bad = "host=db.example.com password='s3cr3t-and-more";
     let err: unknown;
     try {
-      parseConnInfo(bad);
+      parseConnInfo(bad, 'DATABASE_URL', {});
     } catch (e) {
       err = e;
     }
@@ -30,7 +30,7 @@ describe('connection strings', () => {
   });
 
   it('keeps sslpassword out of the shown URL and registers it as a secret', () => {
-    const c = parseConnInfo('postgresql://app@db.example.com/main?sslmode=verify-full&sslpassword=k3y-pass-phrase');
+    const c = parseConnInfo('postgresql://app@db.example.com/main?sslmode=verify-full&sslpassword=k3y-pass-phrase', 'DATABASE_URL', {});
     expect(safeUrl(c)).toBe('postgresql://app@db.example.com:5432/main?sslmode=verify-full');
     expect(redactor.redact('oops k3y-pass-phrase leaked')).not.toContain('k3y-pass-phrase');
     // libpq tools still receive it, or they could not open the key
@@ -38,7 +38,7 @@ describe('connection strings', () => {
   });
 
   it('never puts the password on the command line', () => {
-    const c = parseConnInfo('postgresql://app:top%20secret@db.example.com/main');
+    const c = parseConnInfo('postgresql://app:top%20secret@db.example.com/main', 'DATABASE_URL', {});
     const { dbname, env } = libpqArgs(c);
     expect(dbname).not.toContain('top secret');
     expect(env.PGPASSWORD).toBe('top secret');
