@@ -105,7 +105,7 @@ describe('scheduled jobs in the service', () => {
     // the scheduled monitor recorded its checks, and every change of its status reached the webhook
     const mons = readLedger<{ status: string; checks: string }>(backupDir, `select status, checks from monitor_results order by id`);
     expect(mons.length).toBeGreaterThan(0);
-    expect(JSON.parse(mons.at(-1)!.checks).map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(['local-backup-age', 'restore-drill', 'offsite-copy']));
+    expect(JSON.parse(mons.at(-1)!.checks).map((c: { name: string }) => c.name)).toEqual(expect.arrayContaining(['local-backup-age', 'restore-drill', 'offsite-copy:supabase']));
     const changes = mons.slice(1).map((m, i) => [mons[i]!.status, m.status]).filter(([from, to]) => from !== to);
     const alerted = hook.received.filter((r) => r.body?.event === 'monitor-status-changed').map((r) => [r.body.details.from, r.body.details.to]);
     expect(alerted).toEqual(changes);
