@@ -3,14 +3,15 @@
  * dependencies. No module-level state beyond the redactor's secret list.
  */
 import path from 'node:path';
-import { type AlertEvent, Alerter } from './alerts/webhook.js';
+import { Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
 import { type Reporter, type RunContext, type ServiceView, silentReporter } from './context.js';
 import { HbError } from './domain/errors.js';
-import type { Run, RunTrigger } from './domain/types.js';
+import type { RunTrigger } from './domain/types.js';
 import { Ledger } from './ledger/ledger.js';
 import { type Level, Logs } from './log/logger.js';
 import { metricsPath, writeMetrics } from './monitor/metrics.js';
+import { alertFor } from './jobs/runs.js';
 import { FifoMutex } from './util/fifo-mutex.js';
 import { ensurePrivateDir, removeStaleTempFiles } from './util/fs.js';
 import { isAlive } from './util/process.js';
@@ -139,24 +140,3 @@ export class App {
   }
 }
 
-/** The alert a finished run deserves, if any. */
-function alertFor(run: Run): AlertEvent | null {
-  if (run.status !== 'failed' && !(run.status === 'interrupted' && run.job === 'backup')) return null;
-  if (run.error?.code === 'service-stopping') return null; // queued when the service stopped: it never started
-  const why = run.error?.message ?? run.status;
-  const details = { runId: run.id, job: run.job, trigger: run.trigger, code: run.error?.code, startedAt: run.startedAt };
-  switch (run.job) {
-    case 'backup':
-      return { event: 'backup-failed', severity: 'critical', summary: `backup ${run.status}: ${why}`, details: { ...details, backupId: run.backupId } };
-    case 'supabase-poll':
-      return { event: 'poll-failed', severity: 'warning', summary: `Supabase poll failed: ${why}`, details };
-    case 'restore-drill':
-      return { event: 'drill-failed', severity: 'critical', summary: `restore drill failed: ${why}`, details };
-    case 'offsite-upload':
-      return { event: 'offsite-failed', severity: 'warning', summary: `offsite copy failed (retried at the next run): ${why}`, details };
-    case 'prune':
-      return { event: 'job-failed', severity: 'warning', summary: `retention failed: ${why}`, details };
-    default:
-      return null;
-  }
-}

@@ -25,6 +25,7 @@ import path from 'node:path';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, BackupEvidence, DrillResult } from '../domain/types.js';
+import { RunScope } from '../jobs/runs.js';
 import { compactUtc, SIDECAR_SUFFIX } from '../dump/naming.js';
 import { isPlatformLayout, isReservedRole, type PlatformLayout, readPlatformLayout } from '../dump/profiles.js';
 import { readSidecar } from '../dump/sidecar.js';
@@ -412,7 +413,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
   const startedAt = new Date().toISOString();
   const started = Date.now();
   const sourceName = source ? `offsite:${source.target.name}` : 'local';
-  const run = ctx.ledger.startRun('restore-drill', ctx.trigger, { backupId: b.id, source: sourceName });
+  const run = RunScope.start(ctx, 'restore-drill', { backupId: b.id, source: sourceName });
   const log = ctx.log;
   const scratchName = `hb_drill_${b.id}_${compactUtc(startedAt).toLowerCase()}_${randomBytes(3).toString('hex')}`;
   const result: DrillOutcome = {
@@ -515,7 +516,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
   ctx.ledger.recordDrill(run.id, startedAt, result);
   if (result.ok) {
     ctx.ledger.markVerified(b.id);
-    ctx.ledger.finishRun(run.id, 'ok', null, { ok: true, rowsChecked: result.rowsChecked, tables: result.tables });
+    run.ok({ ok: true, rowsChecked: result.rowsChecked, tables: result.tables });
     log.info(`drill of backup ${b.id}${source ? ` (its copy in "${source.target.name}")` : ''} passed: ${formatCount(result.tables)} tables, ${formatCount(result.rowsChecked)} rows as recorded, in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
   } else {
     const why = result.error
@@ -525,8 +526,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
           ...result.fidelity.differences,
           ...(result.amcheck === 'failed' ? ['pg_amcheck found corruption'] : []),
         ].join('; ');
-    const status = result.error?.code === 'dump-aborted' || result.error?.code === 'aborted' || ctx.signal.aborted ? 'interrupted' : 'failed';
-    ctx.ledger.finishRun(run.id, status, { code: result.error?.code ?? 'restore-test-failed', message: `drill of backup ${b.id} failed: ${why}` });
+    run.failed({ code: result.error?.code ?? 'restore-test-failed', message: `drill of backup ${b.id} failed: ${why}` });
     log.error(`drill of backup ${b.id} FAILED: ${why}`, { runId: run.id, backupId: b.id });
   }
   return result;

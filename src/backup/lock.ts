@@ -52,7 +52,7 @@ async function acquireInLine(ctx: RunContext, runId: number, purpose: string, ti
       },
     });
   } catch (e) {
-    if (e instanceof MutexAborted) throw new HbError('dump-aborted', 'the backup was stopped while waiting for earlier backups to finish');
+    if (e instanceof MutexAborted) throw new HbError('aborted', 'the backup was stopped while waiting for earlier backups to finish');
     if (e instanceof HbError) throw e;
     throw timeoutError(Date.now() - start, 'earlier backups in this service');
   }
@@ -89,7 +89,7 @@ async function acquireLedgerLock(ctx: RunContext, runId: number, start: number, 
     try {
       await sleep(Math.min(500, Math.max(50, waitMs - waited)), undefined, { signal: ctx.signal });
     } catch {
-      throw new HbError('dump-aborted', 'the backup was stopped while waiting for another backup to finish');
+      throw new HbError('aborted', 'the backup was stopped while waiting for another backup to finish');
     }
   }
 }

@@ -12,6 +12,7 @@ import path from 'node:path';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, type Backup } from '../domain/types.js';
+import { RunScope } from '../jobs/runs.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { readSidecar, type Sidecar } from '../dump/sidecar.js';
 import { sidecarNames } from '../ledger/ledger.js';
@@ -57,7 +58,7 @@ function validSidecar(x: unknown): x is Sidecar {
 /** Re-creates the ledger's rows for every backup the directory's sidecars describe. */
 export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | null): Promise<RebuildOutcome> {
   const dir = ctx.config.backupDir;
-  const run = ctx.ledger.startRun('ledger-rebuild', ctx.trigger, { movedAside });
+  const run = RunScope.start(ctx, 'ledger-rebuild', { movedAside });
   const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside, fromOffsite: null };
   try {
     const names = sidecarNames(dir);
@@ -112,12 +113,10 @@ export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | 
     const sidecarFiles = new Set(names.map((n) => n.slice(0, -SIDECAR_SUFFIX.length)));
     out.withoutSidecar = (await readdir(dir)).filter((n) => BACKUP_FILE.test(n) && !sidecarFiles.has(n) && !ctx.ledger.hasBackupFile(path.join(dir, n))).sort();
     out.added.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-    ctx.ledger.finishRun(run.id, 'ok', null, { added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length });
+    run.ok({ added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length });
     return out;
   } catch (e) {
-    const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, ctx.signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
-    throw err;
+    throw run.fail(e);
   }
 }
 
@@ -128,7 +127,7 @@ export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | 
  */
 export async function rebuildFromOffsite(ctx: RunContext, targetName: string, movedAside: string | null): Promise<RebuildOutcome> {
   const target = await openTarget(configuredTarget(ctx.config, targetName));
-  const run = ctx.ledger.startRun('ledger-rebuild', ctx.trigger, { movedAside, fromOffsite: target.name });
+  const run = RunScope.start(ctx, 'ledger-rebuild', { movedAside, fromOffsite: target.name });
   const out: RebuildOutcome = { added: [], alreadyKnown: 0, unreadable: [], withoutSidecar: [], movedAside, fromOffsite: target.name };
   try {
     const keys = await kitKeys(target, ctx.signal);
@@ -150,12 +149,10 @@ export async function rebuildFromOffsite(ctx: RunContext, targetName: string, mo
       ctx.log.info(`ledger-rebuild: backup ${backup.id} (${kit.file}) added from "${target.name}" as ${backup.status}`, { backupId: backup.id, step: i + 1, of: keys.length });
     }
     out.added.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-    ctx.ledger.finishRun(run.id, 'ok', null, { added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length, fromOffsite: target.name });
+    run.ok({ added: out.added.length, alreadyKnown: out.alreadyKnown, unreadable: out.unreadable.length, fromOffsite: target.name });
     return out;
   } catch (e) {
-    const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, ctx.signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
-    throw err;
+    throw run.fail(e);
   } finally {
     target.close?.();
   }

@@ -24,6 +24,7 @@ import { resolveBackup, verifyOne } from './verify.js';
 import { compareWithEvidence, type Fidelity } from '../fidelity/compare.js';
 import { createDecryptStream } from '../crypto/age.js';
 import { AGE_EXTENSION } from '../dump/naming.js';
+import { RunScope } from '../jobs/runs.js';
 import { adoptKit, type ExpectedCopy, fetchCopy, loadIdentities, newestKit, readKit, expectedFromKit } from '../offsite/fetch.js';
 import { KIT_SUFFIX, type RecoveryKit } from '../offsite/kit.js';
 import type { OffsiteTarget } from '../offsite/target.js';
@@ -210,7 +211,7 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
     [flow, exit] = await Promise.allSettled([feed, child]);
   }
   const r = exit.status === 'fulfilled' ? exit.value : undefined;
-  if (ctx.signal.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the restore was stopped before it finished; psql rolled it back');
+  if (ctx.signal.aborted || r?.isCanceled) throw new HbError('aborted', 'the restore was stopped before it finished; psql rolled it back');
   if (flow.status === 'rejected') {
     const why = toHbError(flow.reason);
     if (why.code === 'decrypt-failed') throw new HbError('decrypt-failed', `cannot decrypt ${b.file}: ${why.message}; psql was stopped before it could commit, nothing was restored`, why.hint);
@@ -356,7 +357,7 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
   const encrypted = offsite ? offsite.expect.encrypted : b.file.endsWith(AGE_EXTENSION);
   const identities = encrypted ? await loadIdentities(ctx, `backup ${b.id} (${offsite ? offsite.expect.location : path.basename(b.file)})`) : undefined;
   const localIdentities = offsite ? undefined : identities;
-  const run = ctx.ledger.startRun('restore', ctx.trigger, { backupId: b.id, target: safeUrl(conn), from, ...(offsite ? { offsiteTarget: offsite.target.name } : {}) });
+  const run = RunScope.start(ctx, 'restore', { backupId: b.id, target: safeUrl(conn), from, ...(offsite ? { offsiteTarget: offsite.target.name } : {}) });
   const started = Date.now();
   let file = b.file;
   let download: string | null = null;
@@ -405,13 +406,12 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
       fidelity: await checkRestored(ctx, b, conn, psql.tool.path),
     };
     result.durationMs = Date.now() - started;
-    ctx.ledger.finishRun(run.id, 'ok', null, { durationMs: result.durationMs, differences: result.fidelity?.differences.length ?? null });
+    run.ok({ durationMs: result.durationMs, differences: result.fidelity?.differences.length ?? null });
     ctx.log.info(`restored backup ${b.id} into ${safeUrl(conn)} in ${formatDuration(result.durationMs)}`, { runId: run.id, backupId: b.id });
     return result;
   } catch (e) {
-    const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, err.code === 'dump-aborted' ? 'interrupted' : 'failed', { code: err.code, message: err.message });
-    ctx.log.error(`restore of backup ${b.id} failed: ${err.message}`, { runId: run.id, code: err.code });
+    const err = run.fail(e);
+    ctx.log.error(`restore of backup ${b.id} ${run.statusFor(err)}: ${err.message}`, { runId: run.id, code: err.code });
     throw err;
   } finally {
     if (download) await rm(download, { force: true });

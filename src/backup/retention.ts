@@ -12,9 +12,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { RunContext } from '../context.js';
-import { HbError, toHbError } from '../domain/errors.js';
+import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
+import { isStop, RunScope } from '../jobs/runs.js';
 import { deletePrunedCopies } from '../offsite/sync.js';
 import { acquireBackupLock } from './lock.js';
 import { checkFilesPresent } from './verify.js';
@@ -167,7 +168,7 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     assertSafeToPrune(ctx, asOf);
     return { ...(await planFromDisk(ctx, asOf, policy, false)), dryRun: true };
   }
-  const run = ctx.ledger.startRun('prune', ctx.trigger, opts.asOf ? { asOf: opts.asOf.toISOString() } : {});
+  const run = RunScope.start(ctx, 'prune', opts.asOf ? { asOf: opts.asOf.toISOString() } : {});
   let release: (() => void) | undefined;
   try {
     // Wait for a backup being written (the daily one runs just before): its outcome decides
@@ -193,13 +194,11 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     release();
     release = undefined;
     await deletePrunedCopies(ctx);
-    ctx.ledger.finishRun(run.id, 'ok', null, { deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length, missing: missing.map((b) => b.id) });
+    run.ok({ deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length, missing: missing.map((b) => b.id) });
     return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false, missing: missing.map((b) => ctx.ledger.getBackup(b.id)!), notes };
   } catch (e) {
-    const err = toHbError(e);
-    const stopped = err.code === 'dump-aborted' || err.code === 'service-stopping';
-    ctx.ledger.finishRun(run.id, stopped ? 'interrupted' : 'failed', { code: err.code, message: err.message });
-    ctx.log.error(`prune ${stopped ? 'stopped' : 'failed'}: ${err.message}`, { runId: run.id, code: err.code });
+    const err = run.fail(e);
+    ctx.log.error(`prune ${isStop(err, ctx.signal) ? 'stopped' : 'failed'}: ${err.message}`, { runId: run.id, code: err.code });
     throw err;
   } finally {
     release?.();

@@ -15,6 +15,7 @@ import type { Backup, BackupEvidence, BackupKind } from '../domain/types.js';
 import { fingerprintOptions, readEvidence } from '../fidelity/evidence.js';
 import { readFingerprint } from '../fidelity/fingerprint.js';
 import { AGE_FORMAT } from '../crypto/age.js';
+import { RunScope } from '../jobs/runs.js';
 import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.js';
 import { dumpToPartial } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
@@ -108,7 +109,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
   let createdAt = new Date().toISOString();
   // Provisional until the lock is held and the name is claimed; recorded for failed attempts.
   let finalPath = path.join(config.backupDir, backupFileName(createdAt, req.kind, description, compression, 0, encrypted));
-  const run = ledger.startRun('backup', ctx.trigger, { kind: req.kind, description, compression, profile, file: finalPath });
+  const run = RunScope.start(ctx, 'backup', { kind: req.kind, description, compression, profile, file: finalPath });
   log.info(`backup run ${run.id} requested`, { runId: run.id, kind: req.kind, trigger: ctx.trigger });
 
   let server: ServerInfo | null = null;
@@ -234,6 +235,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       error: null,
       evidence: sidecar.evidence,
     });
+    run.recorded();
     if (sidecar.tableCount === 0) {
       const warning = emptyDumpWarning(server.database, safeUrl(conn));
       log.warn(`backup ${backup.id}: ${warning}`, { runId: run.id, backupId: backup.id });
@@ -259,7 +261,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       log.error(`backup run ${run.id}: could not remove its files (the next start recovers them): ${(cleanup as Error).message}`, { runId: run.id });
     }
     // Stopped (an abort, a service shutting down before it began) is not a failure of the backup itself.
-    const status = err.code === 'dump-aborted' || err.code === 'service-stopping' ? 'interrupted' : 'failed';
+    const status = run.statusFor(err);
     try {
       ledger.recordBackup({
         ...baseRecord(run.id, req.kind, description, finalPath, compression, profile, createdAt, server, pgDumpVersion, conn),
@@ -271,10 +273,11 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
         tables: null,
         error: { code: err.code, message: err.message },
       });
+      run.recorded(err);
     } catch (record) {
       log.error(`backup run ${run.id}: could not record the failure: ${(record as Error).message}`, { runId: run.id });
       try {
-        ledger.finishRun(run.id, status, { code: err.code, message: err.message });
+        run.fail(err);
       } catch {
         // the ledger itself is failing; the next open marks the run interrupted
       }

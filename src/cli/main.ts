@@ -4,16 +4,14 @@
  * and maps errors to exit codes (SPEC: 0 ok, 1 failed, 2 bad usage or configuration).
  */
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { Command as Commander, CommanderError, Option } from 'commander';
 import { App } from '../app.js';
 import type { RunContext } from '../context.js';
 import { type Command, parseCommandArgs } from '../commands/command.js';
-import { findCommand } from '../commands/index.js';
+import { COMMANDS, findCommand } from '../commands/index.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../domain/errors.js';
-import { BACKUP_KINDS, BACKUP_STATUSES } from '../domain/types.js';
 import { type DatabaseIdentity, databaseIdentity, sourceConnInfo } from '../pg/connection.js';
 import { printable } from '../util/format.js';
 import { redact } from '../util/redact.js';
@@ -205,138 +203,26 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .description('Two-layer backups for a PostgreSQL / Supabase database: local pg_dump backups checked every day, and a watch on Supabase\'s own backups.')
     .version(packageVersion(), '-V, --version')
     .exitOverride();
-  const act = (name: string, toArgs: (...a: any[]) => unknown) => async (...a: any[]) => {
-    const cmd = a[a.length - 1] as Commander;
-    setExit(await run(name, toArgs(...a.slice(0, -1)), cmd.opts() as GlobalOptions));
-  };
-
-  common(program.command('manual').argument('[description...]', 'what this backup is for (optional)'))
-    .description('take a local backup now (kind manual)')
-    .action(act('manual', (d: string[]) => ({ description: d.length ? d.join(' ') : undefined })));
-
-  common(program.command('pre-change').argument('[description...]', 'what is about to change (1-500 characters, required)'))
-    .description('take a backup before a risky change; exits 0 only once the file is durable and recorded')
-    .addHelpText('after', '\nExample, in a migration script:\n  npm run backup:pre-change "Add orders.discount column" && npm run migrate')
-    .action(act('pre-change', (d: string[]) => ({ description: d.length ? d.join(' ') : undefined })));
-
-  common(program.command('list'))
-    .description('list backups, newest first')
-    .addOption(new Option('--status <statuses>', `only these statuses, comma-separated (${BACKUP_STATUSES.join(', ')})`))
-    .addOption(new Option('--kind <kind>', 'only this kind').choices([...BACKUP_KINDS]))
-    .option('--limit <n>', 'at most n backups (default: the newest 100 on screen, every one with --json)', intArg)
-    .option('--all', 'every backup, however many')
-    .action(
-      act('list', (o: { status?: string; kind?: string; limit?: number; all?: boolean; json?: boolean }) => ({
-        status: o.status?.split(',').map((s) => s.trim()),
-        kind: o.kind,
-        limit: o.limit,
-        // a program reading --json gets the whole ledger unless it asks for less
-        all: !!o.all || (!!o.json && o.limit === undefined),
-      })),
-    );
-
-  common(program.command('verify').argument('[which]', 'latest, all, or a backup id', 'latest'))
-    .description('re-hash backup files and compare them with the ledger; exit 1 if any does not match')
-    .action(act('verify', (which: string) => ({ which })));
-
-  common(program.command('restore').argument('<backup>', 'a backup id, or latest'))
-    .description('restore a backup into a database: checksum first, then psql in one transaction')
-    .requiredOption('--target <url>', 'connection string of the database to restore into')
-    .option('--yes', 'allow restoring into the database the backup was taken from')
-    .option('--create', 'create the target database if it does not exist')
-    .addOption(new Option('--from <where>', 'restore the local file, or an offsite copy (downloaded, decrypted, checked); works on a fresh install with an empty BACKUP_DIR').choices(['local', 'offsite']).default('local'))
-    .option('--offsite-target <name>', 'with --from offsite: the target to restore from (default: the newest copy in any configured target)')
-    .addHelpText(
-      'after',
-      '\nExamples:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create\n  hybrid-backup restore latest --from offsite --offsite-target b2 --target postgresql://postgres@127.0.0.1:5432/app --create   (the server is gone)',
-    )
-    .action(
-      act('restore', (backup: string, o: { target: string; yes?: boolean; create?: boolean; from: string; offsiteTarget?: string }) => ({
-        backup,
-        target: o.target,
-        yes: !!o.yes,
-        create: !!o.create,
-        from: o.from,
-        ...(o.offsiteTarget !== undefined ? { offsiteTarget: o.offsiteTarget } : {}),
-      })),
-    );
-
-  common(program.command('restore-test').argument('[which]', 'a backup id, or latest', 'latest'))
-    .description('restore drill: restore a backup on a throwaway PostgreSQL of its own (or RESTORE_TEST_DATABASE_URL\'s server), compare rows, data, sequences and the catalog with what the backup recorded, remove it; exit 1 when anything differs')
-    .option('--from <where>', 'local (the file in BACKUP_DIR), offsite (the newest copy in any target) or offsite:<target>: the copy is downloaded, decrypted and checked first', 'local')
-    .action(act('restore-test', (which: string, o: { from: string }) => ({ which, from: o.from })));
-
-  common(program.command('offsite-sync'))
-    .description('upload now, to every offsite target, every ok backup that lacks a good copy there (normally done after each backup); exit 1 if any upload fails')
-    .action(act('offsite-sync', () => ({})));
-
-  common(program.command('offsite-list'))
-    .description('what the offsite targets hold, newest first, read from the targets alone (each copy\'s recovery kit): no ledger needed; exit 1 when a kit cannot be read')
-    .option('--target <name>', 'only this target (default: every configured one)')
-    .action(act('offsite-list', (o: { target?: string }) => (o.target !== undefined ? { target: o.target } : {})));
-
-  common(program.command('runs'))
-    .description('the ledger\'s run history, newest first')
-    .option('--since <duration>', 'only runs started within this duration (24h, 7d) or since this time')
-    .option('--job <name>', 'only runs of this job (backup, prune, monitor, supabase-poll, restore-drill, restore, verify)')
-    .option('--limit <n>', 'at most n runs (default 100)', intArg)
-    .action(act('runs', (o: { since?: string; job?: string; limit?: number }) => ({ since: o.since, job: o.job, limit: o.limit })));
-
-  common(program.command('config'))
-    .description('which configuration file is in force (looked for in: --config, HYBRID_BACKUP_CONFIG, /etc/hybrid-backup/hybrid-backup.json, the install directory\'s config/, the working directory\'s config/) and every effective value, with where it came from; secrets masked')
-    .action(act('config', () => ({})));
-
-  common(program.command('ledger-rebuild'))
-    .description('re-create the ledger\'s backups from the .meta.json sidecars in the backup directory, re-hashing each file (ok, corrupt or missing); an unreadable ledger is moved aside under a dated name first, never deleted; exit 1 when a file does not match or is gone')
-    .option('--from-offsite <target>', 'from the recovery kits in this offsite target instead (a new server): backups whose file is not here are added as missing, restorable with --from offsite')
-    .action(act('ledger-rebuild', (o: { fromOffsite?: string }) => (o.fromOffsite !== undefined ? { fromOffsite: o.fromOffsite } : {})));
-
-  common(program.command('prune'))
-    .description('apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed')
-    .option('--dry-run', 'show what would be deleted; change nothing')
-    .option('--as-of <time>', 'plan as if it were this ISO-8601 time (planning only: implies --dry-run)')
-    .action(act('prune', (o: { dryRun?: boolean; asOf?: string }) => ({ dryRun: !!o.dryRun, asOf: o.asOf })));
-
-  common(program.command('pin').argument('<id>', 'backup id'))
-    .description('keep a backup whatever its age; retention never deletes a pinned backup')
-    .action(act('pin', (id: string) => ({ id })));
-
-  common(program.command('unpin').argument('<id>', 'backup id'))
-    .description('let retention treat a pinned backup normally again')
-    .action(act('unpin', (id: string) => ({ id })));
-
-  common(program.command('schedule'))
-    .description('the scheduled jobs: cron expression, next run, last result')
-    .action(act('schedule', () => ({})));
-
-  common(program.command('supabase-status'))
-    .description('poll the Management API now and show the managed layer: PITR and its window, newest backup and its age, failed backups, project health')
-    .action(act('supabase-status', () => ({})));
-
-  common(program.command('supabase-config'))
-    .description('check the Supabase project against supabase.policy: each item met or not, with the dashboard path or API call that fixes it; exit 0 only when the policy is met')
-    .option('--apply-schedule', 'move the daily managed backup to 12 hours from the local daily backup (Supabase allows 3 changes a day)')
-    .action(act('supabase-config', (o: { applySchedule?: boolean }) => ({ applySchedule: !!o.applySchedule })));
-
-  common(program.command('supabase-restore-pitr'))
-    .description('restore the WHOLE Supabase project to a time inside the point-in-time recovery window; the project is unavailable meanwhile')
-    .requiredOption('--to <time>', 'the time to go back to (ISO-8601, e.g. 2026-11-24T09:30:00Z)')
-    .option('--confirm <project-ref>', 'the project ref, to confirm you mean it')
-    .action(act('supabase-restore-pitr', (o: { to: string; confirm?: string }) => ({ to: o.to, confirm: o.confirm })));
-
-  common(program.command('monitor'))
-    .description('check both layers now, one check per concern; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)')
-    .action(act('monitor', () => ({})));
-
-  common(program.command('sync-check'))
-    .description('one timeline of both layers over the retention window: the gaps where no layer could restore to, and the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN')
-    .action(act('sync-check', () => ({})));
-
-  common(program.command('report'))
-    .description('a detailed report: Markdown (stdout and <backupDir>/reports/hybrid-report-<date>.md), JSON, or one self-contained HTML page')
-    .addOption(new Option('--format <format>', 'md, html or json').choices(['md', 'html', 'json']).default('md'))
-    .option('--out <file>', 'write the report here instead of <backupDir>/reports/')
-    .action(act('report', (o: { format: string; out?: string }) => ({ format: o.format, out: o.out ? path.resolve(o.out) : undefined })));
+  for (const cmd of COMMANDS) {
+    const spec = cmd.cli ?? {};
+    const c = common(program.command(cmd.name)).description(cmd.summary);
+    for (const a of spec.arguments ?? []) c.argument(a.name, a.description, a.default);
+    for (const o of spec.options ?? []) {
+      const opt = new Option(o.flags, o.description);
+      if (o.choices) opt.choices([...o.choices]);
+      if (o.default !== undefined) opt.default(o.default);
+      if (o.int) opt.argParser(intArg);
+      if (o.required) opt.makeOptionMandatory();
+      c.addOption(opt);
+    }
+    if (spec.help) c.addHelpText('after', `\n${spec.help}`);
+    c.action(async (...a: unknown[]) => {
+      const self = a[a.length - 1] as Commander;
+      const positionals = a.slice(0, -2);
+      const opts = self.opts();
+      setExit(await run(cmd.name, spec.toArgs ? spec.toArgs(positionals, opts) : {}, opts as GlobalOptions));
+    });
+  }
 
   program
     .command('daemon')

@@ -4,7 +4,7 @@ import { emptyDumpWarning, takeBackup, validateDescription } from '../backup/tak
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { afterLocalBackup } from '../offsite/sync.js';
-import { formatBytes, formatCount, formatDuration, formatTime, printable } from '../util/format.js';
+import { formatBytes, formatDuration, formatTime, plural, printable } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
 /** The description argument, checked before anything is done (exit 2 and nothing recorded when bad). */
@@ -37,7 +37,7 @@ function renderBackup(b: BackupDoc, view: RenderView): string {
     `  size     ${formatBytes(b.bytes)}${b.compression === 'gzip' ? ' (gzip)' : ''}`,
     `  sha256   ${b.sha256}`,
     `  created  ${formatTime(b.createdAt, view.timeZone)}, took ${formatDuration(b.durationMs)}`,
-    `  content  ${formatCount(b.tableCount)} tables, ${formatCount(b.rowCount)} rows from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
+    `  content  ${plural(b.tableCount, 'table')}, ${plural(b.rowCount, 'row')} from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
   ];
   if (b.offsite) lines.push(`  offsite  ${b.offsite.status === 'uploaded' ? `copied to ${b.offsite.location}` : `${b.offsite.status}: ${b.offsite.error ?? ''} (retried at the next run)`}`);
   for (const w of b.warnings ?? []) lines.push(`  WARNING  ${w}`);
@@ -47,6 +47,10 @@ function renderBackup(b: BackupDoc, view: RenderView): string {
 export const manualCommand = defineCommand({
   name: 'manual',
   summary: 'take a local backup now (kind manual)',
+  cli: {
+    arguments: [{ name: '[description...]', description: 'what this backup is for (optional)' }],
+    toArgs: ([d]) => ({ description: (d as string[]).length ? (d as string[]).join(' ') : undefined }),
+  },
   isBackup: true,
   meansDatabase: true,
   grace: true,
@@ -61,7 +65,12 @@ export const manualCommand = defineCommand({
 
 export const preChangeCommand = defineCommand({
   name: 'pre-change',
-  summary: 'take a local backup before a risky change (kind pre-change); exits 0 only once it is durable and recorded',
+  summary: 'take a backup before a risky change; exits 0 only once the file is durable and recorded',
+  cli: {
+    arguments: [{ name: '[description...]', description: 'what is about to change (1-500 characters, required)' }],
+    help: 'Example, in a migration script:\n  npm run backup:pre-change "Add orders.discount column" && npm run migrate',
+    toArgs: ([d]) => ({ description: (d as string[]).length ? (d as string[]).join(' ') : undefined }),
+  },
   isBackup: true,
   meansDatabase: true,
   grace: true,

@@ -12,11 +12,37 @@ export interface RenderView {
   now: number;
 }
 
+/**
+ * A command's command line, beside its `run`: its positional arguments and options (commander's
+ * notation), and how they become its arguments. The CLI builds itself from these alone, so a
+ * command cannot exist on the socket and be missing from the command line.
+ */
+export interface CliSpec {
+  /** Positional arguments: `<id>` (required), `[which]` (optional), `[description...]` (the rest). */
+  arguments?: ReadonlyArray<{ name: string; description: string; default?: string }>;
+  options?: ReadonlyArray<{
+    flags: string;
+    description: string;
+    choices?: readonly string[];
+    default?: string;
+    /** A whole number (anything else is refused by the argument schema). */
+    int?: boolean;
+    required?: boolean;
+  }>;
+  /** Shown after the options in --help: examples. */
+  help?: string;
+  /** The command's raw arguments from the positionals (in order) and the options (global ones included, e.g. `json`). */
+  toArgs?(positionals: unknown[], options: Record<string, unknown>): unknown;
+}
+
 export interface Command<S extends z.ZodType = z.ZodType, D = unknown> {
   name: string;
+  /** One sentence, shown by --help. */
   summary: string;
   args: S;
-  /** Takes a backup (serialised with other backups by the service). */
+  /** Its command line; none: it takes no arguments. */
+  cli?: CliSpec;
+  /** Takes a backup: refused before anything is opened when no database is configured. */
   isBackup?: boolean;
   /**
    * Dumps or restores the protected database: the CLI tells the service which database it means,

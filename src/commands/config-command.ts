@@ -48,7 +48,7 @@ function masked(key: string, value: unknown, libpq: LibpqEnv): unknown {
 
 export const configCommand = defineCommand({
   name: 'config',
-  summary: 'which configuration file is in force, and the effective values (secrets masked)',
+  summary: 'which configuration file is in force (looked for in: --config, HYBRID_BACKUP_CONFIG, /etc/hybrid-backup/hybrid-backup.json, the install directory\'s config/, the working directory\'s config/) and every effective value, with where it came from; secrets masked',
   configOnly: true,
   args: z.object({}),
   async run(ctx): Promise<ConfigDoc> {

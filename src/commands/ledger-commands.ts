@@ -2,10 +2,12 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { selectBackups, verifyOffsite, verifyOne, type VerifyResult } from '../backup/verify.js';
+import { isJobName, JOB_NAMES, RunScope } from '../jobs/runs.js';
+import type { OffsiteTarget } from '../offsite/target.js';
 import { openTargets } from '../offsite/targets.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
-import { formatAge, formatBytes, formatDuration, formatTime, parseDuration, table } from '../util/format.js';
+import { formatAge, formatBytes, formatCount, formatDuration, formatTime, parseDuration, plural, printable, table } from '../util/format.js';
 import { RawJson } from '../util/raw-json.js';
 import { rebuildFromOffsite, rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
 import { defineCommand } from './command.js';
@@ -21,6 +23,21 @@ export const listCommand = defineCommand({
   name: 'list',
   worksOnFullDisk: true,
   summary: 'list backups, newest first',
+  cli: {
+    options: [
+      { flags: '--status <statuses>', description: `only these statuses, comma-separated (${BACKUP_STATUSES.join(', ')})` },
+      { flags: '--kind <kind>', description: 'only this kind', choices: BACKUP_KINDS },
+      { flags: '--limit <n>', description: 'at most n backups (default: the newest 100 on screen, every one with --json)', int: true },
+      { flags: '--all', description: 'every backup, however many' },
+    ],
+    toArgs: (_, o) => ({
+      status: (o.status as string | undefined)?.split(',').map((s) => s.trim()),
+      kind: o.kind,
+      limit: o.limit,
+      // a program reading --json gets the whole ledger unless it asks for less
+      all: !!o.all || (!!o.json && o.limit === undefined),
+    }),
+  },
   args: z.object({
     status: z.array(z.enum(BACKUP_STATUSES)).optional(),
     kind: z.enum(BACKUP_KINDS).optional(),
@@ -46,25 +63,30 @@ export const listCommand = defineCommand({
       b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-',
       b.verifiedAt ? formatAge(b.verifiedAt, view.now) : '-',
       b.offsite ? b.offsite.status : '-',
-      b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '', 70) : truncate(b.description ?? path.basename(b.file), 70),
+      b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '-', 70) : truncate(b.description ?? '-', 70),
     ]);
     const ok = doc.backups.filter((b) => b.status === 'ok');
     const total = ok.reduce((a, b) => a + b.bytes, 0);
-    const shown = doc.backups.length < doc.total ? `showing the newest ${doc.backups.length} of ${doc.total} backups (--all for every one); ` : `${doc.total} backups, `;
-    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'OFFSITE', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${ok.length} ok shown (${formatBytes(total)})`;
+    const shown = doc.backups.length < doc.total ? `showing the newest ${formatCount(doc.backups.length)} of ${plural(doc.total, 'backup')} (--all for every one); ` : `${plural(doc.total, 'backup')}, `;
+    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'OFFSITE', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${formatCount(ok.length)} ok shown (${formatBytes(total)})`;
   },
 });
 
 export const verifyCommand = defineCommand({
   name: 'verify',
-  summary: 're-hash backup files and compare with the ledger (latest, all, or an id)',
+  summary: 're-hash backup files and compare them with the ledger; exit 1 if any does not match',
+  cli: {
+    arguments: [{ name: '[which]', description: 'latest, all, or a backup id', default: 'latest' }],
+    toArgs: ([which]) => ({ which }),
+  },
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<{ results: VerifyResult[] }> {
     const backups = selectBackups(ctx, args.which);
-    const run = ctx.ledger.startRun('verify', ctx.trigger, { which: args.which });
+    const run = RunScope.start(ctx, 'verify', { which: args.which });
+    let targets: OffsiteTarget[] = [];
     try {
       const results: VerifyResult[] = [];
-      const targets = await openTargets(ctx.config);
+      targets = await openTargets(ctx.config);
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
         if (targets.length) {
@@ -80,24 +102,25 @@ export const verifyCommand = defineCommand({
         results.push(r);
       }
       const bad = results.filter((r) => !r.ok);
-      ctx.ledger.finishRun(run.id, bad.length ? 'failed' : 'ok', bad.length ? { code: 'checksum-mismatch', message: `${bad.length} of ${results.length} backups failed verification: ${bad.map((r) => r.id).join(', ')}` } : null, { checked: results.length });
+      if (bad.length) run.failed({ code: 'checksum-mismatch', message: `${bad.length} of ${plural(results.length, 'backup')} failed verification: ${bad.map((r) => r.id).join(', ')}` }, { checked: results.length });
+      else run.ok({ checked: results.length });
       return { results };
     } catch (e) {
-      const err = toHbError(e);
-      ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-      throw err;
+      throw run.fail(e);
+    } finally {
+      for (const t of targets) t.close?.();
     }
   },
   render(doc) {
     if (doc.results.length === 0) return 'no backups to verify';
-    const lines = doc.results.map((r) => {
+    const rows = doc.results.map((r) => {
       const local = r.error ? `${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}` : `sha256 ${r.actual}`;
       const offsite = (r.offsiteCopies ?? []).map((c) => (c.ok ? `; "${c.target}" copy ok (${c.location})` : `; "${c.target}": ${c.error}`)).join('');
-      return `${r.ok ? 'ok      ' : 'FAILED  '}  backup ${r.id}  ${path.basename(r.file)}  ${local}${offsite}`;
+      return [r.ok ? 'ok' : 'FAILED', `backup ${r.id}`, path.basename(r.file), `${local}${offsite}`];
     });
     const bad = doc.results.filter((r) => !r.ok).length;
-    lines.push('', bad ? `${bad} of ${doc.results.length} backups FAILED verification` : `${doc.results.length} backup${doc.results.length === 1 ? '' : 's'} verified`);
-    return lines.join('\n');
+    const summary = bad ? `${formatCount(bad)} of ${plural(doc.results.length, 'backup')} FAILED verification` : `${plural(doc.results.length, 'backup')} verified`;
+    return `${table(['RESULT', 'BACKUP', 'FILE', 'SHA-256 / PROBLEM'], rows)}\n\n${summary}`;
   },
   exitCode: (doc) => (doc.results.every((r) => r.ok) ? 0 : 1),
 });
@@ -106,6 +129,14 @@ export const runsCommand = defineCommand({
   name: 'runs',
   worksOnFullDisk: true,
   summary: 'the ledger\'s run history, newest first',
+  cli: {
+    options: [
+      { flags: '--since <duration>', description: 'only runs started within this duration (24h, 7d) or since this time' },
+      { flags: '--job <name>', description: `only runs of this job (${JOB_NAMES.join(', ')})` },
+      { flags: '--limit <n>', description: 'at most n runs (default 100)', int: true },
+    ],
+    toArgs: (_, o) => ({ since: o.since, job: o.job, limit: o.limit }),
+  },
   args: z.object({
     since: z.string().optional(),
     job: z.string().optional(),
@@ -123,6 +154,7 @@ export const runsCommand = defineCommand({
         since = new Date(Date.now() - ms).toISOString();
       }
     }
+    if (args.job !== undefined && !isJobName(args.job)) throw new HbError('usage', `--job "${printable(args.job)}" is not a job`, `use one of: ${JOB_NAMES.join(', ')}`);
     return { runs: ctx.ledger.listRuns({ since, job: args.job, limit: args.limit }) };
   },
   render(doc, view) {
@@ -142,7 +174,11 @@ export const runsCommand = defineCommand({
 
 export const ledgerRebuildCommand = defineCommand({
   name: 'ledger-rebuild',
-  summary: 're-create the ledger\'s backups from the .meta.json sidecars, re-hashing each file',
+  summary: 're-create the ledger\'s backups from the .meta.json sidecars in the backup directory, re-hashing each file (ok, corrupt or missing); an unreadable ledger is moved aside under a dated name first, never deleted; exit 1 when a file does not match or is gone',
+  cli: {
+    options: [{ flags: '--from-offsite <target>', description: 'from the recovery kits in this offsite target instead (a new server): backups whose file is not here are added as missing, restorable with --from offsite' }],
+    toArgs: (_, o) => (o.fromOffsite !== undefined ? { fromOffsite: o.fromOffsite } : {}),
+  },
   recoversLedger: true,
   grace: true,
   args: z.object({ fromOffsite: z.string().min(1).optional() }),

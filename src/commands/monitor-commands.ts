@@ -10,7 +10,7 @@ import { buildReport, type ReportData } from '../report/build.js';
 import { renderHtml } from '../report/html.js';
 import { renderMarkdown } from '../report/markdown.js';
 import { atomicWriteFile, ensurePrivateDir } from '../util/fs.js';
-import { formatTime } from '../util/format.js';
+import { formatHours, formatTime, plural } from '../util/format.js';
 import { defineCommand } from './command.js';
 
 const LABEL = { ok: 'OK', warning: 'WARNING', critical: 'CRITICAL', unknown: 'UNKNOWN', off: 'off' } as const;
@@ -18,7 +18,7 @@ const LABEL = { ok: 'OK', warning: 'WARNING', critical: 'CRITICAL', unknown: 'UN
 export const monitorCommand = defineCommand({
   name: 'monitor',
   worksOnFullDisk: true,
-  summary: 'check both layers now; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
+  summary: 'check both layers now, one check per concern; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)',
   args: z.object({}),
   async run(ctx): Promise<MonitorDoc> {
     return runMonitor(ctx);
@@ -37,7 +37,7 @@ export const monitorCommand = defineCommand({
 export const syncCheckCommand = defineCommand({
   name: 'sync-check',
   worksOnFullDisk: true,
-  summary: 'one timeline of both layers: gaps, the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
+  summary: 'one timeline of both layers over the retention window: the gaps where no layer could restore to, and the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
   args: z.object({}),
   async run(ctx): Promise<SyncDoc> {
     const poll = ctx.ledger.latestPoll();
@@ -47,10 +47,10 @@ export const syncCheckCommand = defineCommand({
   render(d, view) {
     const t = (iso: string | null) => (iso ? formatTime(iso, view.timeZone) : 'none');
     const lines = [
-      `sync-check: ${LABEL[d.status]} — recovery point ${d.recoveryPointHours === null ? 'none' : `${d.recoveryPointHours} h`} (local ${d.layers.local.hours ?? '-'} h, Supabase ${d.layers.supabase.hours ?? '-'} h)`,
-      `  window    ${t(d.window.from)} → ${t(d.window.to)} (${d.window.days} days)`,
-      `  local     ${d.local.count} ok backups, newest ${t(d.local.latest)}`,
-      `  Supabase  ${!d.supabase.configured ? 'not configured (or never polled)' : d.supabase.pitr?.enabled ? `PITR ${t(d.supabase.pitr.earliest)} → ${t(d.supabase.pitr.latest)}` : `${d.supabase.count} completed daily backups, newest ${t(d.supabase.latest)}`}`,
+      `sync-check: ${LABEL[d.status]} — recovery point ${formatHours(d.recoveryPointHours)} (local ${formatHours(d.layers.local.hours)}, Supabase ${d.supabase.configured ? formatHours(d.layers.supabase.hours) : 'not configured'})`,
+      `  window    ${t(d.window.from)} → ${t(d.window.to)} (${plural(d.window.days, 'day')})`,
+      `  local     ${plural(d.local.count, 'ok backup')}, newest ${t(d.local.latest)}`,
+      `  Supabase  ${!d.supabase.configured ? 'not configured (or never polled)' : d.supabase.pitr?.enabled ? `PITR ${t(d.supabase.pitr.earliest)} → ${t(d.supabase.pitr.latest)}` : `${plural(d.supabase.count, 'completed daily backup')}, newest ${t(d.supabase.latest)}`}`,
       '',
       dayGrid(d, view.timeZone),
       '',
@@ -139,7 +139,15 @@ async function checkReportOut(asked: string, backupDir: string): Promise<string>
 
 export const reportCommand = defineCommand({
   name: 'report',
-  summary: 'a detailed report of both layers: Markdown (default), JSON or a self-contained HTML page, also saved under reports/',
+  summary: 'a detailed report: Markdown (stdout and <backupDir>/reports/hybrid-report-<date>.md), JSON, or one self-contained HTML page',
+  cli: {
+    options: [
+      { flags: '--format <format>', description: 'md, html or json', choices: ['md', 'html', 'json'], default: 'md' },
+      { flags: '--out <file>', description: 'write the report here instead of <backupDir>/reports/' },
+    ],
+    // relative to where the command is typed, not to the service's directory
+    toArgs: (_, o) => ({ format: o.format, out: o.out ? path.resolve(o.out as string) : undefined }),
+  },
   args: z.object({ format: z.enum(['md', 'html', 'json']).default('md'), out: z.string().optional() }),
   async run(ctx, args): Promise<ReportDoc> {
     const report = await buildReport(ctx);

@@ -15,7 +15,7 @@ import { defineCommand } from './command.js';
 export const offsiteSyncCommand = defineCommand({
   name: 'offsite-sync',
   grace: true,
-  summary: 'upload every ok backup that has no good copy in each offsite target (normally done after each backup)',
+  summary: 'upload now, to every offsite target, every ok backup that lacks a good copy there (normally done after each backup); exit 1 if any upload fails',
   args: z.object({}),
   async run(ctx): Promise<SyncOutcome> {
     const out = await syncOffsite(ctx);
@@ -63,7 +63,11 @@ export interface OffsiteListDoc {
 export const offsiteListCommand = defineCommand({
   name: 'offsite-list',
   worksOnFullDisk: true,
-  summary: 'what an offsite target holds, newest first, read from the target alone (its recovery kits)',
+  summary: 'what the offsite targets hold, newest first, read from the targets alone (each copy\'s recovery kit): no ledger needed; exit 1 when a kit cannot be read',
+  cli: {
+    options: [{ flags: '--target <name>', description: 'only this target (default: every configured one)' }],
+    toArgs: (_, o) => (o.target !== undefined ? { target: o.target } : {}),
+  },
   args: z.object({ target: z.string().min(1).optional() }),
   async run(ctx, args): Promise<OffsiteListDoc> {
     const names = args.target !== undefined ? [configuredTarget(ctx.config, args.target).name] : ctx.config.offsiteTargets.map((t) => t.name);

@@ -24,7 +24,14 @@ export interface PruneDoc {
 export const pruneCommand = defineCommand({
   name: 'prune',
   grace: true,
-  summary: 'apply retention: delete ok backups past their retention, never the newest minKeep or pinned ones',
+  summary: 'apply retention: delete ok backups past retention.days (pre-change: retention.preChangeDays), never the newest retention.minKeep ok ones or pinned ones; never while the newest scheduled backup failed',
+  cli: {
+    options: [
+      { flags: '--dry-run', description: 'show what would be deleted; change nothing' },
+      { flags: '--as-of <time>', description: 'plan as if it were this ISO-8601 time (planning only: implies --dry-run)' },
+    ],
+    toArgs: (_, o) => ({ dryRun: !!o.dryRun, asOf: o.asOf }),
+  },
   args: z.object({
     dryRun: z.boolean().default(false),
     asOf: z
@@ -77,7 +84,11 @@ function setPinned(pinned: boolean) {
 
 export const pinCommand = defineCommand({
   name: 'pin',
-  summary: 'keep a backup whatever its age (retention never deletes a pinned backup)',
+  summary: 'keep a backup whatever its age; retention never deletes a pinned backup',
+  cli: {
+    arguments: [{ name: '<id>', description: 'backup id' }],
+    toArgs: ([id]) => ({ id }),
+  },
   args: pinArgs,
   run: setPinned(true),
   render: (b: Backup) => `backup ${b.id} pinned: retention will keep ${path.basename(b.file)} until it is unpinned`,
@@ -86,6 +97,10 @@ export const pinCommand = defineCommand({
 export const unpinCommand = defineCommand({
   name: 'unpin',
   summary: 'let retention treat a pinned backup normally again',
+  cli: {
+    arguments: [{ name: '<id>', description: 'backup id' }],
+    toArgs: ([id]) => ({ id }),
+  },
   args: pinArgs,
   run: setPinned(false),
   render: (b: Backup) => `backup ${b.id} unpinned: retention applies to ${path.basename(b.file)} again`,

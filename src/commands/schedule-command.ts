@@ -31,7 +31,7 @@ export interface ScheduleDoc {
 export const scheduleCommand = defineCommand({
   name: 'schedule',
   worksOnFullDisk: true,
-  summary: 'the scheduled jobs: cron, next run, last result',
+  summary: 'the scheduled jobs: cron expression, next run, last result',
   args: z.object({}),
   async run(ctx): Promise<ScheduleDoc> {
     const svc = ctx.service;

@@ -2,18 +2,17 @@
 import { z } from 'zod';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { SupabaseSnapshot } from '../domain/types.js';
+import { RunScope } from '../jobs/runs.js';
 import { checkPolicy, idealScheduleFor, pitrDays, type PolicyVerdict } from '../supabase/policy.js';
 import { managementApi, pollSupabase } from '../supabase/poll.js';
-import { formatAge, formatTime } from '../util/format.js';
+import { formatAge, formatCount, formatTime } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
 function renderSnapshot(s: SupabaseSnapshot, view: RenderView): string {
   if (!s.configured) {
-    return [
-      'managed layer (Supabase): not configured',
-      ...s.notes.map((n) => `  ${n}`),
-      '  set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN in the environment (see README: the managed layer)',
-    ].join('\n');
+    // the poll's first note says why (switched off, or which variable is missing): said once
+    const [why = 'not configured: set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN', ...more] = s.notes;
+    return [`managed layer (Supabase): ${why.replace(/^the managed layer is /, '')}`, ...more.map((n) => `  ${n}`), '  (see README: the managed layer)'].join('\n');
   }
   const t = (iso: string | null) => (iso ? `${formatTime(iso, view.timeZone)} (${formatAge(iso, view.now)})` : '-');
   const lines = [`Supabase project ${s.projectRef} "${s.project?.name ?? ''}" in ${s.region ?? '?'}: ${s.project?.status ?? '?'}${s.project?.postgresVersion ? `, PostgreSQL ${s.project.postgresVersion}` : ''}`];
@@ -28,7 +27,7 @@ function renderSnapshot(s: SupabaseSnapshot, view: RenderView): string {
     if (s.schedule) lines.push(`  daily backup time       ${s.schedule.scheduleFor} UTC`);
   }
   const completed = s.backups.filter((b) => b.status === 'COMPLETED').length;
-  lines.push(`  backups listed          ${s.backups.length} (${completed} completed, ${s.failedBackups} failed)`);
+  lines.push(`  backups listed          ${formatCount(s.backups.length)} (${formatCount(completed)} completed, ${formatCount(s.failedBackups)} failed)`);
   for (const b of s.backups.filter((x) => x.status !== 'COMPLETED').slice(0, 5)) lines.push(`    ${b.status.padEnd(9)} ${formatTime(b.insertedAt, view.timeZone)}${b.id !== null ? ` (id ${b.id})` : ''}`);
   for (const n of s.notes) lines.push(`  note: ${n}`);
   return lines.join('\n');
@@ -36,7 +35,7 @@ function renderSnapshot(s: SupabaseSnapshot, view: RenderView): string {
 
 export const supabaseStatusCommand = defineCommand({
   name: 'supabase-status',
-  summary: 'poll the Management API now and show the managed layer: PITR and its window, newest backup, failures, project health',
+  summary: 'poll the Management API now and show the managed layer: PITR and its window, newest backup and its age, failed backups, project health',
   args: z.object({}),
   async run(ctx): Promise<SupabaseSnapshot> {
     return pollSupabase(ctx);
@@ -50,7 +49,11 @@ export interface SupabaseConfigDoc extends PolicyVerdict {
 
 export const supabaseConfigCommand = defineCommand({
   name: 'supabase-config',
-  summary: 'check the Supabase project against supabase.policy; print each item met or not, with the fix; exit 0 only when met',
+  summary: 'check the Supabase project against supabase.policy: each item met or not, with the dashboard path or API call that fixes it; exit 0 only when the policy is met',
+  cli: {
+    options: [{ flags: '--apply-schedule', description: 'move the daily managed backup to 12 hours from the local daily backup (Supabase allows 3 changes a day)' }],
+    toArgs: (_, o) => ({ applySchedule: !!o.applySchedule }),
+  },
   args: z.object({ applySchedule: z.boolean().default(false) }),
   async run(ctx, args): Promise<SupabaseConfigDoc> {
     let snap: SupabaseSnapshot | null = null;
@@ -99,16 +102,14 @@ async function applySchedule(ctx: Parameters<typeof supabaseConfigCommand.run>[0
   if (changes >= SCHEDULE_CHANGES_PER_DAY) {
     throw new HbError('supabase-schedule-limit', `the daily backup time was changed ${changes} times in the last 24 hours; Supabase allows ${SCHEDULE_CHANGES_PER_DAY}`, 'try again tomorrow');
   }
-  const run = ctx.ledger.startRun('supabase-schedule', ctx.trigger, { from: current, to: ideal });
+  const run = RunScope.start(ctx, 'supabase-schedule', { from: current, to: ideal });
   try {
     const r = await api.updateBackupSchedule(ideal);
-    ctx.ledger.finishRun(run.id, 'ok');
+    run.ok();
     ctx.logs.channel('supabase').info(`daily backup time of ${api.projectRef} set to ${r.schedule_for} UTC (was ${current ?? 'unknown'})`);
     return { scheduleFor: r.schedule_for, previous: current };
   } catch (e) {
-    const err = toHbError(e);
-    ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-    throw err;
+    throw run.fail(e);
   }
 }
 
@@ -121,7 +122,14 @@ export interface PitrRestoreDoc {
 
 export const supabaseRestorePitrCommand = defineCommand({
   name: 'supabase-restore-pitr',
-  summary: 'restore the WHOLE Supabase project to a point in time inside the PITR window (needs --confirm <project-ref>)',
+  summary: 'restore the WHOLE Supabase project to a time inside the point-in-time recovery window; the project is unavailable meanwhile',
+  cli: {
+    options: [
+      { flags: '--to <time>', description: 'the time to go back to (ISO-8601, e.g. 2026-11-24T09:30:00Z)', required: true },
+      { flags: '--confirm <project-ref>', description: 'the project ref, to confirm you mean it' },
+    ],
+    toArgs: (_, o) => ({ to: o.to, confirm: o.confirm }),
+  },
   args: z.object({
     to: z.string().refine((s) => !Number.isNaN(Date.parse(s)), { message: 'is not a time such as 2026-11-24T09:30:00Z' }),
     confirm: z.string().optional(),
@@ -147,15 +155,13 @@ export const supabaseRestorePitrCommand = defineCommand({
     ctx.reporter.notice(`${warning}; starting now`);
     const log = ctx.logs.channel('supabase');
     log.warn(`point-in-time restore requested: ${warning}`);
-    const run = ctx.ledger.startRun('supabase-restore-pitr', ctx.trigger, { projectRef: ref, target: target.toISOString(), unix });
+    const run = RunScope.start(ctx, 'supabase-restore-pitr', { projectRef: ref, target: target.toISOString(), unix });
     try {
       await api.restorePitr(unix);
-      ctx.ledger.finishRun(run.id, 'ok');
+      run.ok();
       log.warn(`point-in-time restore of ${ref} to ${target.toISOString()} started`);
     } catch (e) {
-      const err = toHbError(e);
-      ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
-      throw err;
+      throw run.fail(e);
     }
     return { projectRef: ref, recoveryTime: target.toISOString(), recoveryTimeTargetUnix: unix, window: { earliest, latest } };
   },

@@ -7,7 +7,6 @@
  */
 
 /** Exit codes of the product (SPEC): 0 success, 1 the operation failed, 2 bad usage or configuration. */
-export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
@@ -111,10 +110,6 @@ export class HbError extends Error {
   toJSON(): { code: string; message: string; hint?: string } {
     return this.hint ? { code: this.code, message: this.message, hint: this.hint } : { code: this.code, message: this.message };
   }
-}
-
-export function isHbError(e: unknown): e is HbError {
-  return e instanceof HbError;
 }
 
 /** Wraps anything thrown into an HbError; unknown errors become `internal`, keeping the cause. */

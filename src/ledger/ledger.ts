@@ -13,6 +13,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
 import type { Backup, BackupEvidence, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, TargetCopy, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { JobName } from '../jobs/runs.js';
 import { formatBytes } from '../util/format.js';
 import { redact } from '../util/redact.js';
 import { isAlive, selfIdentity } from '../util/process.js';
@@ -470,7 +471,7 @@ export class Ledger {
    * Records a run as started.
    * @throws HbError `disk-full` (or `ledger-unavailable`) when the ledger cannot be written
    */
-  startRun(job: string, trigger: RunTrigger, details?: Record<string, unknown>): Run {
+  startRun(job: JobName, trigger: RunTrigger, details?: Record<string, unknown>): Run {
     this.flushPending();
     const me = selfIdentity();
     const startedAt = now();

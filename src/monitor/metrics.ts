@@ -5,10 +5,12 @@
  */
 import path from 'node:path';
 import type { Config } from '../config/schema.js';
+import { JOB_NAMES } from '../jobs/runs.js';
 import type { Ledger } from '../ledger/ledger.js';
 import { atomicWriteFile } from '../util/fs.js';
 
-const JOBS = ['backup', 'prune', 'monitor', 'supabase-poll', 'restore-drill', 'offsite-upload', 'verify', 'restore'];
+/** Every kind of run but the service's own: a new job gets its metrics by being declared in jobs/runs.ts. */
+const JOBS = JOB_NAMES.filter((j) => j !== 'service');
 const STATUS_VALUE = { ok: 0, warning: 1, critical: 2, unknown: 3 } as const;
 
 const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');

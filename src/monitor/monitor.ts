@@ -10,8 +10,9 @@ import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '..
 import { planRetention } from '../backup/retention.js';
 import { emptyDumpWarning } from '../backup/take-backup.js';
 import { checkFilesPresent, type VerifyResult, verifyOne } from '../backup/verify.js';
+import { RunScope } from '../jobs/runs.js';
 import { freeBytes } from '../util/fs.js';
-import { formatAge, formatBytes, formatCount, formatDuration } from '../util/format.js';
+import { formatAge, formatBytes, formatCountUpTo, formatDuration, plural } from '../util/format.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -126,7 +127,7 @@ async function integrity(ctx: RunContext, now: number): Promise<ChecksumCheck> {
 function content(newest: Backup | undefined): MonitorCheck {
   if (!newest) return check('local-backup-content', 'unknown', 'no ok backup to look into');
   if (newest.tableCount === 0) return check('local-backup-content', 'warning', `backup ${newest.id}: ${emptyDumpWarning(newest.database)}`);
-  return check('local-backup-content', 'ok', `backup ${newest.id} holds ${formatCount(newest.tableCount)} tables, ${formatCount(newest.rowCount)} rows of database "${newest.database ?? '?'}"`);
+  return check('local-backup-content', 'ok', `backup ${newest.id} holds ${plural(newest.tableCount, 'table')}, ${plural(newest.rowCount, 'row')} of database "${newest.database ?? '?'}"`);
 }
 
 /** Compares the two newest ok backups: what a restore would use (corrupt ones are the checksum check's). */
@@ -151,7 +152,7 @@ async function disk(ctx: RunContext, newest: Backup | undefined): Promise<Monito
   const need = newest.bytes * ctx.config.dump.freeSpaceFactor;
   if (free < need) return check('disk-space', 'critical', `${formatBytes(free)} free, the next backup needs about ${formatBytes(need)}: it will be refused`);
   if (free < need * 2) return check('disk-space', 'warning', `${formatBytes(free)} free: room for fewer than 2 more backups of ${formatBytes(newest.bytes)}`);
-  return check('disk-space', 'ok', `${formatBytes(free)} free, room for ${formatCount(Math.floor(free / Math.max(1, newest.bytes)))} backups of this size`);
+  return check('disk-space', 'ok', `${formatBytes(free)} free, room for ${formatCountUpTo(Math.floor(free / Math.max(1, newest.bytes)), 1000)} backups of this size`);
 }
 
 /**
@@ -175,7 +176,7 @@ function retention(ctx: RunContext, now: number): MonitorCheck {
   if (oldest) {
     const limit = oldest.kind === 'pre-change' ? ctx.config.retention.preChangeDays : ctx.config.retention.days;
     problems.push(
-      `${late.length} ok backup${late.length === 1 ? ' is' : 's are'} past retention and still kept, the oldest backup ${oldest.id} (${oldest.kind}, created ${formatAge(oldest.createdAt, now)}; limit ${limit} days): see npm run backup:prune -- --dry-run`,
+      `${late.length} ok backup${late.length === 1 ? ' is' : 's are'} past retention and still kept, the oldest backup ${oldest.id} (${oldest.kind}, created ${formatAge(oldest.createdAt, now)}; limit ${plural(limit, 'day')}): see npm run backup:prune -- --dry-run`,
     );
   }
   if (problems.length) return check('retention', 'warning', problems.join('; '));
@@ -192,7 +193,7 @@ function drill(ctx: RunContext, now: number): MonitorCheck {
   }
   const days = (now - Date.parse(last.startedAt)) / DAY;
   if (days > ctx.config.monitor.drillMaxAgeDays) return check('restore-drill', 'warning', `the newest drill passed but is ${formatAge(last.startedAt, now)}`);
-  return check('restore-drill', 'ok', `backup ${last.backupId} restored and checked ${formatAge(last.startedAt, now)} (${last.rowsChecked} rows)`);
+  return check('restore-drill', 'ok', `backup ${last.backupId} restored and checked ${formatAge(last.startedAt, now)} (${plural(last.rowsChecked, 'row')})`);
 }
 
 /** One check per offsite target: does it hold the newest backup? */
@@ -273,11 +274,11 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
 export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
   const log = ctx.logs.channel('monitor');
   // A ledger that cannot be written (a full disk) is the monitor's finding, not its failure.
-  let run: { id: number } | null = null;
+  let run: RunScope | null = null;
   let ledgerProblem: string | null = ctx.ledger.readOnlyCopy ?? null;
   if (!ledgerProblem) {
     try {
-      run = ctx.ledger.startRun('monitor', ctx.trigger);
+      run = RunScope.start(ctx, 'monitor');
     } catch (e) {
       ledgerProblem = toHbError(e).message;
     }
@@ -299,7 +300,7 @@ export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
       doc.status = worstStatus(doc.checks.map((c) => c.status));
     }
     const bad = doc.checks.filter((c) => c.status !== 'ok' && c.status !== 'off');
-    if (run) ctx.ledger.finishRun(run.id, 'ok', null, { status: doc.status });
+    run?.ok({ status: doc.status });
     const line = `monitor: ${doc.status.toUpperCase()}${bad.length ? ` — ${bad.map((c) => `${c.name}: ${c.message}`).join('; ')}` : ''}`;
     if (doc.status === 'ok') log.info(line, { runId: run?.id });
     else if (doc.status === 'warning' || doc.status === 'unknown') log.warn(line, { runId: run?.id });
@@ -314,8 +315,7 @@ export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
     }
     return doc;
   } catch (e) {
-    const err = toHbError(e);
-    if (run) ctx.ledger.finishRun(run.id, 'failed', { code: err.code, message: err.message });
+    const err = run ? run.fail(e) : toHbError(e);
     log.error(`monitor failed: ${err.message}`, { runId: run?.id });
     throw err;
   }

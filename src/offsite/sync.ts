@@ -17,6 +17,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, TargetCopy } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { readSidecar, SIDECAR_FORMAT, type Sidecar } from '../dump/sidecar.js';
+import { RunScope } from '../jobs/runs.js';
 import { exists } from '../util/fs.js';
 import { formatBytes } from '../util/format.js';
 import { type CopyDescription, howToRestore, KIT_SUFFIX, plainName, type RecoveryKit } from './kit.js';
@@ -66,7 +67,25 @@ async function syncTargets(ctx: RunContext, opts: { only?: number[] }, targets: 
   const all = [...pending.values()].flat();
   if (all.length === 0) return out;
   const ids = [...new Set(all.map((b) => b.id))];
-  const run = ctx.ledger.startRun('offsite-upload', ctx.trigger, { backups: ids, targets: targets.filter((t) => pending.get(t.name)!.length).map((t) => t.name) });
+  const run = RunScope.start(ctx, 'offsite-upload', { backups: ids, targets: targets.filter((t) => pending.get(t.name)!.length).map((t) => t.name) });
+  try {
+    await uploadAll(ctx, targets, pending, run, out);
+  } catch (e) {
+    throw run.fail(e, { targets: out.targets });
+  }
+  const failedIds = new Set(out.failed.map((f) => f.id));
+  out.uploaded = ids.filter((id) => !failedIds.has(id) && Object.values(out.targets).some((t) => t.uploaded.includes(id)));
+  const failed = out.failed.length;
+  const attempts = Object.values(out.targets).reduce((n, t) => n + t.uploaded.length + t.failed.length, 0);
+  const details = { uploaded: out.uploaded, targets: out.targets };
+  if (ctx.signal.aborted) run.fail(new HbError('aborted', 'stopped before every upload finished'), details);
+  else if (failed) run.failed({ code: 'offsite-failed', message: `${failed} of ${attempts} uploads failed: ${out.failed.map((f) => `backup ${f.id} to "${f.target}": ${f.error}`).join('; ')}` }, details);
+  else run.ok(details);
+  return out;
+}
+
+/** Uploads each target's pending backups, recording every copy's state; a target that fails is skipped, not fatal. */
+async function uploadAll(ctx: RunContext, targets: OffsiteTarget[], pending: Map<string, Backup[]>, run: RunScope, out: SyncOutcome): Promise<void> {
   for (const target of targets) {
     const todo = pending.get(target.name)!;
     if (todo.length === 0) continue;
@@ -107,17 +126,6 @@ async function syncTargets(ctx: RunContext, opts: { only?: number[] }, targets: 
       }
     }
   }
-  const failedIds = new Set(out.failed.map((f) => f.id));
-  out.uploaded = ids.filter((id) => !failedIds.has(id) && Object.values(out.targets).some((t) => t.uploaded.includes(id)));
-  const failed = out.failed.length;
-  const attempts = Object.values(out.targets).reduce((n, t) => n + t.uploaded.length + t.failed.length, 0);
-  ctx.ledger.finishRun(
-    run.id,
-    ctx.signal.aborted ? 'interrupted' : failed ? 'failed' : 'ok',
-    failed ? { code: 'offsite-failed', message: `${failed} of ${attempts} uploads failed: ${out.failed.map((f) => `backup ${f.id} to "${f.target}": ${f.error}`).join('; ')}` } : null,
-    { uploaded: out.uploaded, targets: out.targets },
-  );
-  return out;
 }
 
 /**

@@ -23,6 +23,7 @@ import type { Reporter, ServiceView } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { RunTrigger } from '../domain/types.js';
 import { type Job, JOBS } from '../jobs/registry.js';
+import { RunScope } from '../jobs/runs.js';
 import { previousRunOf } from '../config/schedule.js';
 import type { Logger } from '../log/logger.js';
 import type { Reply, Request } from './protocol.js';
@@ -49,7 +50,8 @@ export class Service implements ServiceView {
   private readonly abort = new AbortController();
   /** Aborted as a stop begins: read-only work (polls, the monitor, reports) has nothing to finish. */
   private readonly abortNow = new AbortController();
-  private serviceRunId: number | null = null;
+  /** The service's own run, from start to stop. */
+  private serviceRun: RunScope | null = null;
   private flushTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | null = null;
 
@@ -76,7 +78,7 @@ export class Service implements ServiceView {
    */
   async start(): Promise<void> {
     await this.server.listen();
-    this.serviceRunId = this.app.ledger.startRun('service', 'cli', { socket: this.config.socket.path, version: this.opts.version }).id;
+    this.serviceRun = RunScope.start({ ledger: this.app.ledger, signal: this.abortNow.signal, trigger: 'cli' }, 'service', { socket: this.config.socket.path, version: this.opts.version });
     this.schedule();
     // Outcomes the ledger could not write (a full disk) are written as soon as it takes them.
     this.flushTimer = setInterval(() => {
@@ -167,12 +169,6 @@ export class Service implements ServiceView {
     }
     this.running.add(job.name);
     const startedAt = new Date().toISOString();
-    let before = 0;
-    try {
-      before = this.app.ledger.lastRun(job.name, [trigger])?.id ?? 0;
-    } catch {
-      // an unreadable ledger: the job itself will say so
-    }
     const signal = job.grace ? this.abort.signal : this.abortNow.signal;
     const ctx = this.app.context(trigger, { signal, config: this.config, service: this });
     this.log.info(`job ${job.name} starting (${trigger})`);
@@ -186,9 +182,7 @@ export class Service implements ServiceView {
       // alert and the metrics.
       this.log.error(`job ${job.name} failed: ${err.message}${err.hint ? ` (hint: ${err.hint})` : ''}`, { code: err.code, ...(err.code === 'internal' ? { stack: (err.cause as Error)?.stack } : {}) });
       try {
-        const last = this.app.ledger.lastRun(job.name, [trigger]);
-        if (!last || last.id <= before) this.app.ledger.recordFailedRun(job.name, trigger, startedAt, { code: err.code, message: err.message });
-        else if (last.status === 'running') this.app.ledger.finishRun(last.id, signal.aborted ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+        if (!RunScope.settle(ctx, err)) this.app.ledger.recordFailedRun(job.name, trigger, startedAt, { code: err.code, message: err.message });
       } catch (again) {
         this.log.error(`job ${job.name}: its failure could not be recorded in the ledger either: ${toHbError(again).message}`);
         this.app.alerts.send({ event: job.name === 'backup' ? 'backup-failed' : 'job-failed', severity: 'critical', summary: `${job.name} failed and could not be recorded: ${err.message}`, details: { job: job.name, trigger, code: err.code, startedAt } });
@@ -281,7 +275,7 @@ export class Service implements ServiceView {
         while (this.work.size > 0) await Promise.allSettled([...this.work]);
       }
       await this.server.close();
-      if (this.serviceRunId !== null) this.app.ledger.finishRun(this.serviceRunId, 'ok');
+      this.serviceRun?.ok();
       this.log.info('service stopped');
       await this.app.close();
     })();

@@ -12,7 +12,8 @@ import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import type { Reporter } from '../context.js';
-import { HbError } from '../domain/errors.js';
+import { ERROR_CATALOGUE, type ErrorCode, HbError } from '../domain/errors.js';
+import { redact } from '../util/redact.js';
 import type { Logger } from '../log/logger.js';
 import { MAX_REQUEST_BYTES, type Reply, type Request, requestSchema } from './protocol.js';
 import { describePeer, type PeerCred, peerOf } from '../util/peercred.js';
@@ -40,8 +41,9 @@ export interface SocketServerOptions {
 /** Longest Unix socket path the kernel accepts (sun_path is 108 bytes with the NUL). */
 export const MAX_SOCKET_PATH = 107;
 
-function errorResult(id: string | undefined, code: string, message: string, exitCode: number, hint?: string): Extract<Reply, { type: 'result' }> {
-  return { type: 'result', id, ok: false, exitCode, error: hint ? { code, message, hint } : { code, message } };
+/** An error reply, its exit code from the catalogue. */
+function errorResult(id: string | undefined, code: ErrorCode, message: string, hint?: string): Extract<Reply, { type: 'result' }> {
+  return { type: 'result', id, ok: false, exitCode: ERROR_CATALOGUE[code].exit, error: hint ? { code, message, hint } : { code, message } };
 }
 
 /**
@@ -203,7 +205,7 @@ export class ControlServer {
         sock.once('close', done);
       });
     if (this.closing) {
-      send(errorResult(undefined, 'service-stopping', 'the service is shutting down', 1, 'try again once it is back, or use --direct'));
+      send(errorResult(undefined, 'service-stopping', 'the service is shutting down', 'try again once it is back, or use --direct'));
       sock.end();
       return;
     }
@@ -216,7 +218,7 @@ export class ControlServer {
         idle.destroy();
         this.conns.delete(idle);
       } else {
-        send(errorResult(undefined, 'socket-busy', `the service is answering ${this.conns.size} requests, its limit`, 1, 'try again shortly'));
+        send(errorResult(undefined, 'socket-busy', `the service is answering ${this.conns.size} requests, its limit`, 'try again shortly'));
         sock.end();
         return;
       }
@@ -226,7 +228,7 @@ export class ControlServer {
       const cap = Math.max(1, Math.floor(this.opts.maxConnections / 4));
       if (mine >= cap) {
         log.warn(`refusing a control connection from ${describePeer(peer)}: it already has ${mine} open, its limit`);
-        send(errorResult(undefined, 'socket-busy', `you already have ${mine} connections to the service, the most one user may hold`, 1, 'close the others, or try again shortly'));
+        send(errorResult(undefined, 'socket-busy', `you already have ${mine} connections to the service, the most one user may hold`, 'close the others, or try again shortly'));
         sock.end();
         return;
       }
@@ -267,8 +269,8 @@ export class ControlServer {
       }
     });
 
-    const reject = (code: string, message: string) => {
-      send(errorResult(undefined, code, message, 2, 'send one JSON request per line: {"command": "list", "args": {}}'));
+    const reject = (code: ErrorCode, message: string) => {
+      send(errorResult(undefined, code, message, 'send one JSON request per line: {"command": "list", "args": {}}'));
       sock.end();
       sock.pause();
       lines.length = 0;
@@ -311,7 +313,7 @@ export class ControlServer {
             result = await this.opts.handler(r.data, reporter);
           } catch (e) {
             log.error(`control request ${r.data.command} failed unexpectedly: ${(e as Error).stack ?? e}`);
-            result = errorResult(id, 'internal', (e as Error).message, 1);
+            result = errorResult(id, 'internal', redact((e as Error).message));
           } finally {
             clearInterval(heartbeat);
           }

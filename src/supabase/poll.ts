@@ -10,6 +10,7 @@ import type { RunContext } from '../context.js';
 import { toHbError } from '../domain/errors.js';
 import type { ManagedBackup, SupabaseSnapshot } from '../domain/types.js';
 import { formatAge } from '../util/format.js';
+import { RunScope } from '../jobs/runs.js';
 import { ManagementApi } from './management-api.js';
 import { BACKUP_STATUS } from './schemas.js';
 
@@ -60,7 +61,7 @@ const unixToIso = (n: number | undefined) => (n === undefined ? null : new Date(
 export async function pollSupabase(ctx: RunContext): Promise<SupabaseSnapshot> {
   const log = ctx.logs.channel('supabase');
   const takenAt = new Date().toISOString();
-  const run = ctx.ledger.startRun('supabase-poll', ctx.trigger);
+  const run = RunScope.start(ctx, 'supabase-poll');
   const api = ctx.config.supabase.enabled ? managementApi(ctx) : null;
   if (!api) {
     const snap = emptySnapshot(takenAt, ctx.config);
@@ -69,7 +70,7 @@ export async function pollSupabase(ctx: RunContext): Promise<SupabaseSnapshot> {
       : `not configured: set ${[!ctx.config.supabase.projectRef && 'SUPABASE_PROJECT_REF', !ctx.config.supabase.accessToken && 'SUPABASE_ACCESS_TOKEN'].filter(Boolean).join(' and ')}`;
     snap.notes.push(why);
     ctx.ledger.recordSnapshot(run.id, takenAt, snap);
-    ctx.ledger.finishRun(run.id, 'ok', null, { configured: false });
+    run.ok({ configured: false });
     log.info(`Supabase poll: ${why}`, { runId: run.id });
     return snap;
   }
@@ -107,13 +108,13 @@ export async function pollSupabase(ctx: RunContext): Promise<SupabaseSnapshot> {
       }
     }
     ctx.ledger.recordSnapshot(run.id, takenAt, snap);
-    ctx.ledger.finishRun(run.id, 'ok', null, { configured: true, pitrEnabled: snap.pitrEnabled, latestBackupAt: snap.latestBackupAt });
+    run.ok({ configured: true, pitrEnabled: snap.pitrEnabled, latestBackupAt: snap.latestBackupAt });
     log.info(describeSnapshot(snap), { runId: run.id, projectRef: snap.projectRef, status: snap.project.status, pitr: snap.pitrEnabled, backups: snap.backups.length });
     return snap;
   } catch (e) {
     const err = toHbError(e);
     ctx.ledger.recordSnapshot(run.id, takenAt, null, { code: err.code, message: err.message });
-    ctx.ledger.finishRun(run.id, err.code === 'aborted' ? 'interrupted' : 'failed', { code: err.code, message: err.message });
+    run.fail(err);
     log.error(`Supabase poll failed: ${err.message}${err.hint ? ` (hint: ${err.hint})` : ''}`, { runId: run.id, code: err.code });
     throw err;
   }

@@ -39,24 +39,88 @@ export function formatCount(n: number | null | undefined): string {
   return n.toLocaleString('en-US');
 }
 
-/** `2026-11-24 04:15 CET` in the given zone. */
+/**
+ * The locales asked, in order, for a zone's short name: the first that knows a name for the zone
+ * (not a `GMT+1` offset) gives it — en-GB knows Europe's (CET/CEST, GMT/BST, EET, WET), en-US
+ * North America's (EST/EDT, PST, …), and so on. A zone none of them names is shown as its offset.
+ */
+const ZONE_NAME_LOCALES = ['en-GB', 'en-US', 'en-AU', 'en-NZ', 'en-IN', 'en-IE', 'en-ZA', 'en-CA'];
+/** `GMT+1`, `GMT-03:30`, `UTC+2`: an offset, not a name. */
+const OFFSET_NAME = /^(GMT|UTC)[+\-\u2212]/;
+const timeFormats = new Map<string, Intl.DateTimeFormat>();
+
+function timeFormat(locale: string, timeZone: string): Intl.DateTimeFormat {
+  const key = `${locale} ${timeZone}`;
+  let f = timeFormats.get(key);
+  if (!f) {
+    f = new Intl.DateTimeFormat(locale, {
+      timeZone,
+      year: 'numeric',
+      month: '2-digit',
+      day: '2-digit',
+      hour: '2-digit',
+      minute: '2-digit',
+      second: '2-digit',
+      hourCycle: 'h23',
+      timeZoneName: 'short',
+    });
+    timeFormats.set(key, f);
+  }
+  return f;
+}
+
+/** Which locale names `timeZone` (its winter and summer names both), else the first. */
+const zoneLocales = new Map<string, string>();
+function zoneLocale(timeZone: string): string {
+  let locale = zoneLocales.get(timeZone);
+  if (locale === undefined) {
+    const probes = [Date.UTC(2026, 0, 15, 12), Date.UTC(2026, 6, 15, 12)].map((t) => new Date(t));
+    const named = (l: string) => probes.every((d) => !OFFSET_NAME.test(timeFormat(l, timeZone).formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? 'GMT+'));
+    locale = ZONE_NAME_LOCALES.find(named) ?? ZONE_NAME_LOCALES[0]!;
+    zoneLocales.set(timeZone, locale);
+  }
+  return locale;
+}
+
+/**
+ * `2026-11-24 04:15:00 CET` in the given zone: the zone's common short name where one is known
+ * (CET/CEST, EST/EDT, UTC, …), else its offset (`GMT+3`). An unknown zone throws a RangeError, as
+ * Intl does; an unparsable time is returned as given.
+ */
 export function formatTime(iso: string | null | undefined, timeZone: string): string {
   if (!iso) return '-';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  const parts = new Intl.DateTimeFormat('en-CA', {
-    timeZone,
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    second: '2-digit',
-    hourCycle: 'h23',
-    timeZoneName: 'short',
-  }).formatToParts(d);
+  const parts = timeFormat(zoneLocale(timeZone), timeZone).formatToParts(d);
   const p = Object.fromEntries(parts.map((x) => [x.type, x.value]));
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+}
+
+/**
+ * A count and its noun, the noun in the plural unless the count is one: `1 backup`, `3 backups`,
+ * `1,204 rows`; an unknown count is `? rows`. `many` for irregular plurals
+ * (`plural(n, 'copy', 'copies')`).
+ */
+export function plural(n: number | null | undefined, one: string, many = `${one}s`): string {
+  if (n === null || n === undefined || !Number.isFinite(n)) return `? ${many}`;
+  return `${formatCount(n)} ${n === 1 ? one : many}`;
+}
+
+/**
+ * A count that means nothing past a point: `more than 1,000` instead of `117,306,212` (room for
+ * backups on a large disk, say). Below the cap, the count itself.
+ */
+export function formatCountUpTo(n: number, cap: number): string {
+  return n > cap ? `more than ${formatCount(cap)}` : formatCount(n);
+}
+
+/**
+ * Hours, as the recovery point is given (one decimal): `3.1 h`; `under 0.1 h` for a point taken
+ * minutes ago (rounded to zero); `none` without one.
+ */
+export function formatHours(h: number | null | undefined): string {
+  if (h === null || h === undefined || !Number.isFinite(h)) return 'none';
+  return h < 0.1 ? 'under 0.1 h' : `${formatCount(Math.round(h * 10) / 10)} h`;
 }
 
 /** `3h ago`, `2d ago` */
