@@ -8,7 +8,7 @@ import { openTargets } from '../offsite/targets.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTime, parseDuration, plural, printable, table } from '../util/format.js';
-import { RawJson } from '../util/raw-json.js';
+import { RawJson, type WireDocument } from '../util/raw-json.js';
 import { rebuildFromOffsite, rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
 import { defineCommand } from './command.js';
 
@@ -18,6 +18,38 @@ function truncate(s: string, n: number): string {
 
 /** How many backups `list` shows unless told otherwise. */
 export const LIST_DEFAULT_LIMIT = 100;
+
+/** What `list` answers (SPEC): the backups, newest first, and how many match in all. */
+export interface ListDoc {
+  backups: Backup[];
+  total: number;
+}
+
+/**
+ * The list document over the ledger's cached JSON bytes: the service sends those bytes as they are
+ * (10,000 backups in a few milliseconds, {@link WireDocument}); read in this process, they are
+ * parsed once, when first asked for.
+ */
+export class BackupList implements ListDoc, WireDocument {
+  private parsed: Backup[] | undefined;
+
+  constructor(
+    private readonly bytes: Buffer,
+    readonly total: number,
+  ) {}
+
+  get backups(): Backup[] {
+    return (this.parsed ??= JSON.parse(this.bytes.toString('utf8')) as Backup[]);
+  }
+
+  toJSON(): ListDoc {
+    return { backups: this.backups, total: this.total };
+  }
+
+  wireForm(): unknown {
+    return { backups: new RawJson(this.bytes), total: this.total };
+  }
+}
 
 export const listCommand = defineCommand({
   name: 'list',
@@ -44,14 +76,10 @@ export const listCommand = defineCommand({
     limit: z.int().positive().optional(),
     all: z.boolean().default(false),
   }),
-  async run(ctx, args): Promise<{ backups: Backup[]; total: number }> {
+  async run(ctx, args): Promise<ListDoc> {
     const filter = { statuses: args.status, kind: args.kind };
     const limit = args.all ? undefined : (args.limit ?? LIST_DEFAULT_LIMIT);
-    // The service sends the ledger's cached JSON bytes as they are (10,000 backups in a few ms);
-    // in-process they are parsed.
-    const query = { ...filter, limit };
-    const backups = ctx.service ? (new RawJson(ctx.ledger.listBackupsRaw(query)) as unknown as Backup[]) : (JSON.parse(ctx.ledger.listBackupsJson(query)) as Backup[]);
-    return { backups, total: ctx.ledger.countBackups(filter) };
+    return new BackupList(ctx.ledger.listBackupsRaw({ ...filter, limit }), ctx.ledger.countBackups(filter));
   },
   render(doc, view) {
     if (doc.backups.length === 0) return 'no backups yet; take one with: npm run backup:manual';

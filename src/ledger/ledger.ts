@@ -226,7 +226,7 @@ export class Ledger {
   private readonly db: Database.Database;
   private closed = false;
   /** The last filtered `listBackupsJson` answer, reused while the ledger has not changed. */
-  private listCache: { key: string; json: string } | undefined;
+  private listCache: { key: string; bytes: Buffer } | undefined;
   /** Every backup's JSON, refreshed row by row from `rev` (see {@link allBackupsJson}). */
   private allCache: AllBackupsCache | undefined;
   private readonly finishedListeners: Array<(run: Run) => void> = [];
@@ -731,24 +731,24 @@ export class Ledger {
    * connection or any other). Its objects equal `listBackups`' (the tests hold them to it).
    */
   listBackupsJson(filter: BackupFilter & { limit?: number } = {}): string {
-    const raw = this.listBackupsRaw(filter);
-    return typeof raw === 'string' ? raw : raw.toString('utf8');
+    return this.listBackupsRaw(filter).toString('utf8');
   }
 
   /**
    * {@link listBackupsJson} as the service sends it: every backup (no filter) as the cached UTF-8
    * bytes, so a `list --json` of 10,000 backups costs no serialising at all while nothing changed.
    */
-  listBackupsRaw(filter: BackupFilter & { limit?: number } = {}): string | Buffer {
+  listBackupsRaw(filter: BackupFilter & { limit?: number } = {}): Buffer {
     if (!filter.statuses && !filter.kind && !filter.limit) return this.allBackupsJson();
     const key = `${JSON.stringify([filter.statuses ?? null, filter.kind ?? null, filter.limit ?? null])}@${this.changeStamp()}`;
-    if (this.listCache?.key === key) return this.listCache.json;
+    if (this.listCache?.key === key) return this.listCache.bytes;
     const { where, args } = backupWhere(filter);
     const limit = filter.limit ? ' LIMIT ?' : '';
     if (filter.limit) args.push(filter.limit);
     const json = this.db.prepare(`SELECT coalesce(json_group_array(json(j)), '[]') FROM (SELECT ${BACKUP_JSON} AS j FROM backups ${where} ORDER BY created_at DESC, id DESC${limit})`).pluck().get(...args) as string;
-    this.listCache = { key, json };
-    return json;
+    const bytes = Buffer.from(json, 'utf8');
+    this.listCache = { key, bytes };
+    return bytes;
   }
 
   /**

@@ -5,28 +5,34 @@
 import { randomBytes } from 'node:crypto';
 
 export class RawJson {
-  /** `json`: the text, or its UTF-8 bytes. */
-  constructor(readonly json: string | Buffer) {}
-}
-
-/** The last text encoded by {@link serializeWithRaw}: a cached list is sent again unchanged. */
-let lastEncoded: { text: string; bytes: Buffer } | undefined;
-
-function encoded(text: string): Buffer {
-  if (lastEncoded?.text !== text) lastEncoded = { text, bytes: Buffer.from(text, 'utf8') };
-  return lastEncoded.bytes;
+  /** `bytes`: the UTF-8 text of one JSON value. */
+  constructor(readonly bytes: Buffer) {}
 }
 
 /**
+ * A document with a wire form of its own: what the control socket sends in its place (its
+ * `toJSON` is what everyone else sees). The two must be the same JSON value; the wire form may
+ * hold {@link RawJson} where the document would be parsed and serialised again.
+ */
+export interface WireDocument {
+  wireForm(): unknown;
+}
+
+const hasWireForm = (v: unknown): v is WireDocument => typeof (v as WireDocument | null)?.wireForm === 'function';
+
+/**
  * `JSON.stringify(value)` as a list of pieces to write in order: the document's own text, with
- * each {@link RawJson} in it as a Buffer of its text (the same text twice in a row is encoded once).
+ * each {@link WireDocument} in its wire form and each {@link RawJson} as its bytes.
  */
 export function serializeWithRaw(value: unknown): Array<string | Buffer> {
-  const raws: Array<string | Buffer> = [];
+  const raws: Buffer[] = [];
   const nonce = randomBytes(8).toString('hex');
-  const text = JSON.stringify(value, (_key, v: unknown) => {
+  const text = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
+    // the value before its toJSON ran
+    const own = this[key];
+    if (hasWireForm(own)) return own.wireForm();
     if (v instanceof RawJson) {
-      raws.push(v.json);
+      raws.push(v.bytes);
       return `${nonce}:${raws.length - 1}`;
     }
     return v;
@@ -37,8 +43,7 @@ export function serializeWithRaw(value: unknown): Array<string | Buffer> {
   let at = 0;
   for (const m of text.matchAll(marker)) {
     parts.push(text.slice(at, m.index));
-    const raw = raws[Number(m[1])]!;
-    parts.push(typeof raw === 'string' ? encoded(raw) : raw);
+    parts.push(raws[Number(m[1])]!);
     at = m.index + m[0].length;
   }
   parts.push(text.slice(at));
