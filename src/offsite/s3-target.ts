@@ -30,6 +30,7 @@ import {
   type PutOptions,
   throwIfAborted,
 } from './target.js';
+import { plural } from '../util/format.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last) and its most parts per upload. */
@@ -450,7 +451,7 @@ export class S3Target implements OffsiteTarget {
         const forbidden = first.Code === 'AccessDenied';
         throw new HbError(
           'offsite-failed',
-          `S3 at ${this.host} could not delete ${errors.length} of ${batch.length} objects under ${this.location()}: ${first.Code ?? 'error'} for ${JSON.stringify((first.Key ?? '').slice(this.prefix.length))}${first.Message && !forbidden ? ` (${this.scrub(first.Message)})` : ''}`,
+          `S3 at ${this.host} could not delete ${errors.length} of ${plural(batch.length, 'object')} under ${this.location()}: ${first.Code ?? 'error'} for ${JSON.stringify((first.Key ?? '').slice(this.prefix.length))}${first.Message && !forbidden ? ` (${this.scrub(first.Message)})` : ''}`,
           forbidden ? `the access key of offsite target "${this.name}" lacks ${PERMISSION.delete} on ${this.settings.bucket}/${this.prefix}*` : 'it is retried at the next prune',
         );
       }

@@ -3,17 +3,23 @@
  * rendered as Markdown, JSON or a self-contained HTML page.
  */
 import os from 'node:os';
+import type { Config } from '../config/schema.js';
 import type { RunContext } from '../context.js';
-import type { Backup, DrillResult, MonitorDoc, Run, SupabaseSnapshot } from '../domain/types.js';
+import type { Backup, DrillResult, MonitorCheck, MonitorDoc, Run, SupabaseSnapshot } from '../domain/types.js';
 import { evaluate } from '../monitor/monitor.js';
 import { type SyncDoc, syncCheck } from '../monitor/sync-check.js';
+import { effective, sourceConnInfo } from '../pg/connection.js';
 import { checkPolicy, type PolicyVerdict } from '../supabase/policy.js';
+import { formatCount, plural } from '../util/format.js';
 
 export interface ReportData {
   generatedAt: string;
   host: string;
   timezone: string;
+  /** The database this installation backs up (DATABASE_URL's, or libpq's variables'); null when none is configured. */
   database: string | null;
+  /** The database the newest ok backup was taken from (differs from `database` after DATABASE_URL changed). */
+  backupDatabase: string | null;
   window: SyncDoc['window'];
   monitor: MonitorDoc;
   sync: SyncDoc;
@@ -43,7 +49,8 @@ export async function buildReport(ctx: RunContext, now = Date.now()): Promise<Re
     generatedAt: new Date(now).toISOString(),
     host: os.hostname(),
     timezone: ctx.config.timezone,
-    database: all.find((b) => b.database)?.database ?? null,
+    database: configuredDatabase(ctx.config),
+    backupDatabase: all.find((b) => b.status === 'ok' && b.database)?.database ?? null,
     window: sync.window,
     monitor: await evaluate(ctx, now),
     sync,
@@ -59,4 +66,32 @@ export async function buildReport(ctx: RunContext, now = Date.now()): Promise<Re
     drills: ctx.ledger.listDrills(20),
     supabase: { snapshot: snap, pollError: poll?.error ?? null, policy: checkPolicy(ctx.config, snap, poll?.error ?? null, now) },
   };
+}
+
+/** The configured database's name, never its password; null when none is configured (or the string is invalid). */
+export function configuredDatabase(config: Config): string | null {
+  try {
+    return effective(sourceConnInfo(config.databaseUrl, config.environment.libpq)).database;
+  } catch {
+    return null;
+  }
+}
+
+const RANK: Record<string, number> = { critical: 0, warning: 1, unknown: 2 };
+
+/**
+ * The checks that make the verdict (those at the worst status) and the others that are not OK,
+ * worst first: the report's header says what the first say and names the rest.
+ */
+export function attention(r: Pick<ReportData, 'monitor'>): { worst: MonitorCheck[]; others: MonitorCheck[] } {
+  const bad = r.monitor.checks.filter((c) => c.status in RANK).sort((a, b) => RANK[a.status]! - RANK[b.status]!);
+  const top = bad[0]?.status;
+  return { worst: bad.filter((c) => c.status === top), others: bad.filter((c) => c.status !== top) };
+}
+
+/** Why a drill failed, in words: its error, the tables whose rows differ, or the catalog's differences. */
+export function drillFailure(d: DrillResult): string {
+  if (d.error) return d.error.message;
+  const rows = d.mismatches.map((m) => `${m.table}: ${m.actual === null ? (m.error ?? 'not restored') : `${formatCount(m.actual)} of ${plural(m.expected, 'row')}`}`);
+  return [...rows, ...d.fidelity.differences].join(', ') || 'no reason recorded';
 }

@@ -10,6 +10,7 @@
 import type { Config } from '../config/schema.js';
 import type { SupabaseSnapshot } from '../domain/types.js';
 import { nextRunOf } from '../config/schedule.js';
+import { plural } from '../util/format.js';
 
 export type ItemStatus = 'met' | 'not-met' | 'advice';
 
@@ -151,7 +152,7 @@ export function checkPolicy(config: Config, snap: SupabaseSnapshot | null, pollE
     detail: snap.pitrEnabled
       ? `PITR keeps ${days ?? '?'} days; daily backups stop while PITR is on`
       : oldest
-        ? `${completed.length} completed daily backups, the oldest ${((now - Date.parse(oldest.insertedAt)) / 86_400_000).toFixed(1)} days old`
+        ? `${plural(completed.length, 'completed daily backup')}, the oldest ${((now - Date.parse(oldest.insertedAt)) / 86_400_000).toFixed(1)} days old`
         : 'no completed daily backups',
     fix: 'daily backups are kept 7 days on Pro, 14 on Team, up to 30 on Enterprise (Dashboard → Organization → Billing); the local layer keeps retention.days beyond that',
   });

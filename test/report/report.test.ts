@@ -1,9 +1,10 @@
 /**
  * The report: Markdown on stdout and in reports/, JSON, and the HTML page rendered in headless
  * Chromium — it loads with no console errors, its SVG charts are there and not empty, and a
- * screenshot is taken (HB_SCREENSHOT=<file> keeps a copy, for the README:
- * `HB_SCREENSHOT=$PWD/docs/report-screenshot.png npx vitest run test/report`). The failure in
- * the history is listed with its reason and counted in the success rate; no format shows a secret.
+ * screenshot is taken (HB_SCREENSHOT=<file> keeps a copy of the desktop one). On a phone no
+ * table scrolls sideways: each row is one block. The failure in the history is listed with its
+ * reason and counted in the success rate; no format shows a secret. (The README's screenshots are
+ * of render.test.ts's pages, whose data is fixed.)
  */
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -247,9 +248,20 @@ describe('report', () => {
         expect(await failures.locator('tbody tr').textContent(), name).toContain(`backupfailed${DUMP_FAILED.code}: ${DUMP_FAILED.message}`);
         const rate = await page.locator('.card', { hasText: 'backup success rate' }).textContent();
         expect(rate, name).toBe(`backup success rate${percent(expectedRate)}${expectedRate.ok} of ${expectedRate.total} runs`);
-        // nothing wider than the screen but the scrolling tables
+        // nothing wider than the screen, and no table that must be scrolled sideways to be read
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         expect(overflow, name).toBeLessThanOrEqual(0);
+        const scrolled = await page.$$eval('.scroll', (els) => els.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.querySelector('table')?.className));
+        expect(scrolled, name).toEqual([]);
+        if (name === 'phone') {
+          // the Monitor table is one block per check, its message shown whole below the name
+          const heads = await page.$$eval('#monitor thead', (els) => els.map((e) => getComputedStyle(e).display));
+          expect(heads, name).toEqual(['none']);
+          const messages = await page.$$eval('#monitor td.msg', (tds) => tds.map((td) => ({ clipped: td.scrollWidth > td.clientWidth + 1, width: td.getBoundingClientRect().width })));
+          expect(messages.length).toBeGreaterThan(5);
+          for (const m of messages) expect(m, name).toMatchObject({ clipped: false });
+          expect(Math.min(...messages.map((m) => m.width)), name).toBeGreaterThan(width * 0.7);
+        }
         const shot = path.join(dir, `report-${name}.png`);
         await page.screenshot({ path: shot, fullPage: name === 'desktop' });
         expect(statSync(shot).size).toBeGreaterThan(10_000);
