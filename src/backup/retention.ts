@@ -89,7 +89,7 @@ export function planRetention(backups: readonly Backup[], asOf: Date, p: Retenti
   const reasons = new Map<number, string[]>(ok.map((b) => [b.id, []]));
   const why = (b: Backup, r: string) => reasons.get(b.id)!.push(r);
 
-  ok.slice(0, p.minKeep).forEach((b, i) => why(b, `one of the newest ${p.minKeep} ok backups (#${i + 1})`));
+  ok.slice(0, p.minKeep).forEach((b, i) => why(b, p.minKeep === 1 ? 'the newest ok backup' : `one of the newest ${p.minKeep} ok backups (#${i + 1})`));
   for (const b of ok) if (b.pinned) why(b, 'pinned');
   const gfs = (n: number, label: (iso: string) => string, step: number, what: string) => {
     if (n <= 0) return;

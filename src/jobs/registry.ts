@@ -9,6 +9,7 @@ import type { Config, ScheduleName } from '../config/schema.js';
 import type { RunContext } from '../context.js';
 import { type DrillFrom, restoreDrill } from '../backup/drill.js';
 import { HbError } from '../domain/errors.js';
+import { plural } from '../util/format.js';
 import { runMonitor } from '../monitor/monitor.js';
 import { syncOffsite } from '../offsite/sync.js';
 import { pollSupabase } from '../supabase/poll.js';
@@ -91,7 +92,7 @@ export const JOBS: readonly Job[] = [
     async run(ctx) {
       const r = await restoreDrill(ctx, 'latest', nextDrillSource(ctx));
       if (!r.ok) throw new HbError('restore-test-failed', `drill of backup ${r.backupId} failed${r.error ? `: ${r.error.message}` : ''}`);
-      return `drill of backup ${r.backupId} passed (${r.rowsChecked} rows)`;
+      return `drill of backup ${r.backupId} passed (${plural(r.rowsChecked, 'row')})`;
     },
   },
   {
