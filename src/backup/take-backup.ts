@@ -28,31 +28,14 @@ import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '
 import { formatBytes, formatCount, formatDuration } from '../util/format.js';
 import { acquireBackupLock } from './lock.js';
 
-export const MAX_DESCRIPTION = 500;
+export { emptyDumpWarning, MAX_DESCRIPTION, validateDescription } from './describe.js';
+import { emptyDumpWarning, validateDescription } from './describe.js';
 
 export interface BackupRequest {
   kind: BackupKind;
   description?: string | null;
 }
 
-/**
- * Checks a description: 1–500 characters, not only whitespace. Returned exactly as given.
- * @throws HbError `description-invalid`
- */
-export function validateDescription(description: string | null | undefined, required: boolean): string | null {
-  if (description === undefined || description === null) {
-    if (required) throw new HbError('description-invalid', 'a pre-change backup needs a description', 'say what is about to change, e.g. npm run backup:pre-change "Add orders.discount column"');
-    return null;
-  }
-  const chars = [...description].length;
-  if (description.trim() === '') {
-    throw new HbError('description-invalid', 'the description is empty', 'say what is about to change, in 1 to 500 characters');
-  }
-  if (chars > MAX_DESCRIPTION) {
-    throw new HbError('description-invalid', `the description is ${chars} characters long, more than ${MAX_DESCRIPTION}`, 'shorten it to at most 500 characters');
-  }
-  return description;
-}
 
 async function uniqueFinalPath(dir: string, createdAt: string, kind: BackupKind, description: string | null, compression: 'none' | 'gzip', encrypted: boolean): Promise<string> {
   for (let attempt = 0; ; attempt++) {
@@ -89,10 +72,6 @@ async function withSpaceNeeded(ctx: RunContext, err: HbError): Promise<HbError> 
   return new HbError(err.code, `${err.message}: ${where}`, 'free disk space (npm run backup:prune, or remove other files) or move BACKUP_DIR to a larger disk', { cause: err });
 }
 
-/** What a backup whose dump holds no user table says, wherever it is shown. */
-export function emptyDumpWarning(database: string | null, source?: string): string {
-  return `the dump holds no user table: database "${database ?? '?'}"${source ? ` (${source})` : ''} is empty. Is DATABASE_URL the database you mean to protect?`;
-}
 
 /** Takes a backup. Resolves with the recorded `ok` backup; throws the (recorded) failure. */
 export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<Backup> {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command as Commander, CommanderError, Option } from 'commander';
-import { App } from '../app.js';
+import type { App } from '../app.js';
 import type { RunContext } from '../context.js';
 import { type Command, parseCommandArgs } from '../commands/command.js';
 import { COMMANDS, findCommand } from '../commands/index.js';
@@ -15,7 +15,6 @@ import { EXIT_FAILED, EXIT_USAGE, HbError, isErrorCode, toHbError } from '../dom
 import { type DatabaseIdentity, databaseIdentity, sourceConnInfo } from '../pg/connection.js';
 import { printable } from '../util/format.js';
 import { redact } from '../util/redact.js';
-import { runDaemon } from '../service/daemon.js';
 import { TerminalReporter } from './progress.js';
 import { viaSocket } from './socket-client.js';
 import { readEnvironment } from '../config/environment.js';
@@ -79,6 +78,8 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
     const args = parseCommandArgs(cmd, rawArgs);
     // A backup of nothing in particular is refused before anything is created or recorded.
     if (cmd.isBackup) sourceConnInfo(config.databaseUrl, config.environment.libpq);
+    // The engine (ledger, logs, the commands' work) is loaded only to run here, not to ask the service.
+    const { App } = await import('../app.js');
     app = await App.open(config, { consoleLevel: g.verbose ? 'debug' : 'silent', recoverLedger: !!cmd.recoversLedger, readOnlyOnFullDisk: !!cmd.worksOnFullDisk });
     if (app.ledger.readOnlyCopy) reporter.notice(app.ledger.readOnlyCopy);
     for (const r of app.ledger.recovered) reporter.notice(`run ${r.runId} (${r.job}) was left running by process ${r.pid ?? '?'}, which is gone: marked interrupted${r.removed.length ? `, removed ${r.removed.join(', ')}` : ''}`);
@@ -230,6 +231,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
     .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
     .option('--json', 'log to stderr as one JSON object per line, and print a start-up error as {error}')
     .action(async (o: { config?: string; json?: boolean }) => {
+      const { runDaemon } = await import('../service/daemon.js');
       const r = await runDaemon({ configFile: o.config, version: packageVersion(), json: !!o.json, launchedByNpm: readEnvironment().launchedByNpm });
       if (r.error) setExit(await printError(r.error, !!o.json));
     });

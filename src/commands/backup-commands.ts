@@ -1,9 +1,8 @@
 /** `manual` and `pre-change`: take a local backup now. */
 import { z } from 'zod';
-import { emptyDumpWarning, takeBackup, validateDescription } from '../backup/take-backup.js';
+import { emptyDumpWarning, validateDescription } from '../backup/describe.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
-import { afterLocalBackup } from '../offsite/sync.js';
 import { formatBytes, formatDuration, formatTime, plural, printable } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
@@ -56,6 +55,8 @@ export const manualCommand = defineCommand({
   grace: true,
   args: z.object({ description: description(false) }),
   async run(ctx, args): Promise<BackupDoc> {
+    const { takeBackup } = await import('../backup/take-backup.js');
+    const { afterLocalBackup } = await import('../offsite/sync.js');
     const b = await takeBackup(ctx, { kind: 'manual', description: args.description ?? null });
     await afterLocalBackup(ctx, b);
     return withWarnings(ctx.ledger.getBackup(b.id)!);
@@ -76,6 +77,8 @@ export const preChangeCommand = defineCommand({
   grace: true,
   args: z.object({ description: description(true) }),
   async run(ctx, args): Promise<BackupDoc> {
+    const { takeBackup } = await import('../backup/take-backup.js');
+    const { afterLocalBackup } = await import('../offsite/sync.js');
     const b = await takeBackup(ctx, { kind: 'pre-change', description: args.description });
     await afterLocalBackup(ctx, b);
     return withWarnings(ctx.ledger.getBackup(b.id)!);

@@ -1,6 +1,6 @@
 /** `restore-test [id|latest]`: a restore drill now. */
 import { z } from 'zod';
-import { type DrillOutcome, restoreDrill } from '../backup/drill.js';
+import type { DrillOutcome } from '../backup/drill.js';
 import { formatCount, formatDuration, plural } from '../util/format.js';
 import { defineCommand } from './command.js';
 
@@ -22,6 +22,7 @@ export const restoreTestCommand = defineCommand({
       .default('local'),
   }),
   async run(ctx, args): Promise<DrillOutcome> {
+    const { restoreDrill } = await import('../backup/drill.js');
     const [where, target] = args.from.split(':');
     return restoreDrill(ctx, args.which, where === 'offsite' ? { offsite: true, ...(target ? { target } : {}) } : { offsite: false });
   },

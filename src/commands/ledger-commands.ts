@@ -1,15 +1,14 @@
 /** `list`, `verify`, `runs`: read (and for verify, re-check) what the ledger knows. */
 import path from 'node:path';
 import { z } from 'zod';
-import { selectBackups, verifyOffsite, verifyOne, type VerifyResult } from '../backup/verify.js';
+import type { VerifyResult } from '../backup/verify.js';
 import { isJobName, JOB_NAMES, RunScope } from '../jobs/runs.js';
 import type { OffsiteTarget } from '../offsite/target.js';
-import { openTargets } from '../offsite/targets.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import { BACKUP_KINDS, BACKUP_STATUSES, type Backup, type Run } from '../domain/types.js';
 import { formatAge, formatBytes, formatCount, formatDuration, formatTime, parseDuration, plural, printable, table } from '../util/format.js';
 import { RawJson, type WireDocument } from '../util/raw-json.js';
-import { rebuildFromOffsite, rebuildFromSidecars, type RebuildOutcome } from '../backup/rebuild.js';
+import type { RebuildOutcome } from '../backup/rebuild.js';
 import { defineCommand } from './command.js';
 
 function truncate(s: string, n: number): string {
@@ -109,6 +108,8 @@ export const verifyCommand = defineCommand({
   },
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<{ results: VerifyResult[] }> {
+    const { selectBackups, verifyOffsite, verifyOne } = await import('../backup/verify.js');
+    const { openTargets } = await import('../offsite/targets.js');
     const backups = selectBackups(ctx, args.which);
     const run = RunScope.start(ctx, 'verify', { which: args.which });
     let targets: OffsiteTarget[] = [];
@@ -211,6 +212,7 @@ export const ledgerRebuildCommand = defineCommand({
   grace: true,
   args: z.object({ fromOffsite: z.string().min(1).optional() }),
   async run(ctx, args): Promise<RebuildOutcome> {
+    const { rebuildFromOffsite, rebuildFromSidecars } = await import('../backup/rebuild.js');
     const movedAside = ctx.ledger.movedAside ?? null;
     return args.fromOffsite === undefined ? rebuildFromSidecars(ctx, movedAside) : rebuildFromOffsite(ctx, args.fromOffsite, movedAside);
   },

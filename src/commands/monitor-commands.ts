@@ -4,11 +4,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { HbError } from '../domain/errors.js';
 import { type MonitorDoc, pluginExitCode } from '../domain/types.js';
-import { runMonitor } from '../monitor/monitor.js';
-import { type SyncDoc, syncCheck } from '../monitor/sync-check.js';
-import { buildReport, type ReportData } from '../report/build.js';
-import { renderHtml } from '../report/html.js';
-import { renderMarkdown } from '../report/markdown.js';
+import type { SyncDoc } from '../monitor/sync-check.js';
+import type { ReportData } from '../report/build.js';
 import { atomicWriteFile, ensurePrivateDir } from '../util/fs.js';
 import { formatHours, formatTime, plural } from '../util/format.js';
 import { defineCommand } from './command.js';
@@ -21,6 +18,7 @@ export const monitorCommand = defineCommand({
   summary: 'check both layers now, one check per concern; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (monitoring-plugin convention)',
   args: z.object({}),
   async run(ctx): Promise<MonitorDoc> {
+    const { runMonitor } = await import('../monitor/monitor.js');
     return runMonitor(ctx);
   },
   render(doc, view) {
@@ -40,6 +38,7 @@ export const syncCheckCommand = defineCommand({
   summary: 'one timeline of both layers over the retention window: the gaps where no layer could restore to, and the recovery point; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN',
   args: z.object({}),
   async run(ctx): Promise<SyncDoc> {
+    const { syncCheck } = await import('../monitor/sync-check.js');
     const poll = ctx.ledger.latestPoll();
     const snap = poll?.snapshot?.configured ? poll.snapshot : (ctx.ledger.latestSnapshot() ?? null);
     return syncCheck(ctx.config, ctx.ledger.listBackups(), snap, Date.now(), poll);
@@ -150,6 +149,9 @@ export const reportCommand = defineCommand({
   },
   args: z.object({ format: z.enum(['md', 'html', 'json']).default('md'), out: z.string().optional() }),
   async run(ctx, args): Promise<ReportDoc> {
+    const { buildReport } = await import('../report/build.js');
+    const { renderHtml } = await import('../report/html.js');
+    const { renderMarkdown } = await import('../report/markdown.js');
     const report = await buildReport(ctx);
     const date = report.generatedAt.slice(0, 10);
     const asked = args.out ? path.resolve(args.out) : path.join(ctx.config.backupDir, 'reports', `hybrid-report-${date}.${args.format}`);

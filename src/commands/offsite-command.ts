@@ -5,10 +5,8 @@
 import { z } from 'zod';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { BackupKind } from '../domain/types.js';
-import { kitKeys, readKit } from '../offsite/fetch.js';
-import { type SyncOutcome, syncOffsite } from '../offsite/sync.js';
+import type { SyncOutcome } from '../offsite/sync.js';
 import type { OffsiteTarget } from '../offsite/target.js';
-import { configuredTarget, NO_TARGET_HINT, openTarget } from '../offsite/targets.js';
 import { formatBytes, formatTime, table } from '../util/format.js';
 import { defineCommand } from './command.js';
 
@@ -18,6 +16,8 @@ export const offsiteSyncCommand = defineCommand({
   summary: 'upload now, to every offsite target, every ok backup that lacks a good copy there (normally done after each backup); exit 1 if any upload fails',
   args: z.object({}),
   async run(ctx): Promise<SyncOutcome> {
+    const { syncOffsite } = await import('../offsite/sync.js');
+    const { NO_TARGET_HINT } = await import('../offsite/targets.js');
     const out = await syncOffsite(ctx);
     if (!out) throw new HbError('offsite-off', 'offsite copies are not configured', NO_TARGET_HINT);
     return out;
@@ -70,6 +70,7 @@ export const offsiteListCommand = defineCommand({
   },
   args: z.object({ target: z.string().min(1).optional() }),
   async run(ctx, args): Promise<OffsiteListDoc> {
+    const { configuredTarget, openTarget } = await import('../offsite/targets.js');
     const names = args.target !== undefined ? [configuredTarget(ctx.config, args.target).name] : ctx.config.offsiteTargets.map((t) => t.name);
     if (names.length === 0) configuredTarget(ctx.config);
     const doc: OffsiteListDoc = { backups: [], unreadable: [] };
@@ -105,6 +106,7 @@ export const offsiteListCommand = defineCommand({
 
 /** Adds what one target's kits say to the document. */
 async function listInto(doc: OffsiteListDoc, name: string, target: OffsiteTarget, signal: AbortSignal): Promise<void> {
+  const { kitKeys, readKit } = await import('../offsite/fetch.js');
   for (const key of await kitKeys(target, signal)) {
     try {
       const kit = await readKit(target, key, signal);

@@ -1,6 +1,6 @@
 /** `restore <id|latest> --target <url> [--yes] [--create]` */
 import { z } from 'zod';
-import { restoreBackup, type RestoreResult } from '../backup/restore.js';
+import type { RestoreResult } from '../backup/restore.js';
 import { formatBytes, formatCount, formatDuration, plural } from '../util/format.js';
 import { defineCommand } from './command.js';
 
@@ -37,6 +37,7 @@ export const restoreCommand = defineCommand({
     offsiteTarget: z.string().min(1).optional(),
   }),
   async run(ctx, args): Promise<RestoreResult> {
+    const { restoreBackup } = await import('../backup/restore.js');
     return restoreBackup(ctx, args);
   },
   render(r) {

@@ -1,8 +1,6 @@
 /** `prune [--dry-run] [--as-of <time>]`, `pin <id>`, `unpin <id>` */
 import path from 'node:path';
 import { z } from 'zod';
-import { prune } from '../backup/retention.js';
-import { resolveBackup } from '../backup/verify.js';
 import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { formatBytes, formatTime, table } from '../util/format.js';
@@ -40,6 +38,7 @@ export const pruneCommand = defineCommand({
       .optional(),
   }),
   async run(ctx, args): Promise<PruneDoc> {
+    const { prune } = await import('../backup/retention.js');
     // --as-of is for planning: it never deletes (a time in the future would delete far more than now).
     const { plan, dryRun, missing, notes } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
     return {
@@ -74,6 +73,7 @@ const pinArgs = z.object({ id: z.string() });
 
 function setPinned(pinned: boolean) {
   return async (ctx: Parameters<typeof pruneCommand.run>[0], args: z.output<typeof pinArgs>): Promise<Backup> => {
+    const { resolveBackup } = await import('../backup/verify.js');
     const b = resolveBackup(ctx, args.id);
     if (pinned && b.status !== 'ok') throw new HbError('backup-not-restorable', `backup ${b.id} is ${b.status}; only ok backups can be pinned`);
     ctx.ledger.setPinned(b.id, pinned);

@@ -1,8 +1,6 @@
 /** `schedule`: the jobs, their cron expressions, next runs and last results. */
 import { z } from 'zod';
 import type { Run } from '../domain/types.js';
-import { JOBS } from '../jobs/registry.js';
-import { nextRunOf } from '../config/schedule.js';
 import { formatAge, formatTime, table } from '../util/format.js';
 import { pingService } from '../service/ping.js';
 import { defineCommand } from './command.js';
@@ -34,6 +32,8 @@ export const scheduleCommand = defineCommand({
   summary: 'the scheduled jobs: cron expression, next run, last result',
   args: z.object({}),
   async run(ctx): Promise<ScheduleDoc> {
+    const { JOBS } = await import('../jobs/registry.js');
+    const { nextRunOf } = await import('../config/schedule.js');
     const svc = ctx.service;
     // In-process, a service may still be running on this socket (--direct): say so.
     const other = svc ? null : await pingService(ctx.config.socket.path);

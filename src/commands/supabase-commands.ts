@@ -4,7 +4,6 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { SupabaseSnapshot } from '../domain/types.js';
 import { RunScope } from '../jobs/runs.js';
 import { checkPolicy, idealScheduleFor, pitrDays, type PolicyVerdict } from '../supabase/policy.js';
-import { managementApi, pollSupabase } from '../supabase/poll.js';
 import { formatAge, formatCount, formatTime } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
@@ -38,6 +37,7 @@ export const supabaseStatusCommand = defineCommand({
   summary: 'poll the Management API now and show the managed layer: PITR and its window, newest backup and its age, failed backups, project health',
   args: z.object({}),
   async run(ctx): Promise<SupabaseSnapshot> {
+    const { pollSupabase } = await import('../supabase/poll.js');
     return pollSupabase(ctx);
   },
   render: renderSnapshot,
@@ -56,6 +56,7 @@ export const supabaseConfigCommand = defineCommand({
   },
   args: z.object({ applySchedule: z.boolean().default(false) }),
   async run(ctx, args): Promise<SupabaseConfigDoc> {
+    const { pollSupabase } = await import('../supabase/poll.js');
     let snap: SupabaseSnapshot | null = null;
     let pollError: HbError | null = null;
     try {
@@ -90,6 +91,7 @@ export const supabaseConfigCommand = defineCommand({
 const SCHEDULE_CHANGES_PER_DAY = 3;
 
 async function applySchedule(ctx: Parameters<typeof supabaseConfigCommand.run>[0], snap: SupabaseSnapshot | null): Promise<SupabaseConfigDoc['applied']> {
+  const { managementApi } = await import('../supabase/poll.js');
   const api = managementApi(ctx);
   if (!api || !snap?.configured) throw new HbError('supabase-not-configured', 'cannot apply a schedule: the Management API is not configured or not reachable', 'set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN');
   if (snap.pitrEnabled) throw new HbError('usage', 'the project uses point-in-time recovery, which replaces daily backups: there is no daily schedule to move', 'nothing to do');
@@ -135,6 +137,7 @@ export const supabaseRestorePitrCommand = defineCommand({
     confirm: z.string().optional(),
   }),
   async run(ctx, args): Promise<PitrRestoreDoc> {
+    const { managementApi, pollSupabase } = await import('../supabase/poll.js');
     const api = managementApi(ctx);
     if (!api) throw new HbError('supabase-not-configured', 'the Management API is not configured', 'set SUPABASE_PROJECT_REF and SUPABASE_ACCESS_TOKEN');
     const ref = api.projectRef;

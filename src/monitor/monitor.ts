@@ -8,7 +8,7 @@ import type { RunContext } from '../context.js';
 import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
 import { planRetention } from '../backup/retention.js';
-import { emptyDumpWarning } from '../backup/take-backup.js';
+import { emptyDumpWarning } from '../backup/describe.js';
 import { checkFilesPresent, type VerifyResult, verifyOne } from '../backup/verify.js';
 import { RunScope } from '../jobs/runs.js';
 import { freeBytes } from '../util/fs.js';
