@@ -3,8 +3,11 @@
  * reporting medians and ratios, so a noisy shared machine affects both sides alike.
  *
  * Suites:
- *   dump     hybrid-backup manual vs bare `pg_dump -f` (plain), gzip mode vs `pg_dump | gzip -6`,
- *            and the peak RSS of the hybrid-backup process.
+ *   dump     hybrid-backup manual vs bare `pg_dump -f` and `pg_dump -f && sync` (plain), gzip mode vs
+ *            `pg_dump | gzip -6`; CPU seconds per GB of each whole process tree, and the peak RSS of
+ *            the hybrid-backup process.
+ *   restore  `restore --create` of a plain and a gzip backup vs `createdb && psql -1 -f` and
+ *            `createdb && gunzip -c | psql -1`, with CPU per GB and peak RSS.
  *   service  `list --json` round trips through the control socket with 10,000 backups in the
  *            ledger (p50, p99), and the idle service's RSS and CPU.
  *   drill    on a database whose plain backup is ≥ 1 GiB: `restore-test` (on its own throwaway
@@ -23,7 +26,7 @@
  * table data, default 1.25 × BENCH_SIZE_MB, so its backup is ≥ 1 GiB); BENCH_BACKUPS (default 10000),
  * BENCH_REQUESTS (default 500), BENCH_IDLE_SECONDS (default 60) for the service suite.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -105,8 +108,20 @@ async function buildDatabase(name: string, sizeMb: number): Promise<number> {
   }
 }
 
-/** Runs a command, timing it; for `rssPid: true` samples the process's VmHWM until it exits. */
-async function timed(cmd: string, args: string[], opts: { env?: Record<string, string>; shell?: boolean; rss?: boolean } = {}): Promise<{ ms: number; peakRss: number }> {
+/** CPU seconds used by this process's waited-for children and their descendants (cutime + cstime). */
+function childrenCpu(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+/**
+ * Runs a command, timing it; `cpu` is the CPU seconds of the command and everything it started
+ * (pg_dump, gzip, psql: not the server's backend, the same for both sides); for `rss: true` samples
+ * the process's VmHWM until it exits.
+ */
+async function timed(cmd: string, args: string[], opts: { env?: Record<string, string>; shell?: boolean; rss?: boolean } = {}): Promise<{ ms: number; peakRss: number; cpu: number }> {
+  const cpu0 = childrenCpu();
   const t0 = process.hrtime.bigint();
   const child = execa(cmd, args, { env: opts.env, shell: opts.shell, stdout: 'ignore', stderr: 'pipe' });
   let peak = 0;
@@ -127,8 +142,12 @@ async function timed(cmd: string, args: string[], opts: { env?: Record<string, s
   } finally {
     if (timer) clearInterval(timer);
   }
-  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, peakRss: peak };
+  return { ms: Number(process.hrtime.bigint() - t0) / 1e6, peakRss: peak, cpu: childrenCpu() - cpu0 };
 }
+
+/** Median, spread (min–max) and the per-pair ratios of a measurement. */
+const spread = (xs: number[]) => `${sec(Math.min(...xs))}–${sec(Math.max(...xs))}`;
+const pairRatios = (a: number[], b: number[]) => a.map((x, i) => (x / b[i]!).toFixed(2)).join(', ');
 
 async function dumpSuite(): Promise<string> {
   const name = 'hb_bench_dump';
@@ -146,12 +165,16 @@ async function dumpSuite(): Promise<string> {
   const clean = () => rmSync(path.join(work, 'backups'), { recursive: true, force: true });
   const out = path.join(work, 'bare.sql');
 
-  const results: Record<string, number[]> = { bare: [], bareSync: [], hb: [], bareGz: [], hbGz: [] };
-  const rss: number[] = [];
+  const keys = ['bare', 'bareSync', 'hb', 'bareGz', 'hbGz'] as const;
+  const results: Record<string, number[]> = Object.fromEntries(keys.map((k) => [k, []]));
+  const cpu: Record<string, number[]> = Object.fromEntries(keys.map((k) => [k, []]));
+  const rss: Record<string, number[]> = { hb: [], hbGz: [] };
   const fixed: Record<string, number[]> = { bare: [], hb: [] };
+  let plainBytes = 0;
+  let gzBytes = 0;
   try {
     for (let i = 0; i < PAIRS; i++) {
-      const pairs: Array<[string, () => Promise<{ ms: number; peakRss: number }>]> = [
+      const pairs: Array<[string, () => Promise<{ ms: number; peakRss: number; cpu: number }>]> = [
         ['bare', () => timed(pgDump, ['--format=plain', '-f', out, '-d', url])],
         ['hb', () => timed('node', [CLI, 'manual', 'bench'], { env: env('none'), rss: true })],
         // the same durability as hybrid-backup: the file fsynced before the command returns
@@ -165,8 +188,15 @@ async function dumpSuite(): Promise<string> {
         const [key, run] = pairs[j]!;
         const r = await run();
         results[key]!.push(r.ms);
-        if (r.peakRss) rss.push(r.peakRss);
-        console.error(`  pair ${i + 1}: ${key.padEnd(6)} ${sec(r.ms)}${r.peakRss ? `  peak RSS ${mb(r.peakRss)}` : ''}`);
+        cpu[key]!.push(r.cpu);
+        if (r.peakRss) rss[key]!.push(r.peakRss);
+        if (key === 'hb' || key === 'hbGz') {
+          const file = readdirSync(path.join(work, 'backups')).find((f) => /\.sql(\.gz)?$/.test(f))!;
+          const size = statSync(path.join(work, 'backups', file)).size;
+          if (key === 'hb') plainBytes = size;
+          else gzBytes = size;
+        }
+        console.error(`  pair ${i + 1}: ${key.padEnd(8)} ${sec(r.ms)}  cpu ${r.cpu.toFixed(2)} s${r.peakRss ? `  peak RSS ${mb(r.peakRss)}` : ''}`);
         rmSync(out, { force: true });
         rmSync(`${out}.gz`, { force: true });
         clean();
@@ -189,22 +219,106 @@ async function dumpSuite(): Promise<string> {
     if (!process.env.BENCH_KEEP_DB) await sql(ADMIN, `drop database if exists "${name}" with (force)`);
   }
   const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<string, number>;
-  const plainRatio = m.hb! / m.bare!;
-  const gzRatio = m.hbGz! / m.bareGz!;
-  const peak = Math.max(...rss);
+  const c = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const gb = plainBytes / 1024 ** 3;
+  const perGb = (k: string) => `${(c[k]! / gb).toFixed(2)} CPU s/GB`;
   const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  const row = (what: string, a: string, b: string, base: string, target: string, limit: number | null) => {
+    const ratio = m[a]! / m[b]!;
+    return `| ${what} | ${sec(m[a]!)} (${spread(results[a]!)}; ${perGb(a)}) | ${sec(m[b]!)} (${spread(results[b]!)}; ${perGb(b)}) ${base} | ${ratio.toFixed(3)} (pairs ${pairRatios(results[a]!, results[b]!)}) | ${limit === null ? target : `${target}, ${verdict(ratio <= limit)}`} |`;
+  };
+  const peak = (k: string) => Math.max(...rss[k]!);
   return [
-    `### dump (${mb(bytes)} of table data, ${PAIRS} alternating pairs, medians)`,
+    `### dump (${mb(bytes)} of table data: a ${mb(plainBytes)} plain dump, ${mb(gzBytes)} gzipped; ${PAIRS} alternating pairs, medians, spread min–max, CPU of the whole process tree)`,
     '',
-    '| measurement | hybrid-backup | baseline | ratio | target |',
+    '| measurement | hybrid-backup | baseline | ratio (per pair) | target |',
     '|---|---|---|---|---|',
-    `| plain dump | ${sec(m.hb!)} | ${sec(m.bare!)} (\`pg_dump -f\`) | ${plainRatio.toFixed(3)} | ≤ 1.05, ${verdict(plainRatio <= 1.05)} |`,
-    `| plain dump, same durability | ${sec(m.hb!)} | ${sec(m.bareSync!)} (\`pg_dump -f && sync file\`) | ${(m.hb! / m.bareSync!).toFixed(3)} | (context) |`,
+    row('plain dump', 'hb', 'bare', '(`pg_dump -f`)', '≤ 1.05', 1.05),
+    row('plain dump, same durability', 'hb', 'bareSync', '(`pg_dump -f && sync file`)', '≤ 1.0', 1.0),
+    row('gzip dump', 'hbGz', 'bareGz', '(`pg_dump \\| gzip -6`)', '≤ 0.6', 0.6),
     `| fixed cost: empty database | ${sec(median(fixed.hb!))} | ${sec(median(fixed.bare!))} (\`pg_dump -f\`) | +${sec(median(fixed.hb!) - median(fixed.bare!))} | (context) |`,
-    `| gzip dump | ${sec(m.hbGz!)} | ${sec(m.bareGz!)} (\`pg_dump \\| gzip -6\`) | ${gzRatio.toFixed(3)} | ≤ 1.05, ${verdict(gzRatio <= 1.05)} |`,
-    `| peak RSS of the hybrid-backup process | ${mb(peak)} | | | ≤ 150 MB, ${verdict(peak <= 150 * 1024 * 1024)} |`,
+    `| peak RSS of the hybrid-backup process, plain / gzip | ${mb(peak('hb'))} / ${mb(peak('hbGz'))} | | | ≤ 150 MB, ${verdict(Math.max(peak('hb'), peak('hbGz')) <= 150 * 1024 * 1024)} |`,
     '',
     `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries({ ...results, fixedBare: fixed.bare!, fixedHb: fixed.hb! }).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+    `CPU (s): ${JSON.stringify(Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v.map((x) => Number(x.toFixed(2)))])))}`,
+  ].join('\n');
+}
+
+/**
+ * `restore` of a plain and of a gzip backup (each into a new database, `--create`) against what an
+ * operator would type: `createdb && psql -1 -f <file>` and `createdb && gunzip -c <file> | psql -1`
+ * (`-1`: one transaction, as `restore` runs it, so a failed restore leaves nothing).
+ */
+async function restoreSuite(): Promise<string> {
+  const name = 'hb_bench_dump';
+  console.error(`building a database with about ${SIZE_MB} MB of table data…`);
+  const bytes = await buildDatabase(name, SIZE_MB);
+  const url = dbUrl(name);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-brest-'));
+  const major = Math.floor(Number((await sql(url, `select current_setting('server_version_num') as v`)).rows[0].v) / 10000);
+  const bin = `/usr/lib/postgresql/${major}/bin`;
+  const env = (compression: string) => {
+    const cfg = path.join(work, `${compression}.json`);
+    writeFileSync(cfg, JSON.stringify({ dump: { compression, freeSpaceFactor: 1 } }));
+    return { ...process.env, DATABASE_URL: url, BACKUP_DIR: path.join(work, 'b'), HYBRID_BACKUP_CONFIG: cfg } as Record<string, string>;
+  };
+  const keys = ['psql', 'hb', 'gunzipPsql', 'hbGz'] as const;
+  const results: Record<string, number[]> = Object.fromEntries(keys.map((k) => [k, []]));
+  const cpu: Record<string, number[]> = Object.fromEntries(keys.map((k) => [k, []]));
+  const rss: number[] = [];
+  let plain = { id: 0, file: '', bytes: 0 };
+  let gz = { id: 0, file: '', bytes: 0 };
+  const scratch = 'hb_bench_restore';
+  const drop = () => sql(ADMIN, `drop database if exists "${scratch}" with (force)`);
+  const psql = `${bin}/psql -X -q -v ON_ERROR_STOP=1 --single-transaction -d '${dbUrl(scratch)}'`;
+  const createdb = `${bin}/createdb -h '${new URL(ADMIN).hostname}' -U '${new URL(ADMIN).username || 'postgres'}' ${scratch}`;
+  try {
+    plain = JSON.parse((await execa('node', [CLI, 'manual', '--json'], { env: env('none') })).stdout);
+    gz = JSON.parse((await execa('node', [CLI, 'manual', '--json'], { env: env('gzip') })).stdout);
+    console.error(`  backups: ${mb(plain.bytes)} plain, ${mb(gz.bytes)} gzip`);
+    for (let i = 0; i < PAIRS; i++) {
+      const pairs: Array<[string, () => Promise<{ ms: number; peakRss: number; cpu: number }>]> = [
+        ['psql', () => timed('bash', ['-c', `set -e; ${createdb}; ${psql} -f '${plain.file}' > /dev/null`])],
+        ['hb', () => timed('node', [CLI, 'restore', String(plain.id), '--target', dbUrl(scratch), '--create'], { env: env('none'), rss: true })],
+        ['gunzipPsql', () => timed('bash', ['-c', `set -eo pipefail; ${createdb}; gunzip -c '${gz.file}' | ${psql} -f - > /dev/null`])],
+        ['hbGz', () => timed('node', [CLI, 'restore', String(gz.id), '--target', dbUrl(scratch), '--create'], { env: env('gzip'), rss: true })],
+      ];
+      const order = i % 2 === 0 ? [0, 1, 2, 3] : [1, 0, 3, 2];
+      for (const j of order) {
+        const [key, run] = pairs[j]!;
+        await drop();
+        const r = await run();
+        results[key]!.push(r.ms);
+        cpu[key]!.push(r.cpu);
+        if (r.peakRss) rss.push(r.peakRss);
+        console.error(`  pair ${i + 1}: ${key.padEnd(10)} ${sec(r.ms)}  cpu ${r.cpu.toFixed(2)} s${r.peakRss ? `  peak RSS ${mb(r.peakRss)}` : ''}`);
+      }
+    }
+  } finally {
+    await drop();
+    rmSync(work, { recursive: true, force: true });
+    if (!process.env.BENCH_KEEP_DB) await sql(ADMIN, `drop database if exists "${name}" with (force)`);
+  }
+  const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const c = Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, median(v)])) as Record<string, number>;
+  const gb = plain.bytes / 1024 ** 3;
+  const perGb = (k: string) => `${(c[k]! / gb).toFixed(2)} CPU s/GB`;
+  const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  const row = (what: string, a: string, b: string, base: string) => {
+    const ratio = m[a]! / m[b]!;
+    return `| ${what} | ${sec(m[a]!)} (${spread(results[a]!)}; ${perGb(a)}) | ${sec(m[b]!)} (${spread(results[b]!)}; ${perGb(b)}) ${base} | ${ratio.toFixed(3)} (pairs ${pairRatios(results[a]!, results[b]!)}) | ≤ 1.05, ${verdict(ratio <= 1.05)} |`;
+  };
+  return [
+    `### restore (${mb(bytes)} of table data: a ${mb(plain.bytes)} plain and a ${mb(gz.bytes)} gzip backup; ${PAIRS} alternating pairs, medians, spread min–max, CPU of the client process tree)`,
+    '',
+    '| measurement | hybrid-backup | baseline | ratio (per pair) | target |',
+    '|---|---|---|---|---|',
+    row('restore, plain', 'hb', 'psql', '(`createdb && psql -1 -f`)'),
+    row('restore, gzip', 'hbGz', 'gunzipPsql', '(`createdb && gunzip -c \\| psql -1`)'),
+    `| peak RSS of the hybrid-backup process | ${mb(Math.max(...rss))} | | | ≤ 150 MB, ${verdict(Math.max(...rss) <= 150 * 1024 * 1024)} |`,
+    '',
+    `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+    `CPU (s): ${JSON.stringify(Object.fromEntries(Object.entries(cpu).map(([k, v]) => [k, v.map((x) => Number(x.toFixed(2)))])))}`,
   ].join('\n');
 }
 
@@ -637,7 +751,194 @@ async function offsiteSuite(): Promise<string> {
   ].join('\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, service: serviceSuite, drill: drillSuite, offsite: offsiteSuite };
+/**
+ * The `storage` suite (issue 15): capturing a project's Storage files against a local fake of the
+ * Storage API (test/helpers/fake-storage-project.ts) run in its own process.
+ *   - incremental capture of 10,000 unchanged objects (after a first capture of them);
+ *   - first capture of 1 GiB (32 files of 32 MiB) into the store on this disk, against a plain
+ *     client on the same files: a raw node:http GET loop to nowhere (the fake's own throughput),
+ *     and `curl` writing the files to the same disk followed by `sync`; and the same capture into
+ *     a store on tmpfs, against the raw loop (the capture's own cost, no disk);
+ *   - the capture process's peak RSS (getrusage maxrss).
+ * BENCH_STORAGE_CONCURRENCY (default 4) is the capture's and the plain clients' concurrency.
+ */
+async function storageSuite(): Promise<string> {
+  const { PROJECT_KEY } = await import('../test/helpers/fake-storage-project.js');
+  const fakeModule = path.join(ROOT, 'dist/test/helpers/fake-storage-project.js');
+  const storageModule = path.join(ROOT, 'dist/src/storage/index.js');
+  const C = Number(process.env.BENCH_STORAGE_CONCURRENCY ?? 4);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bench-storage-'));
+  const shm = statSync('/dev/shm', { throwIfNoEntry: false })?.isDirectory() ? mkdtempSync('/dev/shm/hb-bench-storage-') : null;
+  const env = { ...process.env, HB_BENCH_KEY: PROJECT_KEY } as Record<string, string>;
+
+  /** Starts the fake in its own process with a scenario; resolves with its URL and object names. */
+  async function startFake(scenario: 'many' | 'big'): Promise<{ url: string; names: string[]; stop: () => Promise<void> }> {
+    const script = `
+      const { FakeStorageProject } = await import(${JSON.stringify(fakeModule)});
+      const { randomBytes } = await import('node:crypto');
+      const f = await new FakeStorageProject().start();
+      f.addBucket('bench');
+      const names = [];
+      if (process.env.SCENARIO === 'many') {
+        for (let i = 0; i < 10000; i++) { const n = 'folder ' + (i % 100) + '/file ' + i + '.txt'; f.put('bench', n, randomBytes(1024 + (i % 1024)), { contentType: 'text/plain' }); names.push(n); }
+      } else {
+        for (let i = 0; i < 32; i++) { const n = 'big/file ' + i + '.bin'; f.put('bench', n, { size: 32 << 20, seed: i + 1 }); names.push(n); }
+      }
+      process.stdout.write(JSON.stringify({ url: f.url, names }) + '\\n');
+      process.stdin.resume();
+      process.stdin.on('end', () => f.stop().then(() => process.exit(0)));
+    `;
+    const child = execa('node', ['--input-type=module', '-e', script], { env: { ...env, SCENARIO: scenario }, stdin: 'pipe', stdout: 'pipe', stderr: 'inherit', buffer: false, reject: false });
+    const line = await new Promise<string>((resolve, reject) => {
+      let acc = '';
+      child.stdout!.on('data', (c: Buffer) => {
+        acc += c;
+        if (acc.includes('\n')) resolve(acc.slice(0, acc.indexOf('\n')));
+      });
+      child.on('exit', () => reject(new Error('the fake Storage process ended before it started')));
+    });
+    const { url, names } = JSON.parse(line) as { url: string; names: string[] };
+    return {
+      url,
+      names,
+      stop: async () => {
+        child.stdin!.end();
+        await child;
+      },
+    };
+  }
+
+  /** One capture in a fresh process: its time, stats and peak RSS. */
+  async function capture(url: string, dir: string, previous: string | null, out: string | null): Promise<{ ms: number; cpuMs: number; maxRss: number; stats: Record<string, number>; complete: boolean }> {
+    const script = `
+      const s = await import(${JSON.stringify(storageModule)});
+      const store = await s.StorageStore.open(process.env.DIR);
+      const api = s.StorageApi.open({ url: process.env.URL, serviceRoleKey: process.env.HB_BENCH_KEY, maxSockets: ${C} + 2 });
+      const previous = process.env.PREV ? await s.readManifestFile(process.env.PREV) : null;
+      const t0 = performance.now();
+      const r = await s.captureStorage({ api, store, previous, concurrency: ${C} });
+      const ms = performance.now() - t0;
+      if (process.env.OUT) await s.writeManifestFile(process.env.OUT, r.manifest);
+      api.close();
+      const cpu = process.cpuUsage();
+      process.stdout.write(JSON.stringify({ ms, cpuMs: (cpu.user + cpu.system) / 1000, maxRss: process.resourceUsage().maxRSS * 1024, stats: r.manifest.stats, complete: r.complete }));
+    `;
+    const r = await execa('node', ['--input-type=module', '-e', script], { env: { ...env, URL: url, DIR: dir, PREV: previous ?? '', OUT: out ?? '' } });
+    return JSON.parse(r.stdout) as { ms: number; cpuMs: number; maxRss: number; stats: Record<string, number>; complete: boolean };
+  }
+
+  /** The plain client: GET every object over keep-alive, C at a time, bytes thrown away. */
+  async function rawLoop(url: string, names: string[]): Promise<{ ms: number; bytes: number; cpuMs: number }> {
+    const script = `
+      const http = await import('node:http');
+      const names = JSON.parse(process.env.NAMES);
+      const agent = new http.Agent({ keepAlive: true, maxSockets: ${C} });
+      const key = process.env.HB_BENCH_KEY;
+      let bytes = 0, next = 0;
+      const get = (n) => new Promise((resolve, reject) => {
+        const u = process.env.URL + '/storage/v1/object/authenticated/bench/' + n.split('/').map(encodeURIComponent).join('/');
+        http.get(u, { agent, headers: { apikey: key, authorization: 'Bearer ' + key } }, (res) => { res.on('data', (c) => (bytes += c.length)); res.on('end', resolve); res.on('error', reject); }).on('error', reject);
+      });
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: ${C} }, async () => { while (next < names.length) await get(names[next++]); }));
+      const cpu = process.cpuUsage();
+      process.stdout.write(JSON.stringify({ ms: performance.now() - t0, bytes, cpuMs: (cpu.user + cpu.system) / 1000 }));
+      agent.destroy();
+    `;
+    const r = await execa('node', ['--input-type=module', '-e', script], { env: { ...env, URL: url, NAMES: JSON.stringify(names) } });
+    return JSON.parse(r.stdout) as { ms: number; bytes: number; cpuMs: number };
+  }
+
+  /** curl fetching every object into files on the store's disk, C at a time, then `sync`. */
+  async function curlToDisk(url: string, names: string[], dir: string): Promise<number> {
+    mkdirSync(dir, { recursive: true });
+    const cfg = path.join(work, 'curl.cfg');
+    writeFileSync(cfg, names.map((n, i) => `url = "${url}/storage/v1/object/authenticated/bench/${n.split('/').map(encodeURIComponent).join('/')}"\noutput = "${path.join(dir, String(i))}"\n`).join(''));
+    const t0 = process.hrtime.bigint();
+    await execa('sh', ['-c', `curl -sS --fail -Z --parallel-max ${C} -H "apikey: $HB_BENCH_KEY" -H "authorization: Bearer $HB_BENCH_KEY" -K "$1" && sync -f "$2"`, 'sh', cfg, dir], { env });
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  }
+
+  const rows: string[] = [];
+  const raw: Record<string, number[]> = { incremental: [], firstMany: [], captureDisk: [], captureShm: [], plainRaw: [], plainCurl: [], cpuCapture: [], cpuRaw: [] };
+  const rss: number[] = [];
+  const verdict = (ok: boolean) => (ok ? 'meets target' : 'MISSES target');
+  try {
+    // 10,000 small objects: one first capture, then the unchanged ones again.
+    const many = await startFake('many');
+    try {
+      const dir = path.join(work, 'many');
+      const first = await capture(many.url, dir, null, path.join(work, 'many.json'));
+      raw.firstMany!.push(first.ms);
+      rss.push(first.maxRss);
+      console.error(`  10,000 objects, first capture ${sec(first.ms)}  peak RSS ${mb(first.maxRss)}  ${JSON.stringify(first.stats)}`);
+      for (let i = 0; i < PAIRS; i++) {
+        const r = await capture(many.url, dir, path.join(work, 'many.json'), null);
+        if (r.stats.fetched !== 0 || r.stats.reused !== 10000) throw new Error(`the incremental capture fetched ${r.stats.fetched}`);
+        raw.incremental!.push(r.ms);
+        rss.push(r.maxRss);
+        console.error(`  run ${i + 1}: incremental ${sec(r.ms)}  peak RSS ${mb(r.maxRss)}`);
+      }
+    } finally {
+      await many.stop();
+    }
+    // 1 GiB: alternating pairs.
+    const big = await startFake('big');
+    try {
+      for (let i = 0; i < PAIRS; i++) {
+        const p = await rawLoop(big.url, big.names);
+        if (p.bytes !== 32 * (32 << 20)) throw new Error(`the plain client read ${p.bytes} bytes`);
+        raw.plainRaw!.push(p.ms);
+        raw.cpuRaw!.push(p.cpuMs);
+        const d = path.join(work, `big-${i}`);
+        const c = await capture(big.url, d, null, null);
+        if (!c.complete || c.stats.bytesFetched !== 32 * (32 << 20)) throw new Error('the 1 GiB capture is not complete');
+        raw.captureDisk!.push(c.ms);
+        raw.cpuCapture!.push(c.cpuMs);
+        rss.push(c.maxRss);
+        rmSync(d, { recursive: true, force: true });
+        const cu = await curlToDisk(big.url, big.names, path.join(work, `curl-${i}`));
+        raw.plainCurl!.push(cu);
+        rmSync(path.join(work, `curl-${i}`), { recursive: true, force: true });
+        let s: { ms: number; maxRss: number } | null = null;
+        if (shm) {
+          s = await capture(big.url, path.join(shm, `big-${i}`), null, null);
+          raw.captureShm!.push(s.ms);
+          rss.push(s.maxRss);
+          rmSync(path.join(shm, `big-${i}`), { recursive: true, force: true });
+        }
+        console.error(`  pair ${i + 1}: plain GET loop ${sec(p.ms)}, capture to disk ${sec(c.ms)} (peak RSS ${mb(c.maxRss)}), curl to disk + sync ${sec(cu)}${s ? `, capture to tmpfs ${sec(s.ms)} (peak RSS ${mb(s.maxRss)})` : ''}`);
+      }
+    } finally {
+      await big.stop();
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+    if (shm) rmSync(shm, { recursive: true, force: true });
+  }
+  const m = (k: string) => median(raw[k]!);
+  const GiB = 1024 ** 3;
+  const rate = (ms: number) => `${(GiB / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
+  const peak = Math.max(...rss);
+  rows.push(
+    `### storage (10,000 small objects; 1 GiB in 32 files of 32 MiB; concurrency ${C}; ${PAIRS} runs, medians)`,
+    '',
+    '| measurement | hybrid-backup | plain client | ratio (throughput) | target |',
+    '|---|---|---|---|---|',
+    `| incremental capture of 10,000 unchanged objects (list 100 folders, compare, check the store holds each file) | ${sec(m('incremental'))} | | | ≤ 10 s, ${verdict(m('incremental') <= 10_000)} |`,
+    `| first capture of the 10,000 (info + GET + hash + write + fsync each) | ${sec(m('firstMany'))} | | | (context) |`,
+    `| first capture of 1 GiB into the store on tmpfs (the capture's own cost) | ${sec(m('captureShm'))} (${rate(m('captureShm'))}) | ${sec(m('plainRaw'))} (${rate(m('plainRaw'))}, node:http GET loop, bytes dropped) | ${(m('plainRaw') / m('captureShm')).toFixed(2)} | ≥ 0.80, ${verdict(m('plainRaw') / m('captureShm') >= 0.8)} |`,
+    `| first capture of 1 GiB into the store on this disk | ${sec(m('captureDisk'))} (${rate(m('captureDisk'))}) | ${sec(m('plainCurl'))} (${rate(m('plainCurl'))}, \`curl -Z\` to files on the same disk, then \`sync\`) | ${(m('plainCurl') / m('captureDisk')).toFixed(2)} | ≥ 0.80, ${verdict(m('plainCurl') / m('captureDisk') >= 0.8)} |`,
+    `| … the same against the GET loop dropping the bytes | | | ${(m('plainRaw') / m('captureDisk')).toFixed(2)} | (bounded by the disk) |`,
+    `| CPU seconds of the process per GiB (user + system, process start included) | ${(m('cpuCapture') / 1000).toFixed(2)} s (capture to disk) | ${(m('cpuRaw') / 1000).toFixed(2)} s (GET loop) | | (context: ${os.cpus().length} CPUs, shared with the fake server) |`,
+    `| peak RSS of a capture process (any run) | ${mb(peak)} | | | ≤ 150 MB, ${verdict(peak <= 150 * 1024 * 1024)} |`,
+    '',
+    `raw (ms): \`${JSON.stringify(Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}\`; peak RSS (MB): \`${JSON.stringify(rss.map((x) => Math.round(x / 1024 / 1024)))}\``,
+  );
+  return rows.join('\n');
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, restore: restoreSuite, service: serviceSuite, drill: drillSuite, offsite: offsiteSuite, storage: storageSuite };
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);

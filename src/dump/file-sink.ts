@@ -10,7 +10,8 @@
  * while a write blocks (the kernel throttling dirty pages), nothing is read from pg_dump.
  *
  * Every 64 MiB written, a background fdatasync starts writeback while the dump goes on, so the
- * disk works while pg_dump and the server use the CPU, and the final fsync has little left to do.
+ * disk works while pg_dump and the server use the CPU, and the final fsync has little left to do
+ * ({@link Writeback}, also used when pg_dump writes the file itself).
  *
  * The file is created exclusively (`wx`) with the given mode. On error or destroy the descriptor
  * is closed; removing the file is the caller's decision.
@@ -20,18 +21,52 @@ import { Writable } from 'node:stream';
 
 const EARLY_SYNC_EVERY = 64 * 1024 * 1024;
 
+/**
+ * Early writeback of a file being written, and its final fsync. A writeback error from a
+ * background fdatasync is kept: Linux reports such an error once per descriptor, so the final
+ * fsync could succeed after it, and it must fail the file instead.
+ */
+export class Writeback {
+  private syncedAt = 0;
+  /** The background fdatasync in flight, if any. */
+  private syncing: Promise<void> | null = null;
+  /** The first writeback error, if any. */
+  error: Error | null = null;
+
+  constructor(private readonly fd: number) {}
+
+  /** The file now holds `bytes`: every 64 MiB more, a background fdatasync starts. */
+  wrote(bytes: number): void {
+    if (bytes - this.syncedAt < EARLY_SYNC_EVERY || this.syncing) return;
+    this.syncedAt = bytes;
+    this.syncing = new Promise<void>((resolve) =>
+      fs.fdatasync(this.fd, (e) => {
+        if (e) this.error ??= e;
+        resolve();
+      }),
+    ).then(() => {
+      this.syncing = null;
+    });
+  }
+
+  /** Resolves when no background fdatasync is in flight (never close the descriptor under one). */
+  settled(): Promise<void> {
+    return this.syncing ?? Promise.resolve();
+  }
+
+  /** fsync, after any background sync; rejects with the first writeback error. */
+  async sync(): Promise<void> {
+    await this.settled();
+    await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+    if (this.error) throw this.error;
+  }
+}
+
 export class FileSink extends Writable {
   private fd: number | null;
   /** Bytes written so far. */
   bytes = 0;
-  private syncedAt = 0;
-  /** The background fdatasync in flight, if any. */
-  private syncing: Promise<void> | null = null;
-  /**
-   * A writeback error from a background fdatasync. Linux reports such an error once per
-   * descriptor, so the final fsync could succeed after it: it must fail the file instead.
-   */
-  private syncError: Error | null = null;
+  private readonly writeback: Writeback;
 
   /** @throws the open error (EEXIST, EACCES, …) synchronously. */
   constructor(
@@ -41,10 +76,11 @@ export class FileSink extends Writable {
   ) {
     super({ highWaterMark: 1 << 20 });
     this.fd = fs.openSync(file, 'wx', mode);
+    this.writeback = new Writeback(this.fd);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.syncError) return cb(this.syncError);
+    if (this.writeback.error) return cb(this.writeback.error);
     try {
       this.onChunk?.(chunk);
       let off = 0;
@@ -53,30 +89,18 @@ export class FileSink extends Writable {
     } catch (e) {
       return cb(e as Error);
     }
-    if (this.bytes - this.syncedAt >= EARLY_SYNC_EVERY && !this.syncing) {
-      this.syncedAt = this.bytes;
-      const fd = this.fd!;
-      this.syncing = new Promise<void>((resolve) =>
-        fs.fdatasync(fd, (e) => {
-          if (e) this.syncError ??= e;
-          resolve();
-        }),
-      ).then(() => {
-        this.syncing = null;
-      });
-    }
+    this.writeback.wrote(this.bytes);
     cb();
   }
 
   override _final(cb: (err?: Error | null) => void): void {
     const fd = this.fd!;
-    void (this.syncing ?? Promise.resolve()).then(() =>
-      fs.fsync(fd, (e) => {
-        const err = e ?? this.syncError;
-        if (err) return cb(err);
+    this.writeback.sync().then(
+      () => {
         this.fd = null;
         fs.close(fd, (c) => cb(c));
-      }),
+      },
+      (e: Error) => cb(e),
     );
   }
 
@@ -84,7 +108,6 @@ export class FileSink extends Writable {
     if (this.fd === null) return cb(err);
     const fd = this.fd;
     this.fd = null;
-    // Never close under a background fdatasync.
-    void (this.syncing ?? Promise.resolve()).then(() => fs.close(fd, () => cb(err)));
+    void this.writeback.settled().then(() => fs.close(fd, () => cb(err)));
   }
 }

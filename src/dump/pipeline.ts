@@ -1,27 +1,33 @@
 /**
  * The dump pipeline: the output of one or more dump commands (pg_dump, pg_dumpall), with text
- * between them, streamed in order — never held whole — through the COPY scanner, optionally gzip,
- * and SHA-256 into `<final>.partial`, then fsynced. Memory stays bounded by the stream buffers
- * whatever the database size.
+ * between them, in order — never held whole — into `<final>.partial`, seen on its way by the COPY
+ * scanner (row counts, data digests, sequences) and SHA-256 (of the bytes as stored), then fsynced.
+ * Memory stays bounded by the stream buffers whatever the database size.
+ *
+ * Two ways, one result: a plain dump is written by pg_dump itself and read back as it grows
+ * ({@link dumpDirect}); a dump that is rewritten, compressed (gzip on every core) or encrypted
+ * streams through this process ({@link dumpStreamed}).
  *
  * Each command part must exit 0 and end with its tool's closing comment line; the first part that
  * does not stops the dump. This module only produces a complete, synced partial file or throws;
  * naming, renaming and recording are the caller's.
  */
 import { createHash } from 'node:crypto';
-import fs from 'node:fs/promises';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import { PassThrough, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { createGzip } from 'node:zlib';
 import { createEncryptStream } from '../crypto/age.js';
 import { HbError } from '../domain/errors.js';
 import type { Compression, TableCounts } from '../domain/types.js';
 import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 import { CopyScanner, type TableDigest } from './copy-scanner.js';
-import { FileSink } from './file-sink.js';
-import { StreamTail } from './stream-tail.js';
+import { FileFollower } from './file-follower.js';
+import { FileSink, Writeback } from './file-sink.js';
+import { ParallelGzip } from './gzip-parallel.js';
+import { StreamTail, TAIL_BYTES } from './stream-tail.js';
 
 /** A command whose stdout becomes part of the dump. */
 export interface CommandPart {
@@ -233,14 +239,37 @@ function hintForStderr(stderr: string): string | undefined {
   return undefined;
 }
 
-/** Runs one command part into `into` (not ending it). Throws the part's failure. */
-async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promise<void> {
+const aborted = () => new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again');
+
+/** A failure to write the backup file, said with its errno (take-backup adds the free space to ENOSPC). */
+function writeFailed(file: string, e: NodeJS.ErrnoException | string): HbError {
+  const message = typeof e === 'string' ? e : e.message;
+  const code = typeof e === 'string' ? (/No space left on device/i.test(e) ? 'ENOSPC' : undefined) : e.code;
+  const hint = code === 'ENOSPC' ? 'free disk space in the backup directory, or move BACKUP_DIR to a larger disk' : undefined;
+  return new HbError('dump-write-failed', `cannot write ${file}: ${code && !message.includes(code) ? `${code}: ` : ''}${redact(message)}`, hint);
+}
+
+/** A started command part: the child, and the end of its stderr so far. */
+interface RunningPart {
+  child: ReturnType<Awaited<ReturnType<typeof loadExeca>>['execa']>;
+  stderr: () => string;
+  /** Stops listening to the child (on abort). */
+  detach: () => void;
+}
+
+/**
+ * Starts a command part with its stdout a pipe (`'pipe'`) or a file descriptor. `wrapper` runs the
+ * command under `setpriv --pdeathsig KILL`, so that a pg_dump writing into a file dies with this
+ * process (one writing into a pipe dies of SIGPIPE).
+ */
+async function startPart(part: CommandPart, spec: DumpSpec, stdout: 'pipe' | number, wrapper: string | null): Promise<RunningPart> {
   const { execa } = await loadExeca();
-  const child = execa(part.path, part.args, {
+  const [file, args] = wrapper ? [wrapper, ['--pdeathsig', 'KILL', '--', part.path, ...part.args]] : [part.path, part.args];
+  const child = execa(file, args, {
     env: spec.env,
     extendEnv: true,
     stdin: 'ignore',
-    stdout: 'pipe',
+    stdout: stdout as 'pipe',
     stderr: 'pipe',
     buffer: false,
     reject: false,
@@ -258,6 +287,39 @@ async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promi
     child.stdout?.destroy();
   };
   spec.signal?.addEventListener('abort', onAbort, { once: true });
+  return { child, stderr: () => stderrTail, detach: () => spec.signal?.removeEventListener('abort', onAbort) };
+}
+
+/** Throws why a finished command part failed, if it did (not the checks of its output). */
+function checkExit(part: CommandPart, spec: DumpSpec, exit: PromiseSettledResult<Awaited<RunningPart['child']>>, stderrTail: string): void {
+  const r = exit.status === 'fulfilled' ? exit.value : undefined;
+  if (spec.signal?.aborted || r?.isCanceled) throw aborted();
+  const stderr = redact(stderrTail.trim());
+  if (!r || r.failed) {
+    const how = r ? (r.signal ? `was killed by ${r.signal}` : `exited with code ${r.exitCode ?? '?'}`) : `could not be started: ${redact(String((exit as PromiseRejectedResult).reason))}`;
+    const lines = stderr.split('\n').filter(Boolean).slice(-5).join(' | ');
+    const write = /could not write to output file: (.*)/.exec(stderr);
+    if (write) throw writeFailed(spec.partialPath, `${write[1]!.trim()} (${part.label} ${how})`);
+    throw new HbError('dump-failed', `${part.label} ${how}${lines ? `: ${lines}` : ''}`, hintForStderr(stderr));
+  }
+}
+
+/** Throws when a part's output is empty or lacks its closing line. */
+function checkOutput(part: CommandPart, tail: StreamTail): void {
+  if (tail.bytes === 0) throw new HbError('dump-empty', `${part.label} exited successfully but wrote nothing`, 'check the pg_dump executable and its arguments (dump.pgBinDir)');
+  if (!tail.endsWith(part.marker)) {
+    throw new HbError(
+      'dump-incomplete',
+      `the ${part.label} output ends without its closing "${part.marker}" line after ${tail.bytes} bytes`,
+      'the output was cut short; check the server log and pg_dump\'s stderr, then run the backup again',
+    );
+  }
+}
+
+/** Runs one command part into `into` (not ending it). Throws the part's failure. */
+async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promise<void> {
+  const running = await startPart(part, spec, 'pipe', null);
+  const { child } = running;
   const tail = new StreamTail();
   const map = part.transformLine ? [part.copyData ? new CopyAwareLineMap(part.transformLine) : new LineMap(part.transformLine)] : [];
   const stages: Transform[] = [...map, new Tap((c) => tail.push(c))];
@@ -275,47 +337,201 @@ async function runPart(part: CommandPart, into: Writable, spec: DumpSpec): Promi
   });
   try {
     const [, exit] = await Promise.allSettled([pipeline([child.stdout!, ...stages, forward]), child]);
-    const r = exit.status === 'fulfilled' ? exit.value : undefined;
-    if (spec.signal?.aborted || r?.isCanceled) throw new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again');
-    const stderr = redact(stderrTail.trim());
-    if (!r || r.failed) {
-      const how = r ? (r.signal ? `was killed by ${r.signal}` : `exited with code ${r.exitCode ?? '?'}`) : `could not be started: ${redact(String((exit as PromiseRejectedResult).reason))}`;
-      const lines = stderr.split('\n').filter(Boolean).slice(-5).join(' | ');
-      throw new HbError('dump-failed', `${part.label} ${how}${lines ? `: ${lines}` : ''}`, hintForStderr(stderr));
-    }
-    if (tail.bytes === 0) throw new HbError('dump-empty', `${part.label} exited successfully but wrote nothing`, 'check the pg_dump executable and its arguments (dump.pgBinDir)');
-    if (!tail.endsWith(part.marker)) {
-      throw new HbError(
-        'dump-incomplete',
-        `the ${part.label} output ends without its closing "${part.marker}" line after ${tail.bytes} bytes`,
-        'the output was cut short; check the server log and pg_dump\'s stderr, then run the backup again',
-      );
-    }
+    checkExit(part, spec, exit, running.stderr());
+    checkOutput(part, tail);
   } finally {
-    spec.signal?.removeEventListener('abort', onAbort);
+    running.detach();
   }
 }
 
 /**
+ * `setpriv`, when it can set a parent-death signal (util-linux ≥ 2.33): the condition for letting
+ * pg_dump write the file itself. Asked by running it once (a few milliseconds), since an older
+ * setpriv would fail the dump instead.
+ */
+function findSetpriv(): Promise<string | null> {
+  setprivFound ??= (async () => {
+    const { execa } = await loadExeca();
+    for (const candidate of ['/usr/bin/setpriv', '/bin/setpriv']) {
+      const r = await execa(candidate, ['--pdeathsig', 'KILL', '--', 'true'], { reject: false, stdio: 'ignore', timeout: 10_000 });
+      if (r.exitCode === 0) return candidate;
+    }
+    return null;
+  })();
+  return setprivFound;
+}
+/** Asked once per process (the daemon takes many backups). */
+let setprivFound: Promise<string | null> | undefined;
+
+/**
  * Runs the parts into `spec.partialPath` (created exclusively, mode 0600) and fsyncs it.
  * On any failure the partial file is removed before the error is thrown.
+ *
+ * A plain, unencrypted dump whose output is not rewritten goes {@link dumpDirect direct}: pg_dump
+ * writes the file itself, as `pg_dump -f` would. Otherwise the output is {@link dumpStreamed streamed}
+ * through this process (rewritten lines, gzip, encryption).
  * @throws HbError `dump-failed` (a command failed; its stderr, redacted), `dump-empty`,
  *   `dump-incomplete` (no closing line), `dump-write-failed`, `dump-aborted`.
  */
 export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
+  const plain = spec.compression === 'none' && !spec.encryptTo?.length && spec.parts.every((p) => p.kind === 'text' || !p.transformLine);
+  if (plain) {
+    const setpriv = await findSetpriv();
+    if (setpriv) return dumpDirect(spec, setpriv);
+  }
+  return dumpStreamed(spec);
+}
+
+/** Calls `onProgress` with the bytes seen, at most every `progressEveryMs`. */
+function progressReporter(spec: DumpSpec): (bytes: number) => void {
+  let last = 0;
+  const every = spec.progressEveryMs ?? 250;
+  return (bytes) => {
+    if (!spec.onProgress) return;
+    const t = Date.now();
+    if (t - last < every) return;
+    last = t;
+    spec.onProgress(bytes);
+  };
+}
+
+/**
+ * The plain path. pg_dump's stdout is the partial file itself, and this process reads the file back
+ * as it grows ({@link FileFollower}, 1 MiB reads) for the COPY scanner and the SHA-256. Against
+ * streaming through a pipe this saves two copies of every byte (into the pipe, out of it) and the
+ * pipe's 64 KiB-at-a-time wake-ups on both sides: pg_dump runs as it does with `-f`, and what this
+ * process adds is reading the page cache, hashing and counting (see bench/RESULTS.md).
+ *
+ * The guarantees stay: the hash and the counts are of the bytes stored; each part must exit 0 and
+ * end with its closing line (checked from the file, in the part's own byte range); the file is
+ * fsynced (early writeback every 64 MiB, as the sink does) before this resolves. pg_dump runs under
+ * `setpriv --pdeathsig KILL`: writing into a file, it would not notice this process dying.
+ */
+async function dumpDirect(spec: DumpSpec, setpriv: string): Promise<DumpOutput> {
   const scanner = new CopyScanner();
   const hash = createHash('sha256');
-  let lastProgress = 0;
-  const every = spec.progressEveryMs ?? 250;
-  const inspect = (chunk: Buffer) => {
+  const progress = progressReporter(spec);
+  let fd: number;
+  try {
+    // read and write: pg_dump appends through it, the follower reads through it (pread)
+    fd = fs.openSync(spec.partialPath, 'wx+', 0o600);
+  } catch (e) {
+    throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
+  }
+  const writeback = new Writeback(fd);
+  const follower = new FileFollower(fd, (chunk) => {
     scanner.push(chunk);
-    if (spec.onProgress) {
-      const t = Date.now();
-      if (t - lastProgress >= every) {
-        lastProgress = t;
-        spec.onProgress(scanner.bytes);
+    hash.update(chunk);
+    progress(scanner.bytes);
+    writeback.wrote(scanner.bytes);
+  });
+  let readError: unknown = null;
+  const following = follower.done.catch((e: unknown) => {
+    readError = e;
+  });
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    follower.stop();
+    await following;
+    await writeback.settled();
+    await new Promise<void>((resolve) => fs.close(fd, () => resolve()));
+  };
+  const fail = async (err: HbError): Promise<never> => {
+    await close();
+    await fsp.rm(spec.partialPath, { force: true });
+    throw err;
+  };
+  const stopped = (): HbError | null => {
+    if (spec.signal?.aborted) return aborted();
+    if (writeback.error) return writeFailed(spec.partialPath, writeback.error);
+    if (readError) return new HbError('dump-write-failed', `cannot read ${spec.partialPath} back: ${redact((readError as Error).message)}`);
+    return null;
+  };
+
+  /** Bytes in the file: every part appends at the descriptor's offset, shared with the children. */
+  let size = 0;
+  try {
+    for (const part of spec.parts) {
+      const before = stopped();
+      if (before) return await fail(before);
+      if (part.kind === 'text') {
+        const bytes = Buffer.from(part.text);
+        try {
+          for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off);
+        } catch (e) {
+          return await fail(writeFailed(spec.partialPath, e as NodeJS.ErrnoException));
+        }
+        size += bytes.length;
+        continue;
+      }
+      const start = size;
+      const running = await startPart(part, spec, fd, setpriv);
+      let exit: PromiseSettledResult<Awaited<RunningPart['child']>>;
+      try {
+        [exit] = await Promise.allSettled([running.child]);
+      } finally {
+        running.detach();
+      }
+      size = fs.fstatSync(fd).size;
+      try {
+        checkExit(part, spec, exit, running.stderr());
+        // the part's last bytes, read back from the file
+        const end = Buffer.alloc(Math.min(size - start, TAIL_BYTES));
+        if (end.length > 0) fs.readSync(fd, end, 0, end.length, size - end.length);
+        checkOutput(part, StreamTail.ofEnd(end, size - start));
+      } catch (e) {
+        const outside = stopped();
+        if (outside) return await fail(outside);
+        const err = e instanceof HbError ? e : new HbError('dump-failed', redact((e as Error).message));
+        if (err.code === 'dump-incomplete') {
+          // Let the scanner reach the end, to say where the output stopped.
+          follower.finish(size);
+          await following;
+          if (scanner.insideCopy) return await fail(new HbError(err.code, `${err.message} (it stopped inside table data)`, err.hint));
+        }
+        return await fail(err);
       }
     }
+    follower.finish(size);
+    await following;
+    const after = stopped();
+    if (after) return await fail(after);
+    try {
+      await writeback.sync();
+    } catch (e) {
+      return await fail(writeFailed(spec.partialPath, e as NodeJS.ErrnoException));
+    }
+    await close();
+  } catch (e) {
+    // not one of ours (fstat, an unexpected throw): still never leave the partial file behind
+    if (e instanceof HbError) throw e;
+    return fail(new HbError('dump-write-failed', `cannot write ${spec.partialPath}: ${redact((e as Error).message)}`));
+  }
+  spec.onProgress?.(scanner.bytes);
+  return {
+    bytes: size,
+    rawBytes: scanner.bytes,
+    sha256: hash.digest('hex'),
+    tables: { ...scanner.tables },
+    digests: { ...scanner.digests },
+    sequences: { ...scanner.sequences },
+  };
+}
+
+/**
+ * The streamed path: the parts' output flows through this process — the COPY scanner, then gzip
+ * (on every core, {@link ParallelGzip}) and the optional age encryption — into {@link FileSink},
+ * which hashes the bytes as stored.
+ */
+async function dumpStreamed(spec: DumpSpec): Promise<DumpOutput> {
+  const scanner = new CopyScanner();
+  const hash = createHash('sha256');
+  const progress = progressReporter(spec);
+  const inspect = (chunk: Buffer) => {
+    scanner.push(chunk);
+    progress(scanner.bytes);
   };
   const gzip = spec.compression === 'gzip';
   const encrypt = !!spec.encryptTo?.length;
@@ -330,7 +546,7 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   }
   const head = new PassThrough({ highWaterMark: 1 << 20 });
   const stages: Transform[] = gzip || encrypt ? [new Tap(inspect)] : [];
-  if (gzip) stages.push(createGzip({ level: spec.gzipLevel, chunkSize: 256 * 1024 }));
+  if (gzip) stages.push(new ParallelGzip({ level: spec.gzipLevel }));
   if (encrypt) stages.push(new Tap((c) => (plainHash!.update(c), (plainBytes += c.length))), createEncryptStream(spec.encryptTo!));
   let writeError: unknown = null;
   const flow = pipeline([head, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
@@ -341,16 +557,14 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
   const fail = async (err: HbError): Promise<never> => {
     head.destroy();
     await flow;
-    await fs.rm(spec.partialPath, { force: true });
+    await fsp.rm(spec.partialPath, { force: true });
     throw err;
   };
   /** Why the dump stopped from outside a part: an abort (which also errors the stream), or a write failure. */
   const stopped = (): HbError | null => {
-    if (spec.signal?.aborted) return new HbError('dump-aborted', 'the backup was stopped before pg_dump finished', 'the partial file was removed; run the backup again');
+    if (spec.signal?.aborted) return aborted();
     if (!writeError) return null;
-    const e = writeError as NodeJS.ErrnoException;
-    const hint = e.code === 'ENOSPC' ? 'free disk space in the backup directory, or move BACKUP_DIR to a larger disk' : undefined;
-    return new HbError('dump-write-failed', `cannot write ${spec.partialPath}: ${redact(e.message)}`, hint);
+    return writeFailed(spec.partialPath, writeError as NodeJS.ErrnoException);
   };
 
   for (const part of spec.parts) {
@@ -392,5 +606,8 @@ export async function dumpToPartial(spec: DumpSpec): Promise<DumpOutput> {
     rawBytes: scanner.bytes,
     sha256: hash.digest('hex'),
     ...(plainHash ? { plain: { bytes: plainBytes, sha256: plainHash.digest('hex') } } : {}),
-    tables: { ...scanner.tables }, digests: { ...scanner.digests }, sequences: { ...scanner.sequences } };
+    tables: { ...scanner.tables },
+    digests: { ...scanner.digests },
+    sequences: { ...scanner.sequences },
+  };
 }

@@ -3,7 +3,7 @@
  * comment line (`-- PostgreSQL database dump complete`, `-- PostgreSQL database cluster dump
  * complete`) followed only by blank lines, `--` and `\unrestrict <key>`.
  */
-const TAIL_BYTES = 8192;
+export const TAIL_BYTES = 8192;
 
 export const DUMP_COMPLETE = '-- PostgreSQL database dump complete';
 export const CLUSTER_DUMP_COMPLETE = '-- PostgreSQL database cluster dump complete';
@@ -11,6 +11,14 @@ export const CLUSTER_DUMP_COMPLETE = '-- PostgreSQL database cluster dump comple
 export class StreamTail {
   private tail: Buffer = Buffer.alloc(0);
   bytes = 0;
+
+  /** The tail of a stream of `total` bytes that ends with `end` (its last bytes, read back from a file). */
+  static ofEnd(end: Buffer, total: number): StreamTail {
+    const t = new StreamTail();
+    t.push(end);
+    t.bytes = total;
+    return t;
+  }
 
   push(chunk: Buffer): void {
     this.bytes += chunk.length;
