@@ -10,24 +10,44 @@ export interface Daemon {
   output(): string;
 }
 
-/** Sends raw bytes, collects everything the service answers until it closes (or `ms` passes). */
-export function rawExchange(socket: string, payload: Buffer | string, ms = 3000): Promise<{ replies: any[]; raw: string; closed: boolean }> {
+/** Whether a result (the last message of a request) has arrived. */
+export const hasResult = (replies: any[]): boolean => replies.some((r) => r.type === 'result');
+
+/**
+ * Sends raw bytes, collects everything the service answers until it closes, until `enough(replies)`
+ * holds, or `ms` passes — whichever comes first. Waiting on a condition, pass a long `ms`: it only
+ * bounds a failure.
+ */
+export function rawExchange(
+  socket: string,
+  payload: Buffer | string,
+  ms = 30_000,
+  enough?: (replies: any[]) => boolean,
+): Promise<{ replies: any[]; raw: string; closed: boolean }> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ path: socket });
     let raw = '';
     let closed = false;
-    const done = () => {
-      clearTimeout(t);
-      s.destroy();
-      const replies = raw
+    const parse = (text = raw) =>
+      text
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l));
-      resolve({ replies, raw, closed });
+    let finished = false;
+    const done = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(t);
+      s.destroy();
+      resolve({ replies: parse(), raw, closed });
     };
     const t = setTimeout(done, ms);
     s.on('connect', () => s.write(payload));
-    s.on('data', (d) => (raw += d.toString('utf8')));
+    s.on('data', (d) => {
+      raw += d.toString('utf8');
+      // only whole lines count: a reply may arrive in pieces
+      if (enough && enough(parse(raw.slice(0, raw.lastIndexOf('\n') + 1)))) done();
+    });
     s.on('close', () => {
       closed = true;
       done();
@@ -38,7 +58,8 @@ export function rawExchange(socket: string, payload: Buffer | string, ms = 3000)
 
 export async function ping(socket: string): Promise<any | null> {
   try {
-    const { replies } = await rawExchange(socket, '{"command":"ping"}\n', 1000);
+    // answered at once by a live service; the deadline only bounds a service that accepts and never answers
+    const { replies } = await rawExchange(socket, '{"command":"ping"}\n', 30_000, hasResult);
     return replies.find((r) => r.type === 'result') ?? null;
   } catch {
     return null;
@@ -51,7 +72,7 @@ export async function startDaemon(env: Record<string, string>, opts: { args?: st
   const proc = execa('node', [CLI, 'daemon', ...(opts.args ?? [])], { env: cliEnv(env), extendEnv: false, reject: false, all: true, cwd: '/tmp' });
   let out = '';
   proc.all!.on('data', (d: Buffer) => (out += d.toString()));
-  const end = Date.now() + (opts.timeoutMs ?? 15_000);
+  const end = Date.now() + (opts.timeoutMs ?? 60_000); // bounds a failure only: a loaded machine starts Node slowly
   while (Date.now() < end) {
     if (proc.exitCode !== null) throw new Error(`the daemon exited early (${proc.exitCode}):\n${out}`);
     const r = await ping(socket);

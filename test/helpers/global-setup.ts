@@ -1,16 +1,59 @@
 /**
- * Runs once before the suite: builds the CLI (the tests drive the real executable) and makes
- * sure the real PostgreSQL the tests need is reachable, failing with what to do when it is not.
+ * Runs once before the suite: builds the CLI when the build is out of date (the tests drive the
+ * real executable) and makes sure the real PostgreSQL the tests need is reachable, failing with
+ * what to do when it is not.
+ *
+ * The build is skipped when it is up to date — every source has its compiled file, newer than the
+ * source and than tsconfig.json, and the last build here did not fail — so CI, whose `npm ci`
+ * already compiled, compiles once; a developer who edited a source gets a fresh build.
  */
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import pg from 'pg';
 import { ADMIN_URL } from './pg.js';
 
+const ROOT = path.resolve(import.meta.dirname, '../..');
+/** Left by a build that failed here: its (emitted) output must not pass for up to date. */
+const FAILED = path.join(ROOT, 'dist/.build-failed');
+
+function sources(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts'))
+    .map((f) => path.join(dir, f));
+}
+
+/** Why the build is out of date, or null when dist has every source compiled since it last changed. */
+export function staleBuild(root = ROOT): string | null {
+  if (existsSync(FAILED)) return 'the last build failed';
+  const config = statSync(path.join(root, 'tsconfig.json')).mtimeMs;
+  const inputs = [...sources(path.join(root, 'src')), ...sources(path.join(root, 'bench'))];
+  for (const src of inputs) {
+    const out = path.join(root, 'dist', path.relative(root, src)).replace(/\.ts$/, '.js');
+    if (!existsSync(out)) return `${path.relative(root, out)} is missing`;
+    const built = statSync(out).mtimeMs;
+    if (built < statSync(src).mtimeMs) return `${path.relative(root, src)} changed since it was compiled`;
+    if (built < config) return 'tsconfig.json changed since the last build';
+  }
+  return inputs.length ? null : 'no sources found';
+}
+
 export default async function setup(): Promise<void> {
-  const root = path.resolve(import.meta.dirname, '../..');
-  const tsc = await execa(path.join(root, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json'], { cwd: root, reject: false, all: true });
-  if (tsc.exitCode !== 0) throw new Error(`the build failed, so the CLI cannot be tested:\n${tsc.all}`);
+  const stale = staleBuild();
+  if (stale) {
+    const t0 = Date.now();
+    const tsc = await execa(path.join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json'], { cwd: ROOT, reject: false, all: true });
+    if (tsc.exitCode !== 0) {
+      mkdirSync(path.dirname(FAILED), { recursive: true });
+      writeFileSync(FAILED, `${new Date().toISOString()}\n${tsc.all}\n`);
+      throw new Error(`the build failed, so the CLI cannot be tested:\n${tsc.all}`);
+    }
+    rmSync(FAILED, { force: true });
+    console.log(`built the CLI (${stale}) in ${Date.now() - t0} ms`);
+  } else {
+    console.log('the CLI build in dist/ is up to date: not compiling again');
+  }
 
   const client = new pg.Client({ connectionString: ADMIN_URL, connectionTimeoutMillis: 5000 });
   try {

@@ -6,10 +6,10 @@
 import { existsSync, readdirSync, readFileSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
 import { createDatabase, dropDatabase, psql } from '../helpers/pg.js';
+import { until } from '../helpers/wait.js';
 
 let db: { name: string; url: string };
 const dirs: string[] = [];
@@ -32,21 +32,26 @@ function setup() {
   return { backupDir, env: { DATABASE_URL: db.url, BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json') } };
 }
 
-/** Waits until a .partial in `dir` has grown past `bytes`; returns its path. */
-async function partialPast(dir: string, bytes: number, timeoutMs = 30_000): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    const p = existsSync(dir) ? readdirSync(dir).find((f) => f.endsWith('.partial')) : undefined;
-    if (p) {
+/** Waits until a .partial in `dir` has grown past `bytes` (polled often: the dump must still be going); returns its path. */
+async function partialPast(dir: string, bytes: number): Promise<string> {
+  let found = '';
+  await until(
+    () => {
+      const p = existsSync(dir) ? readdirSync(dir).find((f) => f.endsWith('.partial')) : undefined;
+      if (!p) return false;
       try {
-        if (statSync(path.join(dir, p)).size > bytes) return path.join(dir, p);
+        if (statSync(path.join(dir, p)).size <= bytes) return false;
       } catch {
-        // renamed or removed meanwhile
+        return false; // renamed or removed meanwhile
       }
-    }
-    await sleep(5);
-  }
-  throw new Error(`no .partial over ${bytes} bytes appeared in ${dir}`);
+      found = path.join(dir, p);
+      return true;
+    },
+    `a .partial over ${bytes} bytes in ${dir}`,
+    60_000,
+    5,
+  );
+  return found;
 }
 
 function childrenOf(pid: number): Array<{ pid: number; comm: string }> {

@@ -9,7 +9,6 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import Database from 'better-sqlite3';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loseOneRow, readLedger, removeDir, runCli, startCli, tempDir } from '../helpers/cli.js';
 import { ADMIN_URL, createDatabase, dropDatabase, psql, query } from '../helpers/pg.js';
@@ -65,6 +64,16 @@ function rehash(backupDir: string, id: number, file: string): void {
   const l = new Database(path.join(backupDir, 'ledger.db'));
   l.prepare('update backups set sha256 = ?, bytes = ? where id = ?').run(createHash('sha256').update(data).digest('hex'), data.length, id);
   l.close();
+}
+
+/**
+ * A psql that answers for its version, then holds every other call until the process that started
+ * it is gone (killed, or stopped on a timeout): a drill is caught mid-restore however slow the machine.
+ */
+async function hangingPsqlBin(dir: string): Promise<string> {
+  const bin = await fakePgBin(dir, 'exec "$REAL" "$@"');
+  writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nif [ "$1" = "--version" ]; then exec ${await realPgBin()}/psql --version; fi\nwhile kill -0 $PPID 2>/dev/null; do sleep 0.1; done\nexit 1\n`);
+  return bin;
 }
 
 async function scratchDatabases(backupId: number, dir: string): Promise<string[]> {
@@ -135,20 +144,14 @@ describe('restore-test', () => {
   it('a killed drill leaves its scratch database, and the next drill drops it', async () => {
     const s = setup();
     const b = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
-    const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
-    const real = await realPgBin();
-    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nsleep 3\nexec ${real}/psql "$@"\n`);
+    const bin = await hangingPsqlBin(s.dir);
     writeFileSync(path.join(s.dir, 'slow.json'), JSON.stringify({ dump: { pgBinDir: bin } }));
     const drill = startCli(['restore-test', String(b.id)], { ...s.env, HYBRID_BACKUP_CONFIG: path.join(s.dir, 'slow.json') });
     let left: string[] = [];
-    for (let i = 0; i < 100 && left.length === 0; i++) {
-      await sleep(50);
-      try {
-        left = await scratchDatabases(b.id, s.backupDir);
-      } catch {
-        // ledger not there yet
-      }
-    }
+    await until(async () => {
+      left = await scratchDatabases(b.id, s.backupDir).catch(() => []); // the drill's run not recorded yet
+      return left.length > 0;
+    }, 'the drill to create its scratch database', 60_000);
     expect(left).toHaveLength(1);
     drill.kill('SIGKILL');
     await drill;
@@ -162,19 +165,18 @@ describe('restore-test', () => {
   });
 
   it('a drill that takes too long is stopped and its scratch database dropped', async () => {
-    const s = setup({ restoreTest: { timeoutMinutes: 0.05 } });
+    // 12 s: ample for the steps before the restore (verify, CREATE DATABASE) on a loaded machine
+    const s = setup({ restoreTest: { timeoutMinutes: 0.2 } });
     const b = JSON.parse((await runCli(['manual', '--json'], s.env)).stdout);
-    const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
-    // psql answers for its version, then never finishes a restore
-    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nif [ "$1" = "--version" ]; then exec ${await realPgBin()}/psql --version; fi\nexec sleep 30\n`);
-    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ restoreTest: { timeoutMinutes: 0.05 }, dump: { pgBinDir: bin } }));
-    const t0 = Date.now();
+    // psql answers for its version, then never finishes a restore: only the timeout ends the drill
+    // (were it not to stop psql, the drill would hang and the test fail on its own timeout)
+    const bin = await hangingPsqlBin(s.dir);
+    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ restoreTest: { timeoutMinutes: 0.2 }, dump: { pgBinDir: bin } }));
     const r = await runCli(['restore-test', String(b.id), '--json'], s.env);
-    expect(Date.now() - t0).toBeLessThan(20_000);
     expect(r.exitCode).toBe(1);
     // the scratch database was created (the restore had started) and then dropped
     expect(JSON.parse(r.stdout)).toMatchObject({ ok: false, scratchDropped: true });
-    expect(JSON.parse(r.stdout).error.message).toMatch(/took longer than 0\.05 minutes and was stopped/);
+    expect(JSON.parse(r.stdout).error.message).toMatch(/took longer than 0\.2 minutes and was stopped/);
     expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toMatch(/drill of backup \d+: restoring into scratch database hb_drill_/);
     expect(await scratchDatabases(b.id, s.backupDir)).toEqual([]);
   });
@@ -228,9 +230,7 @@ describe('restore-test', () => {
   it('a drill killed with SIGKILL leaves its throwaway server; the next drill stops and removes it', async () => {
     const s = setup();
     const b = JSON.parse((await runCli(['manual', '--json'], { ...s.env, RESTORE_TEST_DATABASE_URL: '' })).stdout);
-    const bin = await fakePgBin(s.dir, 'exec "$REAL" "$@"');
-    const real = await realPgBin();
-    writeFileSync(path.join(bin, 'psql'), `#!/bin/sh\nsleep 3\nexec ${real}/psql "$@"\n`);
+    const bin = await hangingPsqlBin(s.dir);
     writeFileSync(path.join(s.dir, 'slow.json'), JSON.stringify({ dump: { pgBinDir: bin } }));
     const env = { ...s.env, RESTORE_TEST_DATABASE_URL: '', HYBRID_BACKUP_CONFIG: path.join(s.dir, 'slow.json') };
     const drill = startCli(['restore-test', String(b.id)], env);
@@ -239,7 +239,7 @@ describe('restore-test', () => {
       const d = readLedger(s.backupDir, `select json_extract(details, '$.throwaway') as d from runs where job = 'restore-drill'`)[0]?.d;
       dir = d ?? '';
       return !!dir;
-    }, 'the drill to start its throwaway server');
+    }, 'the drill to start its throwaway server', 60_000);
     drill.kill('SIGKILL');
     await drill;
     expect(existsSync(dir)).toBe(true);

@@ -9,7 +9,6 @@ import { execSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +18,7 @@ import { removeLeftoverClusters, startThrowawayCluster, type ThrowawayCluster } 
 import { selfIdentity } from '../../src/util/process.js';
 import { ROOT } from '../helpers/cli.js';
 import { getServerMajor } from '../helpers/pgbin.js';
+import { until } from '../helpers/wait.js';
 
 const MODULE = path.join(ROOT, 'dist/src/pg/throwaway.js');
 const asRoot = process.getuid?.() === 0;
@@ -53,14 +53,6 @@ function running(pid: number): boolean {
     return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
   } catch {
     return false;
-  }
-}
-
-async function until(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
-    await sleep(10);
   }
 }
 
@@ -243,7 +235,7 @@ describe('throwaway PostgreSQL', () => {
     await expectHbError(p, 'aborted');
     expect(readdirSync(parent)).toEqual([]);
     // initdb's process group got SIGKILL; its delivery is asynchronous.
-    await until('no process runs under the parent directory', () => processesUnder(parent).length === 0, 5_000);
+    await until(() => processesUnder(parent).length === 0, 'no process to run under the parent directory', 60_000);
   });
 
   it('a socket path over the limit is refused before anything is created', async () => {
@@ -288,7 +280,7 @@ describe('throwaway PostgreSQL', () => {
     const { child, dir, pid } = await clusterInChild(parent, true);
     child.kill('SIGKILL');
     await child;
-    await until(`postmaster ${pid} is gone`, () => !running(pid));
+    await until(() => !running(pid), `postmaster ${pid} to be gone`, 60_000);
     expect(existsSync(dir)).toBe(true);
     expect(await removeLeftoverClusters(parent)).toEqual([dir]);
     expect(existsSync(dir)).toBe(false);

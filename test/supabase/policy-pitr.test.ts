@@ -1,10 +1,10 @@
 /** supabase-config (policy, --apply-schedule), supabase-restore-pitr, and the poller in the service. */
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
+import { until } from '../helpers/wait.js';
 import { dailyProject, FakeManagementApi, pitrProject, REF, TOKEN } from '../helpers/fake-supabase.js';
 
 let api: FakeManagementApi;
@@ -21,7 +21,7 @@ afterAll(async () => {
 function setup(config: Record<string, unknown> = {}) {
   const dir = tempDir('hbsp');
   dirs.push(dir);
-  const write = (c: Record<string, unknown>) => writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ timezone: 'UTC', supabase: { requestTimeoutSeconds: 2, maxRetries: 1 }, ...c }));
+  const write = (c: Record<string, unknown>) => writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ timezone: 'UTC', supabase: { requestTimeoutSeconds: 30, maxRetries: 1 }, ...c }));
   write(config);
   const backupDir = path.join(dir, 'b');
   const env = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/postgres', BACKUP_DIR: backupDir, HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'), SUPABASE_API_URL: api.url, SUPABASE_PROJECT_REF: REF, SUPABASE_ACCESS_TOKEN: TOKEN, HYBRID_BACKUP_SOCKET: path.join(dir, 's.sock') };
@@ -33,7 +33,7 @@ const item = (doc: { items: Array<{ id: string }> }, id: string) => doc.items.fi
 
 describe('supabase-config', () => {
   it('a PITR project meeting a PITR policy: every item met, exit 0', async () => {
-    const s = setup({ supabase: { requestTimeoutSeconds: 2, policy: { requirePitr: true, minPitrDays: 7, maxBackupAgeHours: 1 } } });
+    const s = setup({ supabase: { requestTimeoutSeconds: 30, policy: { requirePitr: true, minPitrDays: 7, maxBackupAgeHours: 1 } } });
     api.state = pitrProject();
     const r = await runCli(['supabase-config', '--json'], s.env);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
@@ -45,7 +45,7 @@ describe('supabase-config', () => {
   });
 
   it('a daily-backup project under a PITR policy: each missing item NOT MET with its fix, exit 1', async () => {
-    const s = setup({ supabase: { requestTimeoutSeconds: 2, policy: { requirePitr: true, minPitrDays: 14 } } });
+    const s = setup({ supabase: { requestTimeoutSeconds: 30, policy: { requirePitr: true, minPitrDays: 14 } } });
     api.state = dailyProject();
     const r = await runCli(['supabase-config', '--json'], s.env);
     expect(r.exitCode).toBe(1);
@@ -63,7 +63,7 @@ describe('supabase-config', () => {
   });
 
   it('a stale or failed managed backup, and an unhealthy project, are not met', async () => {
-    const s = setup({ supabase: { requestTimeoutSeconds: 2, policy: { maxBackupAgeHours: 26 } } });
+    const s = setup({ supabase: { requestTimeoutSeconds: 30, policy: { maxBackupAgeHours: 26 } } });
     api.state = dailyProject(Date.now() - 3 * 86_400_000);
     api.state.status = 'ACTIVE_UNHEALTHY';
     api.state.backups.unshift({ id: 7, status: 'FAILED', inserted_at: new Date().toISOString(), is_physical_backup: false });
@@ -154,7 +154,7 @@ describe('supabase-restore-pitr', () => {
   });
 
   it('a restore request the API fails is sent once, never retried, and reported as failed (exit 1)', async () => {
-    const s = setup({ supabase: { requestTimeoutSeconds: 2, maxRetries: 3 } });
+    const s = setup({ supabase: { requestTimeoutSeconds: 30, maxRetries: 3 } });
     api.state = pitrProject();
     const posts = api.requests.filter((q) => q.method === 'POST').length;
     api.queue('POST /database/backups/restore-pitr', { status: 500, raw: '{"message":"internal error"}' });
@@ -175,19 +175,15 @@ describe('the poller in the service', () => {
     const d = await startDaemon(s.env);
     try {
       let runs: any[] = [];
-      for (let i = 0; i < 100; i++) {
-        await sleep(100);
+      await until(() => {
         runs = readLedger(s.backupDir, `select trigger, status from runs where job = 'supabase-poll' and status != 'running' order by id`);
-        if (runs.length >= 2) break;
-      }
+        return runs.length >= 2;
+      }, 'the start-up poll and a scheduled one to finish', 60_000);
       expect(runs[0]).toEqual({ trigger: 'startup', status: 'ok' });
       expect(runs[1]).toEqual({ trigger: 'schedule', status: 'ok' });
       // a failing poll is recorded and the service carries on
       api.queue('GET /database/backups', { status: 401, raw: '' });
-      for (let i = 0; i < 100; i++) {
-        await sleep(100);
-        if (readLedger(s.backupDir, `select 1 from runs where job = 'supabase-poll' and status = 'failed'`).length) break;
-      }
+      await until(() => readLedger(s.backupDir, `select 1 from runs where job = 'supabase-poll' and status = 'failed'`).length > 0, 'a scheduled poll to fail on the 401', 60_000);
       expect(readLedger(s.backupDir, `select error_code from runs where job = 'supabase-poll' and status = 'failed'`)[0].error_code).toBe('supabase-unauthorized');
       expect((await runCli(['schedule', '--json'], s.env)).exitCode).toBe(0);
     } finally {
@@ -204,8 +200,11 @@ describe('the poller in the service', () => {
     api.state = pitrProject();
     expect((await runCli(['supabase-status'], s.env)).exitCode).toBe(0);
     const d = await startDaemon(s.env);
-    await sleep(600);
-    await stopDaemon(d);
+    // Stopped, the service's log is complete and a start-up poll it began would be in the ledger
+    // (finished or interrupted): what the start decided is then known, with no guess at how long it takes.
+    expect(await stopDaemon(d)).toBe(0);
+    expect(d.output()).toMatch(/service started/);
+    expect(d.output()).not.toMatch(/supabase-poll now/);
     expect(readLedger(s.backupDir, `select trigger from runs where job = 'supabase-poll'`)).toEqual([{ trigger: 'cli' }]);
     s.write({ supabase: { enabled: false } });
     const off = await runCli(['schedule', '--json'], s.env);
