@@ -97,7 +97,7 @@ describe('retention', () => {
     const reasons = Object.fromEntries(r.doc.kept.map((b: { id: number; keptBecause: string[] }) => [b.id, b.keptBecause.join('; ')]));
     expect(reasons[all[0]!]).toMatch(/pinned/);
     expect(reasons[all[1]!]).toMatch(/within 90 days/);
-    expect(reasons[all[4]!]).toMatch(/newest 1 ok backups/);
+    expect(reasons[all[4]!]).toMatch(/the newest ok backup/);
     expect((await runCli(['unpin', String(all[0])], s.env)).exitCode).toBe(0);
     expect(ids((await prune(s.env)).doc.deleted)).toEqual([all[0]]);
   });
@@ -221,7 +221,7 @@ describe('retention', () => {
     expect(why[byDay.get('2026-06-14')!]).toBe('weekly keep (2026-W24)');
     expect(why[byDay.get('2026-04-30')!]).toBe('monthly keep (2026-04)');
     expect(why[byDay.get('2026-06-28')!]).toMatch(/within 7 days.*weekly keep \(2026-W26\)/);
-    expect(why[byDay.get('2026-06-30')!]).toMatch(/newest 1 ok backups.*weekly keep \(2026-W27\).*monthly keep \(2026-06\)/);
+    expect(why[byDay.get('2026-06-30')!]).toMatch(/the newest ok backup.*weekly keep \(2026-W27\).*monthly keep \(2026-06\)/);
   });
 
   it('finishes deleting the file of a backup pruned by a run that was cut short', async () => {
