@@ -31,7 +31,7 @@ afterAll(async () => {
 function setup(extraEnv: Record<string, string> = {}) {
   const dir = tempDir('hbm');
   dirs.push(dir);
-  writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 2, maxRetries: 0 } }));
+  writeFileSync(path.join(dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 30, maxRetries: 0 } }));
   const backupDir = path.join(dir, 'b');
   const env = {
     DATABASE_URL: db.url,
@@ -243,7 +243,7 @@ describe('monitor', () => {
 
   it('retention: ok backups the rules would have deleted over a day ago are a warning, naming how many and the oldest', async () => {
     const s = setup();
-    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 2, maxRetries: 0 }, retention: { days: 30, minKeep: 1 } }));
+    writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 30, maxRetries: 0 }, retention: { days: 30, minKeep: 1 } }));
     const b0 = await manual(s.env);
     let m = await monitor(s.env);
     expect(m.check('retention')).toMatchObject({ status: 'warning' });
