@@ -41,7 +41,7 @@ import { assertRestorable, offsiteSource, runPsql } from './restore.js';
 import { AGE_EXTENSION } from '../dump/naming.js';
 import { fetchCopy, loadIdentities } from '../offsite/fetch.js';
 import { rm } from 'node:fs/promises';
-import { resolveBackup, verifyOne } from './verify.js';
+import { resolveBackup, type VerifyResult, verifyOne, verifyStorageFiles } from './verify.js';
 
 const qi = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
@@ -54,6 +54,8 @@ export interface DrillOutcome extends DrillResult {
   scratchDropped: boolean | null;
   /** Why the drop failed. */
   scratchDropError?: string;
+  /** The backup's Storage manifest checked against BACKUP_DIR/storage (presence and size; absent: no files, or an offsite drill). */
+  storageFiles?: NonNullable<VerifyResult['storage']>;
 }
 
 /** The configured shared drill server, or null: drills then start their own throwaway PostgreSQL. */
@@ -477,7 +479,9 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
       plainServer: target.kind === 'throwaway',
     });
     if (ctx.config.restoreTest.amcheck) result.amcheck = await amcheck(dctx, inspect, target.major);
-    result.ok = result.mismatches.length === 0 && result.amcheck !== 'failed' && result.fidelity.differences.length === 0;
+    const files = source ? null : await verifyStorageFiles(ctx, b, false);
+    if (files) result.storageFiles = files;
+    result.ok = result.mismatches.length === 0 && result.amcheck !== 'failed' && result.fidelity.differences.length === 0 && (files?.ok ?? true);
   } catch (e) {
     let err = toHbError(e);
     if (timeout.aborted && !ctx.signal.aborted) err = new HbError('restore-test-failed', `the drill of backup ${b.id} took longer than ${ctx.config.restoreTest.timeoutMinutes} minutes and was stopped`, 'raise restoreTest.timeoutMinutes for big databases');
@@ -525,6 +529,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
           ...result.mismatches.map((m) => (m.actual === null ? `${m.table}: ${m.error}` : `${m.table} has ${m.actual} rows, the dump recorded ${m.expected}`)),
           ...result.fidelity.differences,
           ...(result.amcheck === 'failed' ? ['pg_amcheck found corruption'] : []),
+          ...(result.storageFiles && !result.storageFiles.ok ? [`Storage files: ${result.storageFiles.error}`] : []),
         ].join('; ');
     run.failed({ code: result.error?.code ?? 'restore-test-failed', message: `drill of backup ${b.id} failed: ${why}` });
     log.error(`drill of backup ${b.id} FAILED: ${why}`, { runId: run.id, backupId: b.id });

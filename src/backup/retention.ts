@@ -12,13 +12,15 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { RunContext } from '../context.js';
-import { HbError } from '../domain/errors.js';
+import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { isStop, RunScope } from '../jobs/runs.js';
 import { deletePrunedCopies } from '../offsite/sync.js';
 import { acquireBackupLock } from './lock.js';
 import { checkFilesPresent } from './verify.js';
+import { backupManifest, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
+import { exists } from '../util/fs.js';
 import { formatTime } from '../util/format.js';
 
 export interface RetentionPolicy {
@@ -137,6 +139,8 @@ export interface PruneOutcome {
   missing: Backup[];
   /** What the operator should know about this run (fewer good files than minKeep, …). */
   notes: string[];
+  /** Storage files no kept backup references, removed from BACKUP_DIR/storage (absent: not collected). */
+  storageFiles?: { removed: number; bytes: number; referenced: number } | null;
 }
 
 /**
@@ -189,13 +193,15 @@ export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Dat
     }
     // Files of entries pruned earlier whose deletion was cut short.
     for (const b of ctx.ledger.listBackups({ statuses: ['pruned'] })) await removeBackupFiles(ctx, b, backupDir);
+    // The Storage files no kept backup references.
+    const storageFiles = await collectStorage(ctx, run.id);
     // Their offsite copies go too (failures are recorded and retried at the next prune), without
     // holding up a backup that waits for the lock.
     release();
     release = undefined;
     await deletePrunedCopies(ctx);
-    run.ok({ deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length, missing: missing.map((b) => b.id) });
-    return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false, missing: missing.map((b) => ctx.ledger.getBackup(b.id)!), notes };
+    run.ok({ deleted: deleted.map((d) => d.backup.id), kept: plan.keep.length, missing: missing.map((b) => b.id), ...(storageFiles ? { storageFiles } : {}) });
+    return { plan: { ...plan, delete: deleted.map((d) => ({ ...d, backup: ctx.ledger.getBackup(d.backup.id)! })) }, dryRun: false, missing: missing.map((b) => ctx.ledger.getBackup(b.id)!), notes, storageFiles };
   } catch (e) {
     const err = run.fail(e);
     ctx.log.error(`prune ${isStop(err, ctx.signal) ? 'stopped' : 'failed'}: ${err.message}`, { runId: run.id, code: err.code });
@@ -211,11 +217,35 @@ async function removeBackupFiles(ctx: RunContext, b: Backup, backupDir: string):
     ctx.log.warn(`backup ${b.id}: not deleting ${b.file}, which is outside the backup directory ${backupDir}`, { backupId: b.id });
     return;
   }
-  for (const f of [b.file, b.file + SIDECAR_SUFFIX]) {
+  for (const f of [b.file, b.file + SIDECAR_SUFFIX, b.file + STORAGE_MANIFEST_SUFFIX]) {
     try {
       await fs.unlink(f);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
+}
+
+/**
+ * Removes the Storage files (BACKUP_DIR/storage) that no backup still in the ledger (not pruned)
+ * references. Skipped, with a log line, when a kept backup's manifest cannot be read: a file it
+ * needs must never go. Run under the backup lock (no capture is writing). Null when skipped.
+ */
+async function collectStorage(ctx: RunContext, runId: number): Promise<PruneOutcome['storageFiles']> {
+  if (!(await exists(path.join(ctx.config.backupDir, 'storage', 'objects')))) return null;
+  const kept = ctx.ledger.listBackups().filter((b) => b.status !== 'pruned' && b.storage?.manifestFile);
+  const manifests = [];
+  for (const b of kept) {
+    try {
+      manifests.push(await backupManifest(b));
+    } catch (e) {
+      ctx.log.warn(`prune: not collecting unreferenced Storage files: the manifest of backup ${b.id} cannot be read: ${toHbError(e).message}`, { runId, backupId: b.id });
+      return null;
+    }
+  }
+  const { StorageStore, collectGarbage } = await import('../storage/index.js');
+  const store = await StorageStore.open(ctx.config.backupDir);
+  const r = await collectGarbage(store, manifests, { allowEmpty: manifests.length === 0, signal: ctx.signal, graceMs: ctx.config.storage.gcGraceMinutes * 60_000 });
+  if (r.removed.length) ctx.log.info(`prune: removed ${r.removed.length} Storage file${r.removed.length === 1 ? '' : 's'} no kept backup references (${r.bytes} bytes)`, { runId });
+  return { removed: r.removed.length, bytes: r.bytes, referenced: r.referenced };
 }

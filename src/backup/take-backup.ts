@@ -27,6 +27,8 @@ import { chooseTool, toolSearch } from '../pg/tools.js';
 import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
 import { formatBytes, formatCount, formatDuration } from '../util/format.js';
 import { acquireBackupLock } from './lock.js';
+import { captureForBackup, readStorageRows, type SidecarStorage, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
+import type { RowKey } from '../storage/index.js';
 
 export { emptyDumpWarning, MAX_DESCRIPTION, validateDescription } from './describe.js';
 import { emptyDumpWarning, validateDescription } from './describe.js';
@@ -135,6 +137,8 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     const major = server.major;
     let platform: PlatformLayout | null = null;
     let evidence: Omit<BackupEvidence, 'digests' | 'sequences'> | null = null;
+    /** The dump's storage.objects rows (null: no such table), for the capture of the Storage files. */
+    let storageRows: RowKey[] | null | undefined;
     // (the supabase profile's supautilsSql rides along in it)
     const out = await withSnapshot(conn, config.dump.connectTimeoutSeconds, async (snapshot, client) => {
       let fromSnapshot: SupabaseSnapshotSql | string = '';
@@ -165,7 +169,15 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
         async (e) => void (evidence = profile === 'supabase' ? { ...e, supautilsSql: await userEventTriggers(client) } : e),
         (e: unknown) => warn('what a drill compares (a drill of this backup counts rows only)', e),
       );
-      const [dumped] = await Promise.allSettled([dump(snapshot, fromSnapshot), reading]);
+      // The Storage files' rows, in the same snapshot: what the capture is held against.
+      const rowsRead =
+        config.storageCapture === 'off'
+          ? Promise.resolve()
+          : readStorageRows(client).then(
+              (r) => void (storageRows = r),
+              (e: unknown) => warn('the storage.objects rows (the Storage files are captured without them)', e),
+            );
+      const [dumped] = await Promise.allSettled([dump(snapshot, fromSnapshot), reading, rowsRead]);
       if (dumped.status === 'rejected') throw dumped.reason;
       return dumped.value;
     });
@@ -174,9 +186,13 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     renamed = true;
     await fsyncDir(config.backupDir);
 
+    // The Storage files, right after the dump. Never fails the backup: an incomplete or failed
+    // capture is recorded (and said) as such, and the backup is ok for its database.
+    const files = await captureForBackup(ctx, { runId: run.id, finalPath, rows: storageRows });
+
     const finishedAt = new Date().toISOString();
     const durationMs = Date.now() - started;
-    const sidecar: Sidecar = {
+    const sidecar: Sidecar & { storage?: SidecarStorage | null } = {
       format: SIDECAR_FORMAT,
       kind: req.kind,
       description,
@@ -200,6 +216,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       ...(profile === 'supabase' ? { platform } : {}),
       evidence: evidence ? { ...(evidence as Omit<BackupEvidence, 'digests' | 'sequences'>), digests: out.digests, sequences: out.sequences } : null,
       ...(out.plain ? { encryption: { format: AGE_FORMAT, recipients: [...encryptTo] }, plainBytes: out.plain.bytes, plainSha256: out.plain.sha256 } : {}),
+      ...(files.sidecar ? { storage: files.sidecar } : {}),
     };
     await atomicWriteFile(finalPath + SIDECAR_SUFFIX, `${JSON.stringify(sidecar, null, 2)}\n`);
 
@@ -213,6 +230,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
       tables: out.tables,
       error: null,
       evidence: sidecar.evidence,
+      storage: files.ledger,
     });
     run.recorded();
     if (sidecar.tableCount === 0) {
@@ -234,6 +252,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
         // Renamed but not recorded: never leave an unconfirmed file under a final name.
         await fs.rm(finalPath, { force: true });
         await fs.rm(finalPath + SIDECAR_SUFFIX, { force: true });
+        await fs.rm(finalPath + STORAGE_MANIFEST_SUFFIX, { force: true });
       }
       if (owned) await fs.rm(finalPath + PARTIAL_SUFFIX, { force: true });
     } catch (cleanup) {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { RunContext } from '../context.js';
-import { HbError } from '../domain/errors.js';
+import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, BackupStatus, ProgressEvent } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import type { OffsiteTarget } from '../offsite/target.js';
@@ -28,6 +28,29 @@ export interface VerifyResult {
   offsite?: { ok: boolean; location: string | null; bytes: number | null; error?: string };
   /** Each configured target's copy. */
   offsiteCopies?: OffsiteVerify[];
+  /** The Storage files of the backup's manifest, re-hashed in BACKUP_DIR/storage (absent: the backup holds none). */
+  storage?: { ok: boolean; objects: number; files: number; checked: number; bytes: number; missing: number; corrupt: number; error?: string };
+}
+
+/**
+ * Re-hashes (or, with `rehash: false`, checks the presence and size of) every store file the
+ * backup's manifest needs. Null when the backup holds no Storage files.
+ */
+export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boolean): Promise<NonNullable<VerifyResult['storage']> | null> {
+  if (!b.storage?.manifestFile) return null;
+  const { backupManifest } = await import('./storage-files.js');
+  const { StorageStore, verifyManifest } = await import('../storage/index.js');
+  let manifest;
+  try {
+    manifest = await backupManifest(b);
+  } catch (e) {
+    return { ok: false, objects: b.storage.objects, files: b.storage.files, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message };
+  }
+  const store = await StorageStore.open(ctx.config.backupDir);
+  const r = await verifyManifest(store, manifest, { rehash, signal: ctx.signal });
+  const first = r.missing[0] ? `missing from the store: ${r.missing[0].objects[0]} (${r.missing[0].sha256})` : r.corrupt[0] ? `damaged in the store: ${r.corrupt[0].objects[0]} (${r.corrupt[0].sha256})` : '';
+  const n = r.missing.length + r.corrupt.length;
+  return { ok: r.ok, objects: r.objects, files: r.files, checked: r.checked, bytes: r.bytes, missing: r.missing.length, corrupt: r.corrupt.length, ...(r.ok ? {} : { error: `${n} Storage file${n === 1 ? '' : 's'} ${first}${n > 1 ? ', …' : ''}` }) };
 }
 
 export interface OffsiteVerify {

@@ -55,7 +55,7 @@ export const configCommand = defineCommand({
     const c = ctx.config;
     const flat: Array<[string, unknown]> = [];
     // The resolved targets carry their credentials: shown by where they come from, never by value.
-    const { source: _s, warnings: _w, offsiteTargets, environment: _e, ...options } = c;
+    const { source: _s, warnings: _w, offsiteTargets, storageCapture, environment: _e, ...options } = c;
     flatten('', options, flat);
     flat.push([
       'offsiteTargets (in force)',
@@ -64,6 +64,12 @@ export const configCommand = defineCommand({
           ? { name: t.name, type: t.type, bucket: t.bucket, prefix: t.prefix, endpoint: t.endpoint ?? 'AWS', credentials: `${t.accessKeyIdEnv} and ${t.secretAccessKeyEnv} ${MASK}` }
           : { name: t.name, type: t.type, url: t.url, bucket: t.bucket, prefix: t.prefix, credentials: `service-role key ${MASK}` },
       ),
+    ]);
+    flat.push([
+      'storage (in force)',
+      storageCapture === 'off'
+        ? `off${c.storage.enabled === false ? ' (storage.enabled is false)' : ' (SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are not both set)'}`
+        : `${storageCapture === 'on' ? 'on' : 'on when the database has storage.objects'}: buckets ${c.storage.buckets.length ? c.storage.buckets.join(', ') : '(all)'}, ${c.storage.concurrency} at a time, from ${c.supabase.url}`,
     ]);
     const fromEnv = new Set(c.source.envKeys ?? []);
     const inFile = new Set(c.source.fileKeys ?? []);

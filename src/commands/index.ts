@@ -6,7 +6,7 @@ import { ledgerRebuildCommand, listCommand, runsCommand, verifyCommand } from '.
 import { restoreTestCommand } from './drill-command.js';
 import { monitorCommand, reportCommand, syncCheckCommand } from './monitor-commands.js';
 import { offsiteListCommand, offsiteSyncCommand } from './offsite-command.js';
-import { restoreCommand } from './restore-command.js';
+import { restoreCommand, restoreStorageCommand } from './restore-command.js';
 import { pinCommand, pruneCommand, unpinCommand } from './retention-commands.js';
 import { scheduleCommand } from './schedule-command.js';
 import { supabaseConfigCommand, supabaseRestorePitrCommand, supabaseStatusCommand } from './supabase-commands.js';
@@ -17,6 +17,7 @@ export const COMMANDS: readonly Command<any, any>[] = [
   listCommand,
   verifyCommand,
   restoreCommand,
+  restoreStorageCommand,
   restoreTestCommand,
   runsCommand,
   ledgerRebuildCommand,

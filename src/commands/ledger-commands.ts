@@ -90,12 +90,13 @@ export const listCommand = defineCommand({
       b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-',
       b.verifiedAt ? formatAge(b.verifiedAt, view.now) : '-',
       b.offsite ? b.offsite.status : '-',
+      !b.storage ? '-' : b.storage.complete ? `${formatCount(b.storage.objects)} (${formatBytes(b.storage.bytes)})` : 'INCOMPLETE',
       b.status === 'failed' || b.status === 'interrupted' ? truncate(b.error?.message ?? '-', 70) : truncate(b.description ?? '-', 70),
     ]);
     const ok = doc.backups.filter((b) => b.status === 'ok');
     const total = ok.reduce((a, b) => a + b.bytes, 0);
     const shown = doc.backups.length < doc.total ? `showing the newest ${formatCount(doc.backups.length)} of ${plural(doc.total, 'backup')} (--all for every one); ` : `${plural(doc.total, 'backup')}, `;
-    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'OFFSITE', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${formatCount(ok.length)} ok shown (${formatBytes(total)})`;
+    return `${table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'DRILLED', 'OFFSITE', 'FILES', 'DESCRIPTION / ERROR'], rows)}\n\n${shown}${formatCount(ok.length)} ok shown (${formatBytes(total)})`;
   },
 });
 
@@ -108,7 +109,7 @@ export const verifyCommand = defineCommand({
   },
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<{ results: VerifyResult[] }> {
-    const { selectBackups, verifyOffsite, verifyOne } = await import('../backup/verify.js');
+    const { selectBackups, verifyOffsite, verifyOne, verifyStorageFiles } = await import('../backup/verify.js');
     const { openTargets } = await import('../offsite/targets.js');
     const backups = selectBackups(ctx, args.which);
     const run = RunScope.start(ctx, 'verify', { which: args.which });
@@ -128,6 +129,11 @@ export const verifyCommand = defineCommand({
           r.offsite = summary;
           r.ok = r.ok && r.offsiteCopies.every((c) => c.ok);
         }
+        const files = await verifyStorageFiles(ctx, b, true).catch((e: unknown) => ({ ok: false, objects: 0, files: 0, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message }));
+        if (files) {
+          r.storage = files;
+          r.ok = r.ok && files.ok;
+        }
         results.push(r);
       }
       const bad = results.filter((r) => !r.ok);
@@ -144,7 +150,7 @@ export const verifyCommand = defineCommand({
     if (doc.results.length === 0) return 'no backups to verify';
     const rows = doc.results.map((r) => {
       const local = r.error ? `${r.error}${r.actual ? ` (expected ${r.expected}, got ${r.actual})` : ''}` : `sha256 ${r.actual}`;
-      const offsite = (r.offsiteCopies ?? []).map((c) => (c.ok ? `; "${c.target}" copy ok (${c.location})` : `; "${c.target}": ${c.error}`)).join('');
+      const offsite = (r.offsiteCopies ?? []).map((c) => (c.ok ? `; "${c.target}" copy ok (${c.location})` : `; "${c.target}": ${c.error}`)).join('') + (r.storage ? (r.storage.ok ? `; ${r.storage.files} Storage files ok` : `; Storage files: ${r.storage.error}`) : '');
       return [r.ok ? 'ok' : 'FAILED', `backup ${r.id}`, path.basename(r.file), `${local}${offsite}`];
     });
     const bad = doc.results.filter((r) => !r.ok).length;

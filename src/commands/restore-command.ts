@@ -1,7 +1,9 @@
 /** `restore <id|latest> --target <url> [--yes] [--create]` */
 import { z } from 'zod';
 import type { RestoreResult } from '../backup/restore.js';
+import type { StorageRestoreDoc } from '../backup/storage-files.js';
 import { formatBytes, formatCount, formatDuration, plural } from '../util/format.js';
+import { HbError } from '../domain/errors.js';
 import { defineCommand } from './command.js';
 
 export const restoreCommand = defineCommand({
@@ -17,6 +19,8 @@ export const restoreCommand = defineCommand({
       { flags: '--create', description: 'create the target database if it does not exist' },
       { flags: '--from <where>', description: 'restore the local file, or an offsite copy (downloaded, decrypted, checked); works on a fresh install with an empty BACKUP_DIR', choices: ['local', 'offsite'], default: 'local' },
       { flags: '--offsite-target <name>', description: 'with --from offsite: the target to restore from (default: the newest copy in any configured target)' },
+      { flags: '--storage-to <url>', description: 'then restore the backup\'s Supabase Storage files into this project (its SUPABASE_URL); exit 1 unless every file is there' },
+      { flags: '--storage-key-env <name>', description: 'with --storage-to: the environment variable holding the target project\'s service-role key', default: 'SUPABASE_TARGET_SERVICE_ROLE_KEY' },
     ],
     help: 'Examples:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create\n  hybrid-backup restore latest --from offsite --offsite-target b2 --target postgresql://postgres@127.0.0.1:5432/app --create   (the server is gone)',
     toArgs: ([backup], o) => ({
@@ -26,6 +30,7 @@ export const restoreCommand = defineCommand({
       create: !!o.create,
       from: o.from,
       ...(o.offsiteTarget !== undefined ? { offsiteTarget: o.offsiteTarget } : {}),
+      ...(o.storageTo !== undefined ? { storageTo: o.storageTo, storageKeyEnv: o.storageKeyEnv } : {}),
     }),
   },
   args: z.object({
@@ -35,10 +40,21 @@ export const restoreCommand = defineCommand({
     create: z.boolean().default(false),
     from: z.enum(['local', 'offsite']).default('local'),
     offsiteTarget: z.string().min(1).optional(),
+    storageTo: z.string().min(1).optional(),
+    storageKeyEnv: z.string().min(1).optional(),
   }),
-  async run(ctx, args): Promise<RestoreResult> {
+  async run(ctx, args): Promise<RestoreResult & { storage?: StorageRestoreDoc }> {
+    const { storageTo, storageKeyEnv, ...req } = args;
     const { restoreBackup } = await import('../backup/restore.js');
-    return restoreBackup(ctx, args);
+    if (!storageTo) return restoreBackup(ctx, req);
+    // Everything the files need is checked before the database is touched.
+    const files = await import('../backup/storage-files.js');
+    const { resolveBackup } = await import('../backup/verify.js');
+    if (req.from === 'offsite') throw new HbError('usage', '--storage-to restores the files from this BACKUP_DIR\'s store: it does not go with --from offsite', 'restore the database with --from offsite, then the files with restore-storage where the store is');
+    const to = files.storageTarget(ctx, storageTo, storageKeyEnv);
+    await files.backupManifest(resolveBackup(ctx, req.backup));
+    const r = await restoreBackup(ctx, req);
+    return { ...r, storage: await files.restoreBackupFiles(ctx, ctx.ledger.getBackup(r.backupId)!, to) };
   },
   render(r) {
     return [
@@ -52,7 +68,49 @@ export const restoreCommand = defineCommand({
         : r.fidelity.differences.length === 0
           ? [`  checked the data of ${plural(r.fidelity.tablesDigested, 'table')} byte for byte${r.fidelity.objects ? ` and ${formatCount(r.fidelity.objects)} catalog objects` : ''}: as the backup recorded them`]
           : [`  DIFFERS from what the backup recorded (${r.fidelity.differences.length}):`, ...r.fidelity.differences.map((d) => `    ${d}`)]),
+      ...(r.storage ? ['', ...renderStorage(r.storage)] : []),
     ].join('\n');
   },
-  exitCode: (r) => (r.fidelity && r.fidelity.differences.length ? 1 : 0),
+  exitCode: (r) => ((r.fidelity && r.fidelity.differences.length) || (r.storage && !r.storage.complete) ? 1 : 0),
+});
+
+function renderStorage(d: StorageRestoreDoc): string[] {
+  const lines = [
+    `${d.complete ? 'restored' : 'INCOMPLETE: restored'} the Storage files of backup ${d.backupId} into ${d.target}`,
+    `  files   ${d.objects} (${d.uploaded} uploaded, ${d.skipped} already there with the same digest${d.failed.length ? `, ${d.failed.length} FAILED` : ''})`,
+    `  buckets ${[...d.buckets.created.map((x) => `${x} (created)`), ...d.buckets.updated.map((x) => `${x} (settings set)`), ...d.buckets.unchanged].join(', ') || 'none'}`,
+  ];
+  for (const f of d.failed.slice(0, 20)) lines.push(`  FAILED  ${f.bucket}/${f.path}: ${f.error}`);
+  if (d.failed.length > 20) lines.push(`  … and ${d.failed.length - 20} more`);
+  if (!d.backupComplete) lines.push(`  note: the backup's own ${d.backupSummary}`);
+  return lines;
+}
+
+/** `restore-storage <backup> --storage-to <url>`: the backup's Storage files alone. */
+export const restoreStorageCommand = defineCommand({
+  name: 'restore-storage',
+  grace: true,
+  summary: 'restore a backup\'s Supabase Storage files (buckets with their settings, every file with its content type and metadata, each SHA-256 checked) into a project; resumable',
+  cli: {
+    arguments: [{ name: '<backup>', description: 'a backup id, or latest' }],
+    options: [
+      { flags: '--storage-to <url>', description: 'the target project\'s URL (its SUPABASE_URL)', required: true },
+      { flags: '--storage-key-env <name>', description: 'the environment variable holding the target project\'s service-role key', default: 'SUPABASE_TARGET_SERVICE_ROLE_KEY' },
+    ],
+    help: 'Example:\n  SUPABASE_TARGET_SERVICE_ROLE_KEY=… hybrid-backup restore-storage latest --storage-to https://<new-ref>.supabase.co',
+    toArgs: ([backup], o) => ({ backup, storageTo: o.storageTo, storageKeyEnv: o.storageKeyEnv }),
+  },
+  args: z.object({
+    backup: z.string().default('latest'),
+    storageTo: z.string().min(1),
+    storageKeyEnv: z.string().min(1).optional(),
+  }),
+  async run(ctx, args): Promise<StorageRestoreDoc> {
+    const files = await import('../backup/storage-files.js');
+    const { resolveBackup } = await import('../backup/verify.js');
+    const to = files.storageTarget(ctx, args.storageTo, args.storageKeyEnv);
+    return files.restoreBackupFiles(ctx, resolveBackup(ctx, args.backup), to);
+  },
+  render: (d) => renderStorage(d).join('\n'),
+  exitCode: (d) => (d.complete ? 0 : 1),
 });

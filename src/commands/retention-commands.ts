@@ -17,6 +17,8 @@ export interface PruneDoc {
   /** Backups whose file is gone from disk (status `missing`): counted for nothing. */
   missing: Backup[];
   notes: string[];
+  /** Storage files no kept backup references, removed from BACKUP_DIR/storage; null when not collected. */
+  storageFiles: { removed: number; bytes: number; referenced: number } | null;
 }
 
 export const pruneCommand = defineCommand({
@@ -40,7 +42,7 @@ export const pruneCommand = defineCommand({
   async run(ctx, args): Promise<PruneDoc> {
     const { prune } = await import('../backup/retention.js');
     // --as-of is for planning: it never deletes (a time in the future would delete far more than now).
-    const { plan, dryRun, missing, notes } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
+    const { plan, dryRun, missing, notes, storageFiles } = await prune(ctx, { dryRun: args.dryRun || !!args.asOf, asOf: args.asOf ? new Date(args.asOf) : undefined });
     return {
       deleted: plan.delete.map((d) => ({ ...d.backup, reason: d.reason })),
       kept: plan.keep.map((k) => ({ ...k.backup, keptBecause: k.reasons })),
@@ -48,6 +50,7 @@ export const pruneCommand = defineCommand({
       asOf: plan.asOf,
       missing,
       notes,
+      storageFiles: storageFiles ?? null,
     };
   },
   render(doc, view) {
@@ -64,6 +67,7 @@ export const pruneCommand = defineCommand({
     }
     lines.push('', `keeping ${doc.kept.length} ok backup${doc.kept.length === 1 ? '' : 's'}:`);
     lines.push(table(['ID', 'CREATED', 'KIND', 'FILE', 'KEPT BECAUSE'], doc.kept.map((b) => [String(b.id), formatTime(b.createdAt, view.timeZone), b.kind, path.basename(b.file), b.keptBecause.join('; ')])));
+    if (doc.storageFiles?.removed) lines.push('', `removed ${doc.storageFiles.removed} Storage file${doc.storageFiles.removed === 1 ? '' : 's'} no kept backup references (${formatBytes(doc.storageFiles.bytes)})`);
     if (doc.dryRun) lines.push('', 'dry run: nothing was changed');
     return lines.join('\n');
   },

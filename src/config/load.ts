@@ -190,6 +190,17 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     });
   }
 
+  // 6b. Storage files: on, off, or on when the database turns out to have storage.objects.
+  const storageCreds = !!(raw.supabase.url && raw.supabase.serviceRoleKey);
+  if (raw.storage.enabled === true && !storageCreds) {
+    throw new HbError(
+      'config-invalid',
+      `invalid configuration: storage.enabled is true but ${raw.supabase.url ? 'SUPABASE_SERVICE_ROLE_KEY' : 'SUPABASE_URL'} is not set`,
+      'set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY in the service\'s environment, or set storage.enabled to false',
+    );
+  }
+  const storageCapture: Config['storageCapture'] = raw.storage.enabled === false || !storageCreds ? 'off' : raw.storage.enabled === true ? 'on' : 'auto';
+
   // 7. Resolve derived values.
   const backupDir = path.resolve(cwd, raw.backupDir);
   const identityCredential = env.CREDENTIALS_DIRECTORY ? path.join(env.CREDENTIALS_DIRECTORY, 'age-identity') : null;
@@ -201,6 +212,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   return {
     ...raw,
     offsiteTargets,
+    storageCapture,
     ageIdentityFile,
     environment: readEnvironment(env),
     backupDir,

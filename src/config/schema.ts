@@ -269,6 +269,22 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 
+  storage: z
+    .strictObject({
+      enabled: z
+        .boolean()
+        .optional()
+        .describe('whether each backup also captures the files of Supabase Storage; unset: on when SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY are set and the database has storage.objects'),
+      buckets: z
+        .array(z.string().min(1))
+        .default([])
+        .refine((bs) => new Set(bs).size === bs.length, { message: 'names a bucket twice' })
+        .describe('the Storage buckets to capture, e.g. ["avatars", "documents"]; empty: every bucket'),
+      concurrency: z.int().min(1).max(32).default(4).describe('how many Storage files are fetched or uploaded at a time (1 to 32)'),
+      gcGraceMinutes: z.number().min(0).default(60).describe('minutes a Storage file newly written to BACKUP_DIR/storage is kept by retention even when no backup references it yet'),
+    })
+    .prefault({}),
+
   restoreTest: z
     .strictObject({
       enabled: z.boolean().default(true).describe('whether the service runs the weekly restore drill (schedules.restore-drill)'),
@@ -371,6 +387,11 @@ export type ResolvedOffsiteTarget =
 export interface Config extends Omit<RawConfig, 'socket'> {
   /** Every offsite destination, credentials resolved; empty when offsite copies are off. */
   offsiteTargets: ResolvedOffsiteTarget[];
+  /**
+   * Whether backups capture the Storage files: `on` (storage.enabled true), `auto` (unset, with
+   * SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY: on when the database has storage.objects), `off`.
+   */
+  storageCapture: 'on' | 'auto' | 'off';
   /**
    * Where the age identity (private key) is read from to restore or drill encrypted backups:
    * HYBRID_BACKUP_AGE_IDENTITY_FILE, or the systemd credential `age-identity`; null when neither

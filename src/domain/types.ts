@@ -55,6 +55,29 @@ export interface Backup {
   offsite: OffsiteCopy | null;
   /** Every offsite copy, one per target, by target name. */
   offsiteCopies: TargetCopy[];
+  /** The Supabase Storage files this backup captured (issue 15); null when it captured none (storage off). */
+  storage: BackupStorage | null;
+}
+
+/** What a backup holds of the project's Storage files: its manifest in brief. */
+export interface BackupStorage {
+  /** Every object of the captured buckets, and every `storage.objects` row of the dump, has its file. */
+  complete: boolean;
+  objects: number;
+  bytes: number;
+  /** Distinct files (SHA-256) in the store. */
+  files: number;
+  /** Objects or folders listed but not captured. */
+  missing: number;
+  rowsWithoutFiles: number;
+  filesWithoutRows: number;
+  /** The manifest (`<backup>.storage.json`); null when the capture failed. */
+  manifestFile: string | null;
+  manifestSha256: string | null;
+  /** One sentence: `files complete: …` or `files INCOMPLETE: …`. */
+  summary: string;
+  /** Why the capture failed as a whole; null when it ran (complete or not). */
+  error: { code: string; message: string } | null;
 }
 
 export interface OffsiteCopy {

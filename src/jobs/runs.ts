@@ -29,6 +29,7 @@ export const JOBS = {
   'restore-drill': { title: 'restore drill', alert: { event: 'drill-failed', severity: 'critical' } },
   verify: { title: 'verify', alert: { event: 'job-failed', severity: 'warning' } },
   restore: { title: 'restore', alert: null },
+  'restore-storage': { title: 'restore of Storage files', alert: null },
   'ledger-rebuild': { title: 'ledger-rebuild', alert: null },
   'supabase-schedule': { title: 'Supabase backup schedule change', alert: null },
   'supabase-restore-pitr': { title: 'Supabase point-in-time restore', alert: null },

@@ -12,7 +12,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync, s
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { HbError } from '../domain/errors.js';
-import type { Backup, BackupEvidence, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, TargetCopy, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
+import type { Backup, BackupEvidence, BackupStorage, BackupKind, BackupStatus, Compression, DigestSession, DrillResult, DumpProfile, MonitorDoc, OffsiteCopy, Run, TargetCopy, RunStatus, RunTrigger, SupabaseSnapshot, TableCounts } from '../domain/types.js';
 import type { JobName } from '../jobs/runs.js';
 import { formatBytes } from '../util/format.js';
 import { redact } from '../util/redact.js';
@@ -96,6 +96,8 @@ export interface NewBackup {
   error: { code: string; message: string } | null;
   /** What the drill compares besides row counts (absent for failed attempts and older backups). */
   evidence?: BackupEvidence | null;
+  /** The Storage files captured with it (absent: storage off). */
+  storage?: NewStorageCapture | null;
 }
 
 /** Extra ledger facts about a backup that the SPEC shape does not carry. */
@@ -121,7 +123,50 @@ export interface LockHolder {
   queued?: boolean;
 }
 
-function toBackup(r: BackupRow, copies: TargetCopy[]): Backup {
+interface StorageRow {
+  backup_id: number;
+  complete: number;
+  objects: number;
+  bytes: number;
+  files: number;
+  missing: number;
+  rows_without_files: number;
+  files_without_rows: number;
+  manifest_file: string | null;
+  manifest_sha256: string | null;
+  summary: string;
+  error_code: string | null;
+  error: string | null;
+  at: string | null;
+}
+
+function toStorage(r: StorageRow | undefined): BackupStorage | null {
+  if (!r) return null;
+  return {
+    complete: r.complete === 1,
+    objects: r.objects,
+    bytes: r.bytes,
+    files: r.files,
+    missing: r.missing,
+    rowsWithoutFiles: r.rows_without_files,
+    filesWithoutRows: r.files_without_rows,
+    manifestFile: r.manifest_file,
+    manifestSha256: r.manifest_sha256,
+    summary: r.summary,
+    error: r.error_code ? { code: r.error_code, message: r.error ?? '' } : null,
+  };
+}
+
+/** {@link toStorage} in SQL (over a `storage_captures` row aliased `s`). */
+const STORAGE_JSON = `json_object('complete', json(CASE s.complete WHEN 1 THEN 'true' ELSE 'false' END), 'objects', s.objects, 'bytes', s.bytes,
+  'files', s.files, 'missing', s.missing, 'rowsWithoutFiles', s.rows_without_files, 'filesWithoutRows', s.files_without_rows,
+  'manifestFile', s.manifest_file, 'manifestSha256', s.manifest_sha256, 'summary', s.summary,
+  'error', CASE WHEN s.error_code IS NULL THEN NULL ELSE json_object('code', s.error_code, 'message', coalesce(s.error, '')) END)`;
+
+/** A backup's Storage capture to record (see {@link Ledger.recordStorageCapture}). */
+export type NewStorageCapture = Omit<BackupStorage, 'error'> & { error: { code: string; message: string } | null };
+
+function toBackup(r: BackupRow, copies: TargetCopy[], storage: StorageRow | undefined): Backup {
   return {
     id: r.id,
     kind: r.kind,
@@ -147,6 +192,7 @@ function toBackup(r: BackupRow, copies: TargetCopy[]): Backup {
     error: r.error_code ? { code: r.error_code, message: r.error_message ?? '' } : null,
     offsite: r.offsite_status ? { status: r.offsite_status, location: r.offsite_path ?? '', bytes: r.offsite_bytes, at: r.offsite_at, error: r.offsite_error } : null,
     offsiteCopies: copies,
+    storage: toStorage(storage),
   };
 }
 
@@ -180,7 +226,8 @@ const BACKUP_JSON = `json_object(
   'checkedAt', checked_at, 'pinned', json(CASE pinned WHEN 1 THEN 'true' ELSE 'false' END), 'runId', run_id,
   'error', CASE WHEN error_code IS NULL OR error_code = '' THEN NULL ELSE json_object('code', error_code, 'message', coalesce(error_message, '')) END,
   'offsite', CASE WHEN offsite_status IS NULL OR offsite_status = '' THEN NULL ELSE json_object('status', offsite_status, 'location', coalesce(offsite_path, ''), 'bytes', offsite_bytes, 'at', offsite_at, 'error', offsite_error) END,
-  'offsiteCopies', (SELECT coalesce(json_group_array(json(c)), '[]') FROM (SELECT ${COPY_JSON} AS c FROM offsite_copies o WHERE o.backup_id = backups.id ORDER BY o.target))
+  'offsiteCopies', (SELECT coalesce(json_group_array(json(c)), '[]') FROM (SELECT ${COPY_JSON} AS c FROM offsite_copies o WHERE o.backup_id = backups.id ORDER BY o.target)),
+  'storage', (SELECT json(${STORAGE_JSON}) FROM storage_captures s WHERE s.backup_id = backups.id)
 )`;
 
 function toRun(r: RunRow): Run {
@@ -659,6 +706,7 @@ export class Ledger {
         .prepare('INSERT INTO backup_evidence (backup_id, fingerprint, session, roles, extensions, sequences, supautils_sql) VALUES (?, ?, ?, ?, ?, ?, ?)')
         .run(id, e.fingerprint ? JSON.stringify(e.fingerprint) : null, e.session ? JSON.stringify(e.session) : null, JSON.stringify(e.roles), JSON.stringify(e.extensions), JSON.stringify(e.sequences ?? {}), e.supautilsSql ?? null);
     }
+    if (b.storage) this.writeStorageCapture(id, b.storage, b.finishedAt ?? now());
     return id;
   }
 
@@ -685,6 +733,43 @@ export class Ledger {
   addRebuiltBackup(b: Omit<NewBackup, 'runId'>): Backup {
     const id = this.db.transaction(() => this.insertBackupRow({ ...b, runId: null }))();
     return this.getBackup(id)!;
+  }
+
+  private writeStorageCapture(backupId: number, c: NewStorageCapture, at: string): void {
+    this.db
+      .prepare(
+        `INSERT INTO storage_captures (backup_id, complete, objects, bytes, files, missing, rows_without_files, files_without_rows, manifest_file, manifest_sha256, summary, error_code, error, at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (backup_id) DO UPDATE SET complete=excluded.complete, objects=excluded.objects, bytes=excluded.bytes, files=excluded.files, missing=excluded.missing,
+           rows_without_files=excluded.rows_without_files, files_without_rows=excluded.files_without_rows, manifest_file=excluded.manifest_file,
+           manifest_sha256=excluded.manifest_sha256, summary=excluded.summary, error_code=excluded.error_code, error=excluded.error, at=excluded.at`,
+      )
+      .run(
+        backupId,
+        c.complete ? 1 : 0,
+        c.objects,
+        c.bytes,
+        c.files,
+        c.missing,
+        c.rowsWithoutFiles,
+        c.filesWithoutRows,
+        c.manifestFile,
+        c.manifestSha256,
+        redact(c.summary),
+        c.error?.code ?? null,
+        c.error ? redact(c.error.message) : null,
+        at,
+      );
+  }
+
+  /** Records (or replaces) what a backup holds of the Storage files. */
+  recordStorageCapture(backupId: number, c: NewStorageCapture): void {
+    this.writeStorageCapture(backupId, c, now());
+  }
+
+  /** What the backup holds of the Storage files, or null when it captured none. */
+  storageCapture(backupId: number): BackupStorage | null {
+    return toStorage(this.db.prepare('SELECT * FROM storage_captures WHERE backup_id = ?').get(backupId) as StorageRow | undefined);
   }
 
   /** The backup whose file this is, or undefined. */
@@ -899,7 +984,11 @@ export class Ledger {
   // ---- offsite copies ----------------------------------------------------------------------
 
   private toBackup(r: BackupRow): Backup {
-    return toBackup(r, (this.db.prepare('SELECT * FROM offsite_copies WHERE backup_id = ? ORDER BY target').all(r.id) as CopyRow[]).map(toCopy));
+    return toBackup(
+      r,
+      (this.db.prepare('SELECT * FROM offsite_copies WHERE backup_id = ? ORDER BY target').all(r.id) as CopyRow[]).map(toCopy),
+      this.db.prepare('SELECT * FROM storage_captures WHERE backup_id = ?').get(r.id) as StorageRow | undefined,
+    );
   }
 
   /** Records the state of a backup's copy in one target (one row per backup and target). */

@@ -285,4 +285,31 @@ export const MIGRATIONS: readonly string[] = [
     WHERE id = NEW.backup_id;
   END;
   `,
+  // 9: the Storage files each backup captured (issue 15): a summary of its manifest (the manifest
+  //    itself is the file <backup>.storage.json beside the backup, its SHA-256 recorded here), or
+  //    why the capture failed. A change here bumps the backup's rev (list --json's cache).
+  `
+  CREATE TABLE storage_captures (
+    backup_id           INTEGER PRIMARY KEY REFERENCES backups (id) ON DELETE CASCADE,
+    complete            INTEGER NOT NULL DEFAULT 0,  -- 1: every object and every row of the dump has its file
+    objects             INTEGER NOT NULL DEFAULT 0,
+    bytes               INTEGER NOT NULL DEFAULT 0,
+    files               INTEGER NOT NULL DEFAULT 0,  -- distinct SHA-256 in the store
+    missing             INTEGER NOT NULL DEFAULT 0,  -- objects or folders listed but not captured
+    rows_without_files  INTEGER NOT NULL DEFAULT 0,
+    files_without_rows  INTEGER NOT NULL DEFAULT 0,
+    manifest_file       TEXT,                        -- absolute path; NULL when the capture failed
+    manifest_sha256     TEXT,
+    summary             TEXT NOT NULL,               -- one sentence: files complete: … / files INCOMPLETE: …
+    error_code          TEXT,
+    error               TEXT,                        -- why the capture failed (redacted), NULL otherwise
+    at                  TEXT
+  );
+  CREATE TRIGGER storage_captures_rev_insert AFTER INSERT ON storage_captures BEGIN
+    UPDATE backups SET id = id WHERE id = NEW.backup_id;
+  END;
+  CREATE TRIGGER storage_captures_rev_update AFTER UPDATE ON storage_captures BEGIN
+    UPDATE backups SET id = id WHERE id = NEW.backup_id;
+  END;
+  `,
 ];

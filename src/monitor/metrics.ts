@@ -50,6 +50,10 @@ export function renderMetrics(ledger: Ledger, now = Date.now()): string {
   e.metric('hybrid_backup_newest_backup_timestamp_seconds', 'gauge', 'When the newest ok local backup was taken.', [[{}, seconds(newest?.createdAt)]]);
   e.metric('hybrid_backup_newest_backup_age_seconds', 'gauge', 'Age of the newest ok local backup when the file was written.', [[{}, newest ? (now - Date.parse(newest.createdAt)) / 1000 : null]]);
   e.metric('hybrid_backup_ok_backups', 'gauge', 'Ok local backups kept.', [[{}, ledger.countBackups({ statuses: ['ok'] })]]);
+  const files = newest?.storage ?? null;
+  e.metric('hybrid_backup_storage_objects', 'gauge', 'Supabase Storage objects the newest ok backup holds.', [[{}, files ? files.objects : null]]);
+  e.metric('hybrid_backup_storage_bytes', 'gauge', 'Bytes of the Supabase Storage objects the newest ok backup holds.', [[{}, files ? files.bytes : null]]);
+  e.metric('hybrid_backup_storage_complete', 'gauge', '1 when the newest ok backup holds every Supabase Storage file, 0 when its files are incomplete.', [[{}, files ? (files.complete ? 1 : 0) : null]]);
 
   const copies = ledger.copyStats();
   e.metric('hybrid_backup_offsite_newest_copy_timestamp_seconds', 'gauge', 'When the newest backup with a good copy in each offsite target was taken.', copies.map((c) => [{ target: c.target }, seconds(c.newestCreatedAt)]));

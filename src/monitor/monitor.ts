@@ -130,6 +130,21 @@ function content(newest: Backup | undefined): MonitorCheck {
   return check('local-backup-content', 'ok', `backup ${newest.id} holds ${plural(newest.tableCount, 'table')}, ${plural(newest.rowCount, 'row')} of database "${newest.database ?? '?'}"`);
 }
 
+/** The newest ok backup's Storage files (issue 15): a warning when they are incomplete. */
+function storageFiles(ctx: RunContext, newest: Backup | undefined): MonitorCheck {
+  const name = 'storage-files';
+  if (ctx.config.storageCapture === 'off') return check(name, 'off', 'Storage files are not captured (storage off: SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY unset, or storage.enabled false)');
+  if (!newest) return check(name, 'unknown', 'no ok backup to look into');
+  const s = newest.storage;
+  if (!s) {
+    return ctx.config.storageCapture === 'on'
+      ? check(name, 'warning', `backup ${newest.id} captured no Storage files`)
+      : check(name, 'off', `backup ${newest.id} captured no Storage files (the database has no storage.objects)`);
+  }
+  if (!s.complete) return check(name, 'warning', `backup ${newest.id}: ${s.summary}`);
+  return check(name, 'ok', `backup ${newest.id}: ${s.summary}`);
+}
+
 /** Compares the two newest ok backups: what a restore would use (corrupt ones are the checksum check's). */
 function sizeDrop(ctx: RunContext, ok: Backup[], corrupt: readonly Backup[]): MonitorCheck {
   const [newest, prev] = ok;
@@ -266,7 +281,7 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
   const newest = ok[0];
   const corrupt = newerCorrupt(ctx, newest);
   const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
-  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), ...offsite(ctx, newest, now), ...supabase(ctx, now));
+  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), storageFiles(ctx, newest), ...offsite(ctx, newest, now), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }
 

@@ -32,6 +32,8 @@ export interface CaptureOptions {
   store: StorageStore;
   /** The buckets to capture (config `storage.buckets`); all the project has when absent or empty. */
   buckets?: readonly string[] | null;
+  /** Buckets never captured when all are (the bucket holding this program's own offsite copies). */
+  excludeBuckets?: readonly string[] | null;
   /** The manifest of the last capture: objects unchanged since are not fetched again. */
   previous?: Manifest | null;
   /** The dump's `storage.objects` rows (bucket_id → bucket, name → path), to hold the capture against. */
@@ -91,7 +93,7 @@ interface Listed {
 
 /**
  * Captures the project's Storage (see the module comment).
- * @throws HbError `offsite-failed` (the key refused, the bucket list unreadable), `aborted`,
+ * @throws HbError `storage-failed` (the key refused, the bucket list unreadable), `aborted`,
  *   `disk-full`, or what `beforeFetch` throws. Everything else is recorded in the manifest.
  */
 export async function captureStorage(o: CaptureOptions): Promise<CaptureResult> {
@@ -102,7 +104,7 @@ export async function captureStorage(o: CaptureOptions): Promise<CaptureResult> 
   const progress: CaptureProgress = { phase: 'listing', listed: 0, toFetch: 0, fetched: 0, bytesToFetch: 0, bytesFetched: 0, missing: 0 };
   const tell = () => o.onProgress?.({ ...progress, missing: missing.length });
 
-  const buckets = await chooseBuckets(o.api, o.buckets ?? null, missing);
+  const buckets = await chooseBuckets(o.api, o.buckets ?? null, missing, o.excludeBuckets ?? []);
   // Listing is light (JSON pages): twice the fetch concurrency, within the client's sockets.
   const listed = await listObjects(o.api, buckets, { concurrency: Math.max(concurrency, Math.min(2 * concurrency, 8)), pageSize: o.pageSize ?? 1000, missing, signal: o.signal, onPage: (n) => ((progress.listed += n), tell()) });
 
@@ -212,9 +214,9 @@ export async function checkFreeSpace(dir: string, bytesToFetch: number, reserveB
   }
 }
 
-async function chooseBuckets(api: StorageApi, wanted: readonly string[] | null, missing: ManifestMissing[]): Promise<StorageBucket[]> {
+async function chooseBuckets(api: StorageApi, wanted: readonly string[] | null, missing: ManifestMissing[], exclude: readonly string[]): Promise<StorageBucket[]> {
   const all = await api.listBuckets();
-  if (!wanted || wanted.length === 0) return all.sort((a, b) => cmp(a.id, b.id));
+  if (!wanted || wanted.length === 0) return all.filter((b) => !exclude.includes(b.id)).sort((a, b) => cmp(a.id, b.id));
   const byId = new Map(all.map((b) => [b.id, b]));
   const out: StorageBucket[] = [];
   for (const id of wanted) {

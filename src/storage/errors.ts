@@ -1,20 +1,16 @@
 /**
- * The error codes of the Storage module. The codes it should have are not in the catalogue yet
- * (src/domain/errors.ts is not this module's to edit): each is mapped here to the existing code
- * that comes closest, so that adding them is a change to this one table.
+ * The error codes of the Storage module (all in src/domain/errors.ts's catalogue).
  *
  *   storage-failed        Supabase Storage refused or failed an operation on the project's files
- *                         (meanwhile `offsite-failed`)
- *   storage-write-failed  a file could not be written into BACKUP_DIR/storage (meanwhile
- *                         `dump-write-failed`)
- *   storage-incomplete    a restore of the files left some out (meanwhile `offsite-failed`)
+ *   storage-write-failed  a file could not be written into BACKUP_DIR/storage
+ *   storage-incomplete    a restore of the files left some out
  */
 import { type ErrorCode, HbError } from '../domain/errors.js';
 
 export const STORAGE_CODES = {
-  failed: 'offsite-failed',
-  writeFailed: 'dump-write-failed',
-  incomplete: 'offsite-failed',
+  failed: 'storage-failed',
+  writeFailed: 'storage-write-failed',
+  incomplete: 'storage-incomplete',
 } as const satisfies Record<string, ErrorCode>;
 
 /** The HbError for an operation stopped by the caller's signal (its reason as the cause). */

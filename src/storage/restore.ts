@@ -72,7 +72,7 @@ export interface RestoreResult {
 
 /**
  * Restores the manifest's buckets and files into the target (see the module comment).
- * @throws HbError `offsite-failed` (the key refused, a bucket not creatable), `aborted`
+ * @throws HbError `storage-failed` (the key refused, a bucket not creatable), `aborted`
  */
 export async function restoreStorage(o: RestoreOptions): Promise<RestoreResult> {
   const wanted = o.buckets && o.buckets.length > 0 ? new Set(o.buckets) : null;

@@ -2,6 +2,7 @@
  * A fake Supabase Storage API: just the endpoints @supabase/supabase-js (storage-js) calls for
  * what hybrid-backup does — read the source under node_modules/@supabase/storage-js:
  *
+ *   GET    /storage/v1/bucket                     listBuckets (what a Storage capture starts with)
  *   GET    /storage/v1/bucket/:id                 getBucket
  *   POST   /storage/v1/bucket                     createBucket
  *   POST   /storage/v1/object/:bucket/:path       upload (raw body, x-upsert, x-metadata base64 JSON)
@@ -107,6 +108,9 @@ export class FakeStorage {
     }
 
     let m: RegExpExecArray | null;
+    if (method === 'GET' && p === '/storage/v1/bucket') {
+      return this.json(res, 200, [...this.buckets].map(([id, b]) => ({ id, name: id, public: b.public, file_size_limit: null, allowed_mime_types: null })));
+    }
     if (method === 'GET' && (m = /^\/storage\/v1\/bucket\/([^/]+)$/.exec(p))) {
       const b = this.buckets.get(m[1]!);
       if (!b) return this.error(res, 404, 'not_found', 'Bucket not found');

@@ -65,6 +65,7 @@ function backup(at: number, kind: Backup['kind'], extra: Partial<Backup> = {}): 
     error: null,
     offsite: null,
     offsiteCopies: [],
+    storage: null,
     ...extra,
   };
 }

@@ -81,7 +81,7 @@ describe('StorageApi', () => {
     const e = await quick.listBuckets().catch((x: unknown) => x);
     quick.close();
     expect(e).toBeInstanceOf(StorageRequestError);
-    expect(e).toMatchObject({ kind: 'retryable', status: 502, code: 'offsite-failed' });
+    expect(e).toMatchObject({ kind: 'retryable', status: 502, code: 'storage-failed' });
   });
 
   it('says a refused key plainly, never with the key', async () => {

@@ -140,6 +140,23 @@ describe('listBackupsJson', () => {
     database: 'app', source: null, sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': 3 }, error: null,
   };
 
+  it('carries each backup\'s Storage files equally in both, and follows a change to them', () => {
+    const l = Ledger.open(dir());
+    const storage = { complete: true, objects: 3, bytes: 300, files: 2, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 1, manifestFile: '/b/x.sql.storage.json', manifestSha256: 'ef'.repeat(32), summary: 'files complete: 3 objects, 300 bytes in 1 bucket', error: null };
+    const a = l.recordBackup({ ...base, storage });
+    const b = l.recordBackup({ ...base, createdAt: '2026-11-02T03:00:00.000Z', storage: { ...storage, complete: false, objects: 0, bytes: 0, files: 0, filesWithoutRows: 0, manifestFile: null, manifestSha256: null, summary: 'files INCOMPLETE: the capture failed', error: { code: 'storage-failed', message: 'refused "key"' } } });
+    l.recordBackup({ ...base, createdAt: '2026-11-03T03:00:00.000Z' });
+    expect(a.storage).toEqual(storage);
+    expect(b.storage).toMatchObject({ complete: false, error: { code: 'storage-failed' } });
+    const same = () => expect(JSON.parse(l.listBackupsJson())).toEqual(l.listBackups());
+    same();
+    expect(JSON.parse(l.listBackupsJson())[0].storage).toBeNull();
+    l.recordStorageCapture(a.id, { ...storage, complete: false, missing: 1, summary: 'files INCOMPLETE: x' });
+    same();
+    expect(l.storageCapture(a.id)).toMatchObject({ complete: false, missing: 1 });
+    l.close();
+  });
+
   it('gives exactly the objects listBackups gives, for every shape of row, and follows every change', () => {
     const l = Ledger.open(dir());
     const a = l.recordBackup({ ...base, description: 'quote " and \\ and ünïcode ✓', kind: 'pre-change' });

@@ -1,0 +1,300 @@
+/**
+ * A backup's Supabase Storage files (issue 15), as the backup, restore, verify, drill and retention
+ * paths use them. The work itself is src/storage's; this is where it meets the ledger and the
+ * configuration:
+ *
+ * - {@link readStorageRows}: the dump's `storage.objects` row keys, read in the dump's snapshot.
+ * - {@link captureForBackup}: the capture right after the dump. It never throws: a capture that
+ *   fails leaves the backup `ok` for its database, with its files recorded as incomplete and why.
+ * - {@link backupManifest}: a backup's manifest, read back and checked against its recorded SHA-256.
+ * - {@link storageTarget}: the target project of a restore of the files, with its key.
+ */
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type pg from 'pg';
+import type { RunContext } from '../context.js';
+import { HbError, toHbError } from '../domain/errors.js';
+import type { Backup, BackupStorage } from '../domain/types.js';
+import type { NewStorageCapture } from '../ledger/ledger.js';
+import type { Manifest, RetryNotice, RowKey } from '../storage/index.js';
+import { redactor } from '../util/redact.js';
+
+/** The manifest's file, beside the backup. */
+export const STORAGE_MANIFEST_SUFFIX = '.storage.json';
+
+/** What the sidecar says of the files (the manifest itself is the `.storage.json` file). */
+export interface SidecarStorage {
+  /** The manifest's file name (in the same directory); null when the capture failed. */
+  file: string | null;
+  sha256: string | null;
+  summary: string;
+  complete: boolean;
+  objects: number;
+  bytes: number;
+  error?: { code: string; message: string } | null;
+}
+
+/**
+ * The `storage.objects` rows (bucket_id, name) in the client's transaction — the dump's snapshot —
+ * or null when the database has no readable `storage.objects` (bucket_id, name). Never makes a
+ * statement fail (which would abort the snapshot's transaction): it checks before it reads.
+ */
+export async function readStorageRows(client: pg.Client): Promise<RowKey[] | null> {
+  const probe = await client.query<{ ok: boolean }>(
+    `select coalesce((select has_table_privilege(c.oid, 'SELECT')
+                        and (select count(*) from pg_attribute a where a.attrelid = c.oid and a.attname in ('bucket_id', 'name') and not a.attisdropped) = 2
+                      from pg_class c where c.oid = to_regclass('storage.objects')), false) as ok`,
+  );
+  if (!probe.rows[0]?.ok) return null;
+  const r = await client.query<{ bucket: string | null; path: string | null }>('select bucket_id as bucket, name as path from storage.objects');
+  return r.rows.filter((x): x is RowKey => typeof x.bucket === 'string' && typeof x.path === 'string');
+}
+
+export interface CaptureOutcome {
+  /** For the ledger; null when storage is off for this backup (nothing captured, nothing said). */
+  ledger: NewStorageCapture | null;
+  sidecar: SidecarStorage | null;
+}
+
+/**
+ * Captures the Storage files for the backup at `finalPath` (`rows` from {@link readStorageRows};
+ * `undefined` when they were not read). Never throws.
+ */
+export async function captureForBackup(ctx: RunContext, o: { runId: number; finalPath: string; rows: RowKey[] | null | undefined }): Promise<CaptureOutcome> {
+  const { config, log } = ctx;
+  if (config.storageCapture === 'off') return { ledger: null, sidecar: null };
+  if (config.storageCapture === 'auto' && o.rows === null) {
+    log.info(`backup run ${o.runId}: the database has no storage.objects: Storage files not captured`, { runId: o.runId });
+    return { ledger: null, sidecar: null };
+  }
+  const manifestFile = o.finalPath + STORAGE_MANIFEST_SUFFIX;
+  const started = Date.now();
+  const failed = (e: unknown): CaptureOutcome => {
+    const err = toHbError(e);
+    const summary = `files INCOMPLETE: the capture of the Storage files failed: ${err.message}`;
+    log.warn(`backup run ${o.runId}: ${summary}`, { runId: o.runId, code: err.code });
+    ctx.reporter.notice(`WARNING: the database backup is ok, but its Storage files are INCOMPLETE: the capture failed: ${err.message}${err.hint ? ` (${err.hint})` : ''}`);
+    const error = { code: err.code, message: err.message };
+    return {
+      ledger: { complete: false, objects: 0, bytes: 0, files: 0, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 0, manifestFile: null, manifestSha256: null, summary, error },
+      sidecar: { file: null, sha256: null, summary, complete: false, objects: 0, bytes: 0, error },
+    };
+  };
+  try {
+    const { StorageApi, StorageStore, captureStorage, checkFreeSpace, summarize, writeManifestFile } = await import('../storage/index.js');
+    const previous = await previousManifest(ctx);
+    const api = StorageApi.open({
+      url: config.supabase.url!,
+      serviceRoleKey: config.supabase.serviceRoleKey!,
+      maxSockets: config.storage.concurrency + 2,
+      signal: ctx.signal,
+      onRetry: (n) => log.warn(`backup run ${o.runId}: Storage: ${describeRetry(n)}`, { runId: o.runId }),
+    });
+    let r;
+    try {
+      const store = await StorageStore.open(config.backupDir);
+      r = await captureStorage({
+        api,
+        store,
+        buckets: config.storage.buckets,
+        excludeBuckets: ownBuckets(ctx),
+        previous,
+        rows: o.rows ?? null,
+        concurrency: config.storage.concurrency,
+        signal: ctx.signal,
+        beforeFetch: (p) => checkFreeSpace(store.root, p.bytesToFetch),
+        onProgress: (p) => p.phase === 'fetching' && ctx.reporter.progress({ phase: 'download', bytes: p.bytesFetched, total: p.bytesToFetch, elapsedMs: Date.now() - started }),
+      });
+    } finally {
+      api.close();
+    }
+    await writeManifestFile(manifestFile, r.manifest);
+    const sha256 = createHash('sha256').update(await readFile(manifestFile)).digest('hex');
+    const s = summarize(r.manifest);
+    const st = r.manifest.stats;
+    log.info(`backup run ${o.runId}: ${r.summary} (${st.fetched} fetched, ${st.reused} unchanged, ${st.newFiles} new files in the store)`, {
+      runId: o.runId,
+      objects: s.objects,
+      bytes: s.bytes,
+      fetched: st.fetched,
+      reused: st.reused,
+      missing: s.missing,
+    });
+    if (!r.complete) ctx.reporter.notice(`WARNING: the database backup is ok, but its Storage ${r.summary}`);
+    const path = await import('node:path');
+    return {
+      ledger: { complete: r.complete, objects: s.objects, bytes: s.bytes, files: s.files, missing: s.missing, rowsWithoutFiles: s.rowsWithoutFiles, filesWithoutRows: s.filesWithoutRows, manifestFile, manifestSha256: sha256, summary: r.summary, error: null },
+      sidecar: { file: path.basename(manifestFile), sha256, summary: r.summary, complete: r.complete, objects: s.objects, bytes: s.bytes },
+    };
+  } catch (e) {
+    return failed(e);
+  }
+}
+
+/** The buckets of the same project holding this program's offsite copies: never captured as the app's files. */
+function ownBuckets(ctx: RunContext): string[] {
+  const norm = (s: string) => s.replace(/\/+$/, '');
+  const url = norm(ctx.config.supabase.url ?? '');
+  const out = new Set<string>([ctx.config.offsite.bucket]);
+  for (const t of ctx.config.offsite.targets) if (t.type === 'supabase-storage' && norm(t.url) === url) out.add(t.bucket);
+  return [...out];
+}
+
+export function describeRetry(n: RetryNotice): string {
+  return `${n.what}: ${n.status ?? n.reason}; retrying in ${Math.round(n.waitMs / 100) / 10} s (attempt ${n.attempt} of ${n.of})`;
+}
+
+/** The manifest of the newest ok backup that has one (what the next capture need not fetch again), or null. */
+async function previousManifest(ctx: RunContext): Promise<Manifest | null> {
+  for (const b of ctx.ledger.listBackups({ statuses: ['ok'], limit: 20 })) {
+    if (!b.storage?.manifestFile) continue;
+    try {
+      return await backupManifest(b);
+    } catch (e) {
+      ctx.log.warn(`the Storage manifest of backup ${b.id} cannot be read (every file is fetched again): ${toHbError(e).message}`);
+      return null;
+    }
+  }
+  return null;
+}
+
+/**
+ * The backup's manifest, checked against the SHA-256 the ledger recorded.
+ * @throws HbError `storage-off` (the backup holds no files), `file-missing`, `checksum-mismatch`
+ */
+export async function backupManifest(b: Backup): Promise<Manifest> {
+  const s = b.storage;
+  if (!s?.manifestFile) {
+    throw new HbError('storage-off', `backup ${b.id} holds no Storage files${s?.error ? ` (its capture failed: ${s.error.message})` : ''}`, 'take a backup with SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY set');
+  }
+  const { parseManifest } = await import('../storage/index.js');
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(s.manifestFile);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new HbError('file-missing', `the Storage manifest of backup ${b.id} (${s.manifestFile}) is missing`);
+    throw e;
+  }
+  if (s.manifestSha256) {
+    const actual = createHash('sha256').update(bytes).digest('hex');
+    if (actual !== s.manifestSha256) throw new HbError('checksum-mismatch', `the Storage manifest of backup ${b.id} (${s.manifestFile}) does not match its recorded SHA-256`, 'it was edited or damaged');
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new HbError('checksum-mismatch', `the Storage manifest ${s.manifestFile} is not valid JSON`);
+  }
+  return parseManifest(json, `the Storage manifest of backup ${b.id}`);
+}
+
+/** The storage summary of a backup for people: `files: 12 objects, 3.4 MB` or `files INCOMPLETE`. */
+export function storageBrief(s: BackupStorage | null): string {
+  if (!s) return '';
+  return s.complete ? `${s.objects} files` : 'files INCOMPLETE';
+}
+
+/**
+ * The project the files go to, with its service-role key: from the variable `keyEnv` (default
+ * SUPABASE_TARGET_SERVICE_ROLE_KEY); the service's own key only when the target is the configured
+ * SUPABASE_URL and the variable is not set.
+ * @throws HbError `usage` (not a URL), `storage-off` (no key)
+ */
+export function storageTarget(ctx: RunContext, url: string, keyEnv?: string | null): { url: string; key: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+    if (!/^https?:$/.test(u.protocol)) throw new Error('not http');
+  } catch {
+    throw new HbError('usage', `--storage-to ${JSON.stringify(url)} is not a project URL`, 'give the target project\'s URL, e.g. https://<ref>.supabase.co');
+  }
+  const name = keyEnv || 'SUPABASE_TARGET_SERVICE_ROLE_KEY';
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new HbError('usage', `--storage-key-env ${JSON.stringify(name)} is not an environment variable name`);
+  const key = process.env[name];
+  const norm = (s: string) => s.replace(/\/+$/, '');
+  if (key) {
+    redactor.addSecret(key);
+    return { url: norm(url), key };
+  }
+  const own = ctx.config.supabase.url;
+  if (own && norm(own) === norm(url) && ctx.config.supabase.serviceRoleKey) return { url: norm(url), key: ctx.config.supabase.serviceRoleKey };
+  throw new HbError('storage-off', `no service-role key for ${norm(url)}: ${name} is not set`, `set ${name} to the target project's service-role key (the service's own key is used only for SUPABASE_URL itself)`);
+}
+
+/** What a restore of a backup's Storage files did (`restore --storage-to`, `restore-storage`). */
+export interface StorageRestoreDoc {
+  backupId: number;
+  /** The target project URL (no key). */
+  target: string;
+  /** Every file of the backup's manifest is in the target, with its SHA-256. */
+  complete: boolean;
+  objects: number;
+  uploaded: number;
+  skipped: number;
+  bytesUploaded: number;
+  failed: Array<{ bucket: string; path: string; error: string }>;
+  buckets: { created: string[]; updated: string[]; unchanged: string[] };
+  /** Objects the backup itself could not capture: not restorable from it. */
+  notInBackup: number;
+  /** Whether the backup's own capture was complete (its summary says what it lacks). */
+  backupComplete: boolean;
+  backupSummary: string;
+  durationMs: number;
+}
+
+/**
+ * Uploads the backup's Storage files into the target project; records a `restore-storage` run.
+ * @throws HbError `storage-off` (no files in the backup), `storage-failed`, `aborted`, …
+ */
+export async function restoreBackupFiles(ctx: RunContext, b: Backup, to: { url: string; key: string }): Promise<StorageRestoreDoc> {
+  const manifest = await backupManifest(b);
+  const { RunScope } = await import('../jobs/runs.js');
+  const { StorageApi, StorageStore, restoreStorage, describeCompleteness } = await import('../storage/index.js');
+  const run = RunScope.start(ctx, 'restore-storage', { backupId: b.id, target: to.url });
+  const started = Date.now();
+  const api = StorageApi.open({ url: to.url, serviceRoleKey: to.key, maxSockets: ctx.config.storage.concurrency + 2, signal: ctx.signal, onRetry: (n) => ctx.log.warn(`restore-storage run ${run.id}: ${describeRetry(n)}`, { runId: run.id }) });
+  try {
+    ctx.log.info(`restoring the Storage files of backup ${b.id} (${manifest.objects.length} objects) into ${to.url}`, { runId: run.id, backupId: b.id });
+    const store = await StorageStore.open(ctx.config.backupDir);
+    const r = await restoreStorage({
+      api,
+      store,
+      manifest,
+      concurrency: ctx.config.storage.concurrency,
+      signal: ctx.signal,
+      onProgress: (p) => ctx.reporter.progress({ phase: 'upload', bytes: p.bytesDone, total: p.bytesTotal, elapsedMs: Date.now() - started }),
+    });
+    const doc: StorageRestoreDoc = {
+      backupId: b.id,
+      target: r.target,
+      complete: r.complete,
+      objects: r.objects,
+      uploaded: r.uploaded,
+      skipped: r.skipped,
+      bytesUploaded: r.bytesUploaded,
+      failed: r.failed,
+      buckets: r.buckets,
+      notInBackup: r.notInBackup,
+      backupComplete: manifest.complete,
+      backupSummary: describeCompleteness(manifest),
+      durationMs: Date.now() - started,
+    };
+    const details = { objects: r.objects, uploaded: r.uploaded, skipped: r.skipped, failed: r.failed.length, bytesUploaded: r.bytesUploaded };
+    if (r.complete) {
+      run.ok(details);
+      ctx.log.info(`restored the Storage files of backup ${b.id} into ${r.target}: ${r.uploaded} uploaded, ${r.skipped} already there`, { runId: run.id, backupId: b.id });
+    } else {
+      const message = `${r.failed.length} of ${r.objects} Storage files of backup ${b.id} could not be restored into ${r.target}${r.failed[0] ? ` (first: ${r.failed[0].bucket}/${r.failed[0].path}: ${r.failed[0].error})` : ''}`;
+      run.failed({ code: 'storage-incomplete', message }, details);
+      ctx.log.error(`restore-storage run ${run.id}: ${message}`, { runId: run.id, backupId: b.id });
+    }
+    if (!manifest.complete) ctx.reporter.notice(`note: backup ${b.id}'s own ${doc.backupSummary}`);
+    return doc;
+  } catch (e) {
+    const err = run.fail(e);
+    ctx.log.error(`restore-storage run ${run.id} ${run.statusFor(err)}: ${err.message}`, { runId: run.id, code: err.code });
+    throw err;
+  } finally {
+    api.close();
+  }
+}
