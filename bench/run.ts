@@ -938,7 +938,71 @@ async function storageSuite(): Promise<string> {
   return rows.join('\n');
 }
 
-const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, restore: restoreSuite, service: serviceSuite, drill: drillSuite, offsite: offsiteSuite, storage: storageSuite };
+
+/**
+ * The CLI's own start (issue 14.13): `list` through a running service, as a migration script calls
+ * it, against bare `node -e 0` on the same machine, alternating, wall time of whole processes.
+ */
+async function cliSuite(): Promise<string> {
+  const RUNS = Number(process.env.BENCH_CLI_RUNS ?? 30);
+  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bcli-'));
+  const backupDir = path.join(work, 'b');
+  const socket = path.join(work, 's.sock');
+  const cfg = path.join(work, 'c.json');
+  writeFileSync(cfg, JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } }));
+  mkdirSync(backupDir, { mode: 0o700 });
+  const { Ledger } = await import('../src/ledger/ledger.js');
+  const ledger = Ledger.open(backupDir);
+  for (let i = 0; i < 100; i++) {
+    const at = new Date(Date.now() - (100 - i) * 86_400_000).toISOString();
+    ledger.recordBackup({
+      runId: null, kind: 'daily', description: null, file: path.join(backupDir, `b${i}.sql`), bytes: 1_000_000 + i, sha256: 'ab'.repeat(32),
+      compression: 'none', profile: 'full', status: 'ok', createdAt: at, finishedAt: at, durationMs: 1000, database: 'app', source: null,
+      sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': i }, error: null,
+    });
+  }
+  ledger.close();
+  const env = { ...process.env, BACKUP_DIR: backupDir, HYBRID_BACKUP_SOCKET: socket, HYBRID_BACKUP_CONFIG: cfg, DATABASE_URL: dbUrl('postgres') } as Record<string, string>;
+  const daemon = execa('node', [CLI, 'daemon'], { env, stdout: 'ignore', stderr: 'ignore', reject: false });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await socketRoundTrip(socket, { command: 'ping' });
+        break;
+      } catch (e) {
+        if (i > 600) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    const out = { bare: [] as number[], list: [] as number[], version: [] as number[] };
+    const cpu = { bare: [] as number[], list: [] as number[], version: [] as number[] };
+    for (let i = 0; i < RUNS; i++) {
+      const b = await timed('node', ['-e', '0']);
+      const l = await timed('node', [CLI, 'list'], { env });
+      const v = await timed('node', [CLI, '--version'], { env });
+      out.bare.push(b.ms), out.list.push(l.ms), out.version.push(v.ms);
+      cpu.bare.push(b.cpu), cpu.list.push(l.cpu), cpu.version.push(v.cpu);
+    }
+    const ms = (xs: number[]) => `${median(xs).toFixed(0)} ms (${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)})`;
+    const c = (xs: number[]) => `${(median(xs) * 1000).toFixed(0)} ms CPU`;
+    return [
+      `## CLI start (issue 14.13), ${new Date().toISOString().slice(0, 16)}Z, ${RUNS} alternating runs, medians (min–max)`,
+      '',
+      '| command | wall | CPU | target |',
+      '|---|---|---|---|',
+      `| \`node -e 0\` (Node's own start) | ${ms(out.bare)} | ${c(cpu.bare)} | |`,
+      `| \`hybrid-backup list\` through the service (100 backups) | ${ms(out.list)} | ${c(cpu.list)} | ≤ 150 ms, ${median(out.list) <= 150 ? 'meets' : 'MISSES'} target |`,
+      `| \`hybrid-backup --version\` | ${ms(out.version)} | ${c(cpu.version)} | |`,
+      '',
+      `raw (ms): ${JSON.stringify(out)}`,
+    ].join('\n');
+  } finally {
+    daemon.kill('SIGTERM');
+    await daemon;
+  }
+}
+
+const SUITES: Record<string, () => Promise<string>> = { dump: dumpSuite, restore: restoreSuite, service: serviceSuite, drill: drillSuite, offsite: offsiteSuite, storage: storageSuite, cli: cliSuite };
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(SUITES);
