@@ -27,10 +27,9 @@ const hasWireForm = (v: unknown): v is WireDocument => typeof (v as WireDocument
 export function serializeWithRaw(value: unknown): Array<string | Buffer> {
   const raws: Buffer[] = [];
   const nonce = randomBytes(8).toString('hex');
-  const text = JSON.stringify(value, function (this: Record<string, unknown>, key: string, v: unknown) {
-    // the value before its toJSON ran
-    const own = this[key];
-    if (hasWireForm(own)) return own.wireForm();
+  // Wire forms are put in place first: JSON.stringify would call a document's toJSON (which may
+  // parse what the wire form sends as bytes) before a replacer could see the document.
+  const text = JSON.stringify(withWireForms(value), (_key: string, v: unknown) => {
     if (v instanceof RawJson) {
       raws.push(v.bytes);
       return `${nonce}:${raws.length - 1}`;
@@ -48,4 +47,22 @@ export function serializeWithRaw(value: unknown): Array<string | Buffer> {
   }
   parts.push(text.slice(at));
   return parts;
+}
+
+/** `value` with each {@link WireDocument} in it (in plain objects and arrays) replaced by its wire form. */
+function withWireForms(value: unknown): unknown {
+  if (hasWireForm(value)) return value.wireForm();
+  if (Array.isArray(value)) return value.some(holdsWireForm) ? value.map(withWireForms) : value;
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) {
+    const entries = Object.entries(value);
+    return entries.some(([, v]) => holdsWireForm(v)) ? Object.fromEntries(entries.map(([k, v]) => [k, withWireForms(v)])) : value;
+  }
+  return value;
+}
+
+/** Whether a wire form is in `value`, one level of objects down (where the socket's replies put documents). */
+function holdsWireForm(value: unknown): boolean {
+  if (hasWireForm(value)) return true;
+  if (value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype) return Object.values(value).some(hasWireForm);
+  return false;
 }

@@ -19,6 +19,8 @@ describe('serializeWithRaw', () => {
     const list = new BackupList(bytes, 7);
     const reply = { type: 'result', ok: true, exitCode: 0, doc: list };
     const parts = serializeWithRaw(reply);
+    // sending never parsed the bytes (a 5 MB list is not parsed and re-serialised per request)
+    expect((list as unknown as { parsed: unknown }).parsed).toBeUndefined();
     // the cached bytes themselves, not a copy
     expect(parts.some((p) => p === bytes)).toBe(true);
     expect(JSON.parse(join(parts))).toEqual(JSON.parse(JSON.stringify(reply)));
