@@ -2,6 +2,10 @@
  * The ledger's schema, as an ordered list of migrations. `PRAGMA user_version` holds how many
  * have been applied. Append only: a released migration is never edited.
  */
+import type Database from 'better-sqlite3';
+import { HbError } from '../domain/errors.js';
+
+/** Migration i (0-based) takes a ledger from schema version i to i + 1. */
 export const MIGRATIONS: readonly string[] = [
   // 1: runs, backups, per-table row counts, the cross-process backup lock
   `
@@ -313,3 +317,39 @@ export const MIGRATIONS: readonly string[] = [
   END;
   `,
 ];
+
+/**
+ * Brings the ledger in `file` forward to the newest schema, in one write transaction.
+ * @throws HbError `ledger-too-new` for a schema newer than this program knows
+ */
+export function migrate(db: Database.Database, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new HbError(
+      'ledger-too-new',
+      `ledger ${file} has schema version ${version}, newer than this hybrid-backup knows (${MIGRATIONS.length})`,
+      'upgrade hybrid-backup; never downgrade it over a newer ledger',
+    );
+  }
+  if (version === MIGRATIONS.length) return;
+  const apply = db.transaction(() => {
+    // Re-read inside the write transaction: another process may have migrated meanwhile.
+    const v = db.pragma('user_version', { simple: true }) as number;
+    for (let i = v; i < MIGRATIONS.length; i++) {
+      db.exec(MIGRATIONS[i]!);
+      db.pragma(`user_version = ${i + 1}`);
+    }
+    // A rebuilt table must leave every reference whole.
+    const broken = db.pragma('foreign_key_check') as unknown[];
+    if (broken.length) throw new Error(`the migration left ${broken.length} broken references`);
+  });
+  // Rebuilding a table (SQLite's way to change a constraint) drops the old one: with foreign
+  // keys on, that would cascade into the rows that reference it. Off only while migrating
+  // (the pragma is a no-op inside a transaction, so it is set around it).
+  db.pragma('foreign_keys = OFF');
+  try {
+    apply.immediate();
+  } finally {
+    db.pragma('foreign_keys = ON');
+  }
+}

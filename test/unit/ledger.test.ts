@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { execa } from 'execa';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { Ledger } from '../../src/ledger/ledger.js';
 import { MIGRATIONS } from '../../src/ledger/migrations.js';
 import { removeDir, tempDir } from '../helpers/cli.js';
@@ -276,5 +276,99 @@ describe('listBackupsJson', () => {
     expect(after.prepare('SELECT rev FROM backups WHERE id = 1').pluck().get()).toBeGreaterThan(rev as number); // the trigger still bumps it
     expect(after.pragma('foreign_key_check')).toEqual([]);
     after.close();
+  });
+});
+
+describe('the ledger\'s statements', () => {
+  it('are prepared once per connection, on first use, never again on later calls', () => {
+    const l = Ledger.open(dir());
+    const backup = {
+      kind: 'daily' as const, description: null, bytes: 10, sha256: 'ab'.repeat(32), compression: 'none' as const, profile: 'full' as const, status: 'ok' as const,
+      finishedAt: '2026-11-01T03:00:01.000Z', durationMs: 1000, database: 'app', source: null, sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20',
+      tables: { 'public.t': 3 }, error: null,
+    };
+    const storage = { complete: true, objects: 1, bytes: 5, files: 1, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 0, manifestFile: '/b/m.json', manifestSha256: 'ef'.repeat(32), summary: 'files complete', error: null };
+    // every kind of call the ledger answers, each filter shape included
+    const work = (round: number) => {
+      const run = l.startRun('backup', 'cli', { kind: 'daily' });
+      l.setRunFiles(run.id, { partialPath: `/b/${round}.partial` });
+      l.mergeRunDetails(run.id, { round });
+      const b = l.recordBackup({ ...backup, runId: run.id, file: `/b/${round}.sql`, createdAt: `2026-11-0${round}T03:00:00.000Z`, storage,
+        evidence: { digests: { 'public.t': { crc32: 1, bytes: 2, columns: 'a' } }, session: null, fingerprint: null, roles: [], extensions: [], sequences: {} } });
+      const rebuilt = l.addRebuiltBackup({ ...backup, file: `/b/${round}r.sql`, createdAt: `2026-10-0${round}T03:00:00.000Z` });
+      const verify = l.startRun('verify', 'cli');
+      l.finishRun(verify.id, 'ok', null, { checked: 1 });
+      l.recordFailedRun('prune', 'schedule', '2026-11-01T00:00:00.000Z', { code: 'disk-full', message: 'no space' });
+      l.flushPending();
+      l.pendingRuns();
+      l.getRun(run.id);
+      l.listRuns();
+      l.listRuns({ since: '2026-01-01', job: 'backup', limit: 5 });
+      l.lastRun('backup');
+      l.lastRun('backup', ['cli', 'schedule'], 'ok');
+      l.firstRun('backup');
+      l.newestScheduledBackupRun('2027-01-01');
+      l.countRuns('backup', '2026-01-01');
+      l.countRuns('backup', '2026-01-01', 'ok');
+      l.recordStorageCapture(rebuilt.id, storage);
+      l.storageCapture(b.id);
+      l.backupByFile(b.file);
+      l.hasBackupFile(b.file);
+      l.getBackup(b.id);
+      l.backupSource(b.id);
+      l.latestBackup();
+      l.latestBackup(['ok', 'corrupt']);
+      l.listBackups();
+      l.listBackups({ statuses: ['ok'], kind: 'daily', limit: 3 });
+      l.listBackupsJson();
+      l.listBackupsJson({ kind: 'daily' });
+      l.listBackupsRaw({ statuses: ['ok', 'missing'], limit: 2 });
+      l.countBackups();
+      l.countBackups({ statuses: ['ok'] });
+      l.evidence(b.id);
+      l.tableCounts(b.id);
+      l.setIntegrity(b.id, 'corrupt');
+      l.setIntegrity(b.id, 'ok');
+      l.markChecked(b.id);
+      l.markVerified(b.id);
+      l.setPinned(b.id, true);
+      l.markPruned(rebuilt.id);
+      l.setCopy(b.id, 'b2', { status: 'uploaded', key: 'k', location: 's3://x/k', bytes: 10, sha256: 'ab'.repeat(32), encrypted: true });
+      l.setCopy(rebuilt.id, 'b2', { status: 'uploaded', key: 'r', location: 's3://x/r' });
+      l.copy(b.id, 'b2');
+      l.backupsToUpload('b2');
+      l.copiesToDelete();
+      l.copyStats();
+      l.latestCopy('b2');
+      l.recordDrill(run.id, '2026-11-01T04:00:00.000Z', { backupId: b.id, ok: true, tables: 1, rowsChecked: 3, durationMs: 5, mismatches: [], scratchDatabase: 'hb_drill', amcheck: 'off', fidelity: { objects: 0, tablesDigested: 0, differences: [] } });
+      l.listDrills();
+      l.scratchDatabasesToDrop();
+      l.recordMonitor(null, { status: 'ok', checks: [], at: '2026-11-01T05:00:00.000Z' });
+      l.listMonitors(2);
+      l.recordSnapshot(null, '2026-11-01T06:00:00.000Z', null, { code: 'supabase-unreachable', message: 'timeout' });
+      l.latestPoll();
+      l.latestSnapshot();
+      const ticket = l.queueForLock('backup', run.id, 'backup');
+      expect(l.tryLock('backup', run.id, 'backup', ticket)).toBeNull();
+      l.unlock('backup');
+      l.leaveQueue(l.queueForLock('backup', null, 'prune'));
+    };
+    const prepare = vi.spyOn(Database.prototype, 'prepare');
+    try {
+      work(1);
+      const first = prepare.mock.calls.map((c) => c[0]);
+      expect(first.length).toBeGreaterThan(40);
+      expect(new Set(first).size).toBe(first.length); // no text prepared twice
+      prepare.mockClear();
+      work(2);
+      expect(prepare.mock.calls.map((c) => c[0])).toEqual([]);
+    } finally {
+      prepare.mockRestore();
+    }
+    // and the answers are the right ones
+    expect(l.listBackups().map((b) => b.file)).toEqual(['/b/2.sql', '/b/1.sql', '/b/2r.sql', '/b/1r.sql']);
+    expect(JSON.parse(l.listBackupsJson())).toEqual(l.listBackups());
+    expect(l.copiesToDelete().map((c) => c.backup.file)).toEqual(['/b/1r.sql', '/b/2r.sql']);
+    l.close();
   });
 });
