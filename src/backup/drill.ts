@@ -242,12 +242,23 @@ async function prepareSupabaseScratch(ctx: RunContext, b: Backup, target: DrillT
   }
 }
 
-/** Counts every table the dump recorded; returns mismatches. */
-async function compareCounts(ctx: RunContext, scratch: ConnInfo, expected: Record<string, number>): Promise<{ rowsChecked: number; mismatches: DrillResult['mismatches'] }> {
+/** Compares every table's rows with what the dump recorded — those in `known` (already read back) by that reading, the rest by counting; returns mismatches. */
+async function compareCounts(ctx: RunContext, scratch: ConnInfo, expected: Record<string, number>, known: ReadonlyMap<string, number>): Promise<{ rowsChecked: number; mismatches: DrillResult['mismatches'] }> {
   const mismatches: DrillResult['mismatches'] = [];
   let rowsChecked = 0;
+  const toCount: Array<[string, number]> = [];
+  for (const [table, want] of Object.entries(expected)) {
+    const got = known.get(table);
+    if (got === undefined) {
+      toCount.push([table, want]);
+      continue;
+    }
+    rowsChecked += got;
+    if (got !== want) mismatches.push({ table, expected: want, actual: got });
+  }
+  if (toCount.length === 0) return { rowsChecked, mismatches };
   await withClient(scratch, { connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds }, async (c) => {
-    for (const [table, want] of Object.entries(expected)) {
+    for (const [table, want] of toCount) {
       try {
         // The name is as pg_dump wrote it in COPY: a valid, quoted-where-needed SQL identifier.
         const got = Number((await c.query<{ n: string }>(`SELECT count(*)::text AS n FROM ONLY ${table}`)).rows[0]!.n);
@@ -439,17 +450,26 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
   let download: string | null = null;
   let file: { file: string; compression: Backup['compression']; identities?: readonly string[] } = { file: b.file, compression: b.compression, ...(identities ? { identities } : {}) };
   try {
-    if (source) {
-      // The copy that would save the operator is the one proven: downloaded, decrypted, both digests checked.
-      download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
-      await rm(download, { force: true });
-      await fetchCopy(dctx, source.target, source.expect, download, `backup ${b.id}`, keys);
-      file = { file: download, compression: b.compression };
-    } else {
-      const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
-      if (!check.ok) throw new HbError('checksum-mismatch', `backup ${b.id} fails its checksum (${check.error}); it was not restored`, 'the file is damaged; drill another backup');
+    // The drill's server starts while the file is checked (nothing is restored before the check passes).
+    const opening = openDrillTarget(ctx, b, run.id, dctx.signal);
+    opening.catch(() => {}); // awaited below, on every path
+    try {
+      if (source) {
+        // The copy that would save the operator is the one proven: downloaded, decrypted, both digests checked.
+        download = path.join(ctx.config.backupDir, `.offsite-${b.id}-${process.pid}.download`);
+        await rm(download, { force: true });
+        await fetchCopy(dctx, source.target, source.expect, download, `backup ${b.id}`, keys);
+        file = { file: download, compression: b.compression };
+      } else {
+        const check = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+        if (!check.ok) throw new HbError('checksum-mismatch', `backup ${b.id} fails its checksum (${check.error}); it was not restored`, 'the file is damaged; drill another backup');
+      }
+    } catch (e) {
+      // released in the finally below
+      target = await opening.catch(() => undefined);
+      throw e;
     }
-    target = await openDrillTarget(ctx, b, run.id, dctx.signal);
+    target = await opening;
     result.server = target.kind;
     const psql = await chooseTool('psql', target.major, toolSearch(ctx.config));
     // Recorded before it exists, so a killed drill's database is found and dropped later.
@@ -466,9 +486,9 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
     if (target.kind === 'throwaway' && evidence?.supautilsSql) await runAsSuperuser(dctx, inspect, psql.tool.path, evidence.supautilsSql);
     const expected = ctx.ledger.tableCounts(b.id);
     result.tables = Object.keys(expected).length;
-    const cmp = await compareCounts(dctx, inspect, expected);
-    result.rowsChecked = cmp.rowsChecked;
-    result.mismatches = cmp.mismatches;
+    // Reading every table back for its digest counts its rows too: only the tables it did not
+    // read are counted apart (one scan of the data, not two).
+    const rowsRead = new Map<string, number>();
     result.fidelity = await compareWithEvidence({
       psqlPath: psql.tool.path,
       inspect,
@@ -477,7 +497,11 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
       connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds,
       signal: dctx.signal,
       plainServer: target.kind === 'throwaway',
+      rowsRead,
     });
+    const cmp = await compareCounts(dctx, inspect, expected, rowsRead);
+    result.rowsChecked = cmp.rowsChecked;
+    result.mismatches = cmp.mismatches;
     if (ctx.config.restoreTest.amcheck) result.amcheck = await amcheck(dctx, inspect, target.major);
     const files = source ? null : await verifyStorageFiles(ctx, b, false);
     if (files) result.storageFiles = files;

@@ -68,6 +68,8 @@ export async function compareWithEvidence(opts: {
   signal?: AbortSignal;
   /** A drill's own server, without Supabase's supautils: what only it allows is noted, not failed. */
   plainServer?: boolean;
+  /** Filled with the rows each digested table gave back, so the caller need not count them again. */
+  rowsRead?: Map<string, number>;
 }): Promise<Fidelity> {
   const e = opts.evidence;
   const out: Fidelity = { objects: 0, tablesDigested: 0, differences: [] };
@@ -77,6 +79,7 @@ export async function compareWithEvidence(opts: {
   }
   const data = await compareTableData(opts.psqlPath, opts.inspect, e.digests, e.session, opts.signal);
   out.tablesDigested = data.digested;
+  for (const [t, n] of Object.entries(data.rows)) opts.rowsRead?.set(t, n);
   out.differences.push(...data.differences.map((d) => d.message));
   const seq = e.sequences ?? {};
   out.differences.push(...(await compareSequences(opts.inspect, seq, opts.connectTimeoutSeconds)));

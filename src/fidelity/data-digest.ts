@@ -52,9 +52,9 @@ export async function compareTableData(
   expected: Record<string, TableDigest>,
   session: DigestSession,
   signal?: AbortSignal,
-): Promise<{ digested: number; differences: DigestDifference[] }> {
+): Promise<{ digested: number; differences: DigestDifference[]; rows: Record<string, number> }> {
   const tables = Object.entries(expected);
-  if (tables.length === 0) return { digested: 0, differences: [] };
+  if (tables.length === 0) return { digested: 0, differences: [], rows: {} };
   const { dbname, env } = libpqArgs(conn);
   const { execa } = await loadExeca();
   const scanner = new CopyScanner();
@@ -76,13 +76,16 @@ export async function compareTableData(
     .split('\n')
     .filter((l) => /ERROR/.test(l));
   const differences: DigestDifference[] = [];
+  // The rows each table gave back (what `count(*) FROM ONLY` would say: COPY reads no child table).
+  const rows: Record<string, number> = {};
   tables.forEach(([name, want], i) => {
     const got = scanner.digests[`hb_${i}`];
+    if (got) rows[name] = scanner.tables[`hb_${i}`] ?? 0;
     if (!got) differences.push({ table: name, message: `${name}: its data could not be read back${errors.length ? ` (${errors[0]})` : ''}` });
     else if (got.crc32 !== want.crc32 || got.bytes !== want.bytes) {
       differences.push({ table: name, message: `${name}: data differs (${got.bytes} bytes restored, ${want.bytes} in the dump)` });
     }
   });
   if (r.exitCode !== 0 && differences.length === 0) differences.push({ table: '', message: `reading the restored tables failed: ${errors[0] ?? `psql exited with code ${r.exitCode}`}` });
-  return { digested: tables.length - differences.filter((d) => d.table).length, differences };
+  return { digested: tables.length - differences.filter((d) => d.table).length, differences, rows };
 }
