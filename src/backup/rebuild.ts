@@ -107,7 +107,11 @@ export async function rebuildFromSidecars(ctx: RunContext, movedAside: string | 
         evidence: sc.evidence && typeof sc.evidence === 'object' && sc.evidence.digests ? sc.evidence : null,
         error: status === 'ok' ? null : { code: status === 'missing' ? 'file-missing' : 'checksum-mismatch', message: status === 'missing' ? `found by ledger-rebuild: ${sc.file} is gone` : `found by ledger-rebuild: ${sc.file} does not match its sidecar's SHA-256` },
       });
-      out.added.push(b);
+      if (sc.storage && typeof sc.storage === 'object') {
+        const { storageFromSidecar } = await import('./storage-files.js');
+        await storageFromSidecar(ctx, b, sc.storage, dir);
+      }
+      out.added.push(ctx.ledger.getBackup(b.id)!);
       ctx.log.info(`ledger-rebuild: backup ${b.id} (${sc.file}) added as ${status}`, { backupId: b.id, step: i + 1, of: names.length });
     }
     const sidecarFiles = new Set(names.map((n) => n.slice(0, -SIDECAR_SUFFIX.length)));
@@ -140,10 +144,21 @@ export async function rebuildFromOffsite(ctx: RunContext, targetName: string, mo
         out.unreadable.push({ sidecar: target.location(key), error: toHbError(e).message });
         continue;
       }
-      const { backup, added } = await adoptKit(ctx, target, kit);
+      let { backup, added } = await adoptKit(ctx, target, kit);
       if (!added) {
         out.alreadyKnown++;
         continue;
+      }
+      // Its Storage manifest too, when it can be read here (an encrypted one needs the identity);
+      // the files themselves stay in the target until a restore asks for them.
+      if (kit.copy.storage && (!kit.copy.storage.encrypted || ctx.config.ageIdentityFile)) {
+        const { filesFromOffsite } = await import('./storage-files.js');
+        try {
+          backup = (await filesFromOffsite(ctx, target, backup, kit, { fetchFiles: false })).backup;
+        } catch (e) {
+          if (ctx.signal.aborted) throw new HbError('aborted', 'ledger-rebuild was stopped; the backups found so far are recorded');
+          ctx.log.warn(`ledger-rebuild: the Storage manifest of backup ${backup.id} was not brought back from "${target.name}": ${toHbError(e).message}`, { backupId: backup.id });
+        }
       }
       out.added.push(backup);
       ctx.log.info(`ledger-rebuild: backup ${backup.id} (${kit.file}) added from "${target.name}" as ${backup.status}`, { backupId: backup.id, step: i + 1, of: keys.length });

@@ -284,6 +284,8 @@ export interface OffsiteSource {
   target: OffsiteTarget;
   expect: ExpectedCopy;
   backup: Backup;
+  /** The copy's recovery kit (null for a copy uploaded before kits existed). */
+  kit: RecoveryKit | null;
 }
 
 /**
@@ -316,7 +318,7 @@ export async function offsiteSource(ctx: RunContext, which: string, targetName: 
     }
     if (!best) throw lastError!;
     const { backup } = await adoptKit(ctx, best.target, best.kit);
-    return { target: best.target, expect: expectedFromKit(best.kit), backup };
+    return { target: best.target, expect: expectedFromKit(best.kit), backup, kit: best.kit };
   }
   const b = resolveBackup(ctx, which);
   const holder = names.find((n) => ctx.ledger.copy(b.id, n)?.status === 'uploaded');
@@ -339,7 +341,7 @@ export async function offsiteSource(ctx: RunContext, which: string, targetName: 
   const expect: ExpectedCopy = kit
     ? expectedFromKit(kit)
     : { key: copy.key, location: copy.location, bytes: copy.bytes ?? b.bytes, sha256: copy.sha256 ?? b.sha256!, encrypted: false, plainBytes: b.bytes, plainSha256: b.sha256! };
-  return { target, expect, backup: b };
+  return { target, expect, backup: b, kit };
 }
 
 /** Restores a backup; see the module comment for what is checked first. */

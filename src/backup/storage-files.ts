@@ -14,25 +14,19 @@ import { readFile } from 'node:fs/promises';
 import type pg from 'pg';
 import type { RunContext } from '../context.js';
 import { HbError, toHbError } from '../domain/errors.js';
-import type { Backup, BackupStorage } from '../domain/types.js';
+import type { Backup } from '../domain/types.js';
+import type { SidecarStorage } from '../dump/sidecar.js';
 import type { NewStorageCapture } from '../ledger/ledger.js';
+import type { RecoveryKit } from '../offsite/kit.js';
+import type { StoreFetchResult } from '../offsite/storage-copies.js';
+import type { OffsiteTarget } from '../offsite/target.js';
 import type { Manifest, RetryNotice, RowKey } from '../storage/index.js';
 import { redactor } from '../util/redact.js';
 
 /** The manifest's file, beside the backup. */
 export const STORAGE_MANIFEST_SUFFIX = '.storage.json';
 
-/** What the sidecar says of the files (the manifest itself is the `.storage.json` file). */
-export interface SidecarStorage {
-  /** The manifest's file name (in the same directory); null when the capture failed. */
-  file: string | null;
-  sha256: string | null;
-  summary: string;
-  complete: boolean;
-  objects: number;
-  bytes: number;
-  error?: { code: string; message: string } | null;
-}
+export type { SidecarStorage } from '../dump/sidecar.js';
 
 /**
  * The `storage.objects` rows (bucket_id, name) in the client's transaction — the dump's snapshot —
@@ -163,6 +157,11 @@ async function previousManifest(ctx: RunContext): Promise<Manifest | null> {
  * @throws HbError `storage-off` (the backup holds no files), `file-missing`, `checksum-mismatch`
  */
 export async function backupManifest(b: Backup): Promise<Manifest> {
+  return (await backupManifestFile(b)).manifest;
+}
+
+/** {@link backupManifest}, with the file's bytes (what an offsite copy of it sends). */
+export async function backupManifestFile(b: Backup): Promise<{ manifest: Manifest; bytes: Buffer }> {
   const s = b.storage;
   if (!s?.manifestFile) {
     throw new HbError('storage-off', `backup ${b.id} holds no Storage files${s?.error ? ` (its capture failed: ${s.error.message})` : ''}`, 'take a backup with SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY set');
@@ -185,13 +184,7 @@ export async function backupManifest(b: Backup): Promise<Manifest> {
   } catch {
     throw new HbError('checksum-mismatch', `the Storage manifest ${s.manifestFile} is not valid JSON`);
   }
-  return parseManifest(json, `the Storage manifest of backup ${b.id}`);
-}
-
-/** The storage summary of a backup for people: `files: 12 objects, 3.4 MB` or `files INCOMPLETE`. */
-export function storageBrief(s: BackupStorage | null): string {
-  if (!s) return '';
-  return s.complete ? `${s.objects} files` : 'files INCOMPLETE';
+  return { manifest: parseManifest(json, `the Storage manifest of backup ${b.id}`), bytes };
 }
 
 /**
@@ -297,4 +290,90 @@ export async function restoreBackupFiles(ctx: RunContext, b: Backup, to: { url: 
   } finally {
     api.close();
   }
+}
+
+/**
+ * Brings a backup's Storage files back from its offsite copy (a fresh install, or a store that lost
+ * them): its manifest, checked against the kit's digests, to `<backup file>.storage.json` and into
+ * the ledger as the backup's files; then, with `fetchFiles`, every file of it the local store lacks
+ * (each kept only when it hashes to its name). Returns the backup as the ledger now has it.
+ * @throws HbError `storage-off` (the copy holds no files), `identity-missing`, `decrypt-failed`,
+ *   `checksum-mismatch`, `offsite-not-found`, `offsite-failed`, `aborted`
+ */
+export async function filesFromOffsite(
+  ctx: RunContext,
+  target: OffsiteTarget,
+  b: Backup,
+  kit: RecoveryKit,
+  o: { fetchFiles: boolean; identities?: readonly string[] },
+): Promise<{ backup: Backup; fetched: StoreFetchResult | null }> {
+  const s = kit.copy.storage;
+  if (!s) {
+    const why = kit.storage?.error ? `its capture failed: ${kit.storage.error.message}` : 'the backup captured none, or its copy was made by a version before Storage files went offsite';
+    throw new HbError('storage-off', `the offsite copy of backup ${b.id} in "${target.name}" holds no Storage files (${why})`, 'restore the database alone (without --storage-to), or a backup whose copy holds its files');
+  }
+  const { fetchManifestCopy, fetchStoreFiles } = await import('../offsite/storage-copies.js');
+  const { parseManifest, StorageStore, summarize, describeCompleteness } = await import('../storage/index.js');
+  let manifest: Manifest | null = null;
+  if (b.storage?.manifestFile && b.storage.manifestSha256 === s.plainManifestSha256) {
+    manifest = await backupManifest(b).catch(() => null);
+  }
+  if (!manifest) {
+    const dest = b.file + STORAGE_MANIFEST_SUFFIX;
+    const bytes = await fetchManifestCopy(ctx, target, s, dest, o.identities);
+    manifest = parseManifest(JSON.parse(bytes.toString('utf8')), `the Storage manifest of backup ${b.id} in "${target.name}"`);
+    const sum = summarize(manifest);
+    ctx.ledger.recordStorageCapture(b.id, {
+      complete: manifest.complete,
+      objects: sum.objects,
+      bytes: sum.bytes,
+      files: sum.files,
+      missing: sum.missing,
+      rowsWithoutFiles: sum.rowsWithoutFiles,
+      filesWithoutRows: sum.filesWithoutRows,
+      manifestFile: dest,
+      manifestSha256: s.plainManifestSha256,
+      summary: describeCompleteness(manifest),
+      error: null,
+    });
+    ctx.log.info(`the Storage manifest of backup ${b.id} came back from "${target.name}" (${sum.objects} objects)`, { backupId: b.id, target: target.name });
+  }
+  let fetched: StoreFetchResult | null = null;
+  if (o.fetchFiles) {
+    const store = await StorageStore.open(ctx.config.backupDir);
+    fetched = await fetchStoreFiles(ctx, target, s, manifest, store, o.identities);
+    ctx.log.info(`Storage files of backup ${b.id} from "${target.name}": ${fetched.fetched} downloaded, ${fetched.present} already in the store${fetched.failed.length ? `, ${fetched.failed.length} FAILED` : ''}`, { backupId: b.id, target: target.name });
+  }
+  return { backup: ctx.ledger.getBackup(b.id)!, fetched };
+}
+
+/**
+ * ledger-rebuild: records what a backup's sidecar says of its Storage files — its manifest, when
+ * that file is beside it and matches the SHA-256 the sidecar recorded; otherwise the files as
+ * incomplete, saying why (never a backup that looks whole when its manifest is gone).
+ */
+export async function storageFromSidecar(ctx: RunContext, b: Backup, s: SidecarStorage, dir: string): Promise<void> {
+  const { parseManifest, summarize, describeCompleteness } = await import('../storage/index.js');
+  const path = await import('node:path');
+  const incomplete = (code: string, message: string) =>
+    ctx.ledger.recordStorageCapture(b.id, { complete: false, objects: s.objects, bytes: s.bytes, files: 0, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 0, manifestFile: null, manifestSha256: null, summary: `files INCOMPLETE: ${message}`, error: { code, message } });
+  if (!s.file) return incomplete(s.error?.code ?? 'storage-failed', s.error?.message ?? s.summary);
+  const file = path.join(dir, path.basename(s.file));
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    return incomplete('file-missing', `the Storage manifest ${path.basename(file)} is gone`);
+  }
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (s.sha256 && sha !== s.sha256) return incomplete('checksum-mismatch', `the Storage manifest ${path.basename(file)} does not match its sidecar's SHA-256`);
+  let m: Manifest;
+  try {
+    m = parseManifest(JSON.parse(bytes.toString('utf8')), `the Storage manifest ${path.basename(file)}`);
+  } catch (e) {
+    return incomplete('checksum-mismatch', toHbError(e).message);
+  }
+  const sum = summarize(m);
+  ctx.ledger.recordStorageCapture(b.id, { complete: m.complete, objects: sum.objects, bytes: sum.bytes, files: sum.files, missing: sum.missing, rowsWithoutFiles: sum.rowsWithoutFiles, filesWithoutRows: sum.filesWithoutRows, manifestFile: file, manifestSha256: sha, summary: describeCompleteness(m), error: null });
 }

@@ -27,7 +27,7 @@ import { chooseTool, toolSearch } from '../pg/tools.js';
 import { atomicWriteFile, ensurePrivateDir, exists, freeBytes, fsyncDir } from '../util/fs.js';
 import { formatBytes, formatCount, formatDuration } from '../util/format.js';
 import { acquireBackupLock } from './lock.js';
-import { captureForBackup, readStorageRows, type SidecarStorage, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
+import { captureForBackup, readStorageRows, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
 import type { RowKey } from '../storage/index.js';
 
 export { emptyDumpWarning, MAX_DESCRIPTION, validateDescription } from './describe.js';
@@ -192,7 +192,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
 
     const finishedAt = new Date().toISOString();
     const durationMs = Date.now() - started;
-    const sidecar: Sidecar & { storage?: SidecarStorage | null } = {
+    const sidecar: Sidecar = {
       format: SIDECAR_FORMAT,
       kind: req.kind,
       description,

@@ -34,9 +34,10 @@ export interface VerifyResult {
 
 /**
  * Re-hashes (or, with `rehash: false`, checks the presence and size of) every store file the
- * backup's manifest needs. Null when the backup holds no Storage files.
+ * backup's manifest needs — once per `cache`: a verify of many backups reads a shared file once.
+ * Null when the backup holds no Storage files.
  */
-export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boolean): Promise<NonNullable<VerifyResult['storage']> | null> {
+export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boolean, cache?: import('../storage/index.js').RehashCache): Promise<NonNullable<VerifyResult['storage']> | null> {
   if (!b.storage?.manifestFile) return null;
   const { backupManifest } = await import('./storage-files.js');
   const { StorageStore, verifyManifest } = await import('../storage/index.js');
@@ -47,7 +48,7 @@ export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boo
     return { ok: false, objects: b.storage.objects, files: b.storage.files, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message };
   }
   const store = await StorageStore.open(ctx.config.backupDir);
-  const r = await verifyManifest(store, manifest, { rehash, signal: ctx.signal });
+  const r = await verifyManifest(store, manifest, { rehash, signal: ctx.signal, ...(cache ? { cache } : {}) });
   const first = r.missing[0] ? `missing from the store: ${r.missing[0].objects[0]} (${r.missing[0].sha256})` : r.corrupt[0] ? `damaged in the store: ${r.corrupt[0].objects[0]} (${r.corrupt[0].sha256})` : '';
   const n = r.missing.length + r.corrupt.length;
   return { ok: r.ok, objects: r.objects, files: r.files, checked: r.checked, bytes: r.bytes, missing: r.missing.length, corrupt: r.corrupt.length, ...(r.ok ? {} : { error: `${n} Storage file${n === 1 ? '' : 's'} ${first}${n > 1 ? ', …' : ''}` }) };

@@ -117,6 +117,8 @@ export const verifyCommand = defineCommand({
     try {
       const results: VerifyResult[] = [];
       targets = await openTargets(ctx.config);
+      // A Storage file many backups reference is re-hashed once per verify.
+      const rehashed = new Map() as import('../storage/index.js').RehashCache;
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
         if (targets.length) {
@@ -129,7 +131,7 @@ export const verifyCommand = defineCommand({
           r.offsite = summary;
           r.ok = r.ok && r.offsiteCopies.every((c) => c.ok);
         }
-        const files = await verifyStorageFiles(ctx, b, true).catch((e: unknown) => ({ ok: false, objects: 0, files: 0, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message }));
+        const files = await verifyStorageFiles(ctx, b, true, rehashed).catch((e: unknown) => ({ ok: false, objects: 0, files: 0, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message }));
         if (files) {
           r.storage = files;
           r.ok = r.ok && files.ok;

@@ -50,8 +50,21 @@ export const restoreCommand = defineCommand({
     // Everything the files need is checked before the database is touched.
     const files = await import('../backup/storage-files.js');
     const { resolveBackup } = await import('../backup/verify.js');
-    if (req.from === 'offsite') throw new HbError('usage', '--storage-to restores the files from this BACKUP_DIR\'s store: it does not go with --from offsite', 'restore the database with --from offsite, then the files with restore-storage where the store is');
     const to = files.storageTarget(ctx, storageTo, storageKeyEnv);
+    if (req.from === 'offsite') {
+      // The copy's manifest and every file the local store lacks come down (and are checked)
+      // before the database is touched; then the database, then the files into the project.
+      const { offsiteSource } = await import('../backup/restore.js');
+      const src = await offsiteSource(ctx, req.backup, req.offsiteTarget);
+      try {
+        if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`, 'restore the database alone (without --storage-to)');
+        await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true });
+      } finally {
+        src.target.close?.();
+      }
+      const r = await restoreBackup(ctx, { ...req, backup: String(src.backup.id), offsiteTarget: src.target.name });
+      return { ...r, storage: await files.restoreBackupFiles(ctx, ctx.ledger.getBackup(r.backupId)!, to) };
+    }
     await files.backupManifest(resolveBackup(ctx, req.backup));
     const r = await restoreBackup(ctx, req);
     return { ...r, storage: await files.restoreBackupFiles(ctx, ctx.ledger.getBackup(r.backupId)!, to) };
@@ -96,20 +109,37 @@ export const restoreStorageCommand = defineCommand({
     options: [
       { flags: '--storage-to <url>', description: 'the target project\'s URL (its SUPABASE_URL)', required: true },
       { flags: '--storage-key-env <name>', description: 'the environment variable holding the target project\'s service-role key', default: 'SUPABASE_TARGET_SERVICE_ROLE_KEY' },
+      { flags: '--from <where>', description: 'the files of this BACKUP_DIR\'s store, or of an offsite copy (the manifest and the files the store lacks are downloaded, decrypted and checked first)', choices: ['local', 'offsite'], default: 'local' },
+      { flags: '--offsite-target <name>', description: 'with --from offsite: the target to take them from (default: the newest copy in any configured target)' },
     ],
-    help: 'Example:\n  SUPABASE_TARGET_SERVICE_ROLE_KEY=… hybrid-backup restore-storage latest --storage-to https://<new-ref>.supabase.co',
-    toArgs: ([backup], o) => ({ backup, storageTo: o.storageTo, storageKeyEnv: o.storageKeyEnv }),
+    help: 'Examples:\n  SUPABASE_TARGET_SERVICE_ROLE_KEY=… hybrid-backup restore-storage latest --storage-to https://<new-ref>.supabase.co\n  SUPABASE_TARGET_SERVICE_ROLE_KEY=… hybrid-backup restore-storage latest --from offsite --offsite-target b2 --storage-to https://<new-ref>.supabase.co   (the server is gone)',
+    toArgs: ([backup], o) => ({ backup, storageTo: o.storageTo, storageKeyEnv: o.storageKeyEnv, from: o.from, ...(o.offsiteTarget !== undefined ? { offsiteTarget: o.offsiteTarget } : {}) }),
   },
   args: z.object({
     backup: z.string().default('latest'),
     storageTo: z.string().min(1),
     storageKeyEnv: z.string().min(1).optional(),
+    from: z.enum(['local', 'offsite']).default('local'),
+    offsiteTarget: z.string().min(1).optional(),
   }),
   async run(ctx, args): Promise<StorageRestoreDoc> {
     const files = await import('../backup/storage-files.js');
-    const { resolveBackup } = await import('../backup/verify.js');
     const to = files.storageTarget(ctx, args.storageTo, args.storageKeyEnv);
-    return files.restoreBackupFiles(ctx, resolveBackup(ctx, args.backup), to);
+    if (args.from === 'local') {
+      if (args.offsiteTarget !== undefined) throw new HbError('usage', '--offsite-target goes with --from offsite', 'add --from offsite, or leave --offsite-target out');
+      const { resolveBackup } = await import('../backup/verify.js');
+      return files.restoreBackupFiles(ctx, resolveBackup(ctx, args.backup), to);
+    }
+    const { offsiteSource } = await import('../backup/restore.js');
+    const src = await offsiteSource(ctx, args.backup, args.offsiteTarget);
+    let b;
+    try {
+      if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`);
+      b = (await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true })).backup;
+    } finally {
+      src.target.close?.();
+    }
+    return files.restoreBackupFiles(ctx, b, to);
   },
   render: (d) => renderStorage(d).join('\n'),
   exitCode: (d) => (d.complete ? 0 : 1),

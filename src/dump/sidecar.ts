@@ -47,6 +47,20 @@ export interface Sidecar {
   encryption?: { format: 'age-encryption.org/v1'; recipients: string[] } | null;
   plainBytes?: number;
   plainSha256?: string;
+  /** The backup's Supabase Storage files: where their manifest is and what it holds (absent: none captured). */
+  storage?: SidecarStorage | null;
+}
+
+/** What the sidecar says of the files (the manifest itself is the `.storage.json` file). */
+export interface SidecarStorage {
+  /** The manifest's file name (in the same directory); null when the capture failed. */
+  file: string | null;
+  sha256: string | null;
+  summary: string;
+  complete: boolean;
+  objects: number;
+  bytes: number;
+  error?: { code: string; message: string } | null;
 }
 
 export async function readSidecar(file: string): Promise<Sidecar> {

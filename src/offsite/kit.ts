@@ -10,6 +10,7 @@ import type { Compression } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import type { Sidecar } from '../dump/sidecar.js';
 import { AGE_FORMAT } from '../crypto/age.js';
+import type { CopyStorage } from './storage-copies.js';
 
 /** The kit's key: the copy's key and this suffix. */
 export const KIT_SUFFIX = SIDECAR_SUFFIX;
@@ -30,6 +31,8 @@ export interface CopyDescription {
   plainBytes: number;
   plainSha256: string;
   uploadedAt: string;
+  /** The backup's Supabase Storage files in the target: its manifest and what it holds (absent: none). */
+  storage?: CopyStorage;
 }
 
 export interface RecoveryKit extends Sidecar {
@@ -59,6 +62,14 @@ export function howToRestore(copy: Omit<CopyDescription, 'uploadedAt'>, compress
     `${copy.encryption ? 4 : 3}. Restore it into an empty database (createdb newdb first): ${feed}`,
     'It is a plain SQL dump (pg_dump --format=plain): psql of the same or a newer major version restores it.',
   );
+  const st = copy.storage;
+  if (st) {
+    const age = st.encrypted ? ' (decrypt each with age -d -i key.txt, as above)' : '';
+    lines.push(
+      `Its Supabase Storage files (${st.objects} objects, ${st.files} distinct files): the manifest ${st.manifestKey}${age} lists every object (bucket, path, sha256, contentType, userMetadata);`,
+      `each file is the object storage/<first two hex digits>/<sha256>${st.encrypted ? '.age' : ''} of this target${age}; upload it to its bucket and path in the new project (hybrid-backup restore --from offsite --storage-to does all of this).`,
+    );
+  }
   return lines;
 }
 

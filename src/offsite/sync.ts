@@ -103,11 +103,14 @@ async function uploadAll(ctx: RunContext, targets: OffsiteTarget[], pending: Map
       ctx.log.error(`offsite target "${target.name}": ${err.message}`, { runId: run.id, target: target.name, code: err.code });
       continue;
     }
+    // What the target holds of the Storage files, listed once, when the first backup with files comes.
+    let held: Promise<Map<string, number>> | null = null;
+    const storeKeys = () => (held ??= import('./storage-copies.js').then((m) => m.listStoreKeys(target, ctx.signal)));
     for (const b of todo) {
       if (ctx.signal.aborted) break;
       const key = copyKey(ctx, b);
       try {
-        const copy = await uploadOne(ctx, target, b, key);
+        const copy = await uploadOne(ctx, target, b, key, storeKeys);
         ctx.ledger.setCopy(b.id, target.name, { status: 'uploaded', key, location: copy.location, bytes: copy.bytes, sha256: copy.sha256, encrypted: !!copy.encryption });
         mine.uploaded.push(b.id);
         ctx.log.info(`offsite copy of backup ${b.id} stored in "${target.name}" at ${copy.location} (${formatBytes(copy.bytes)}${copy.encryption ? ', encrypted' : ''})`, { runId: run.id, backupId: b.id, target: target.name });
@@ -210,11 +213,13 @@ class HashTap extends Transform {
 
 /**
  * Streams one backup to one target — read, checked against its recorded SHA-256 as it is read,
- * encrypted when recipients are configured, hashed as stored — then its recovery kit. The copy
- * is complete only once both are stored.
+ * encrypted when recipients are configured, hashed as stored — then its Storage files and their
+ * manifest (when it has some), then its recovery kit. The copy is complete only once all are stored.
  */
-async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key: string): Promise<CopyDescription> {
+async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key: string, storeKeys: () => Promise<Map<string, number>>): Promise<CopyDescription> {
   if (!(await exists(b.file))) throw new HbError('file-missing', `the local file ${b.file} is missing`, 'run `hybrid-backup verify all`');
+  // The backup's Storage files go with it: its manifest is read (and checked) before anything is sent.
+  const files = b.storage?.manifestFile ? await (await import('../backup/storage-files.js')).backupManifestFile(b) : null;
   const sidecar = await sidecarOf(ctx, b);
   const recipients = ctx.config.encryption.ageRecipients;
   const encrypt = encryptsOnTheWay(ctx, b);
@@ -256,6 +261,10 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
     plainSha256: localEnc ? (sidecar.plainSha256 ?? '') : b.sha256!,
     uploadedAt: new Date().toISOString(),
   };
+  if (files) {
+    const { uploadStorageCopy } = await import('./storage-copies.js');
+    copy.storage = await uploadStorageCopy(ctx, { target, backup: b, manifest: files.manifest, manifestBytes: files.bytes, copyKey: key, recipients: recipients.length ? recipients : (localEnc?.recipients ?? []), held: await storeKeys(), signal });
+  }
   const kit: RecoveryKit = { ...sidecar, copy, howToRestore: howToRestore(copy, b.compression, plainName(sidecar.file)) };
   const json = Buffer.from(`${JSON.stringify(kit, null, 2)}\n`);
   await target.put(key + KIT_SUFFIX, Readable.from([json]), { contentType: 'application/json', metadata: {}, bytes: json.length, signal });
@@ -289,6 +298,15 @@ export async function deletePrunedCopies(ctx: RunContext): Promise<void> {
   const targets = new Map(opened.map((t) => [t.name, t]));
   try {
     for (const { backup, copy } of work) await deleteCopy(ctx, targets.get(copy.target), backup, copy);
+    // The Storage files no kept copy references any more, target by target.
+    const { collectTargetStore } = await import('./storage-copies.js');
+    for (const name of new Set(work.map((w) => w.copy.target))) {
+      const target = targets.get(name);
+      if (!target) continue;
+      await collectTargetStore(ctx, target, ctx.config.storage.gcGraceMinutes * 60_000).catch((e: unknown) =>
+        ctx.log.error(`offsite "${name}": unused Storage files were not removed (retried at the next prune): ${toHbError(e).message}`, { target: name }),
+      );
+    }
   } finally {
     for (const t of opened) t.close?.();
   }
@@ -302,7 +320,8 @@ async function deleteCopy(ctx: RunContext, target: OffsiteTarget | undefined, b:
     return;
   }
   try {
-    await target.remove([copy.key, copy.key + KIT_SUFFIX], AbortSignal.any([ctx.signal, AbortSignal.timeout(5 * 60_000)]));
+    const { manifestKeyFor } = await import('./storage-copies.js');
+    await target.remove([copy.key, copy.key + KIT_SUFFIX, manifestKeyFor(copy.key, false), manifestKeyFor(copy.key, true)], AbortSignal.any([ctx.signal, AbortSignal.timeout(5 * 60_000)]));
     set('deleted', null);
     ctx.log.info(`deleted offsite copy ${copy.location} of pruned backup ${b.id} from "${copy.target}"`, { backupId: b.id, target: copy.target });
   } catch (e) {

@@ -10,7 +10,7 @@ import { evaluate } from '../monitor/monitor.js';
 import { type SyncDoc, syncCheck } from '../monitor/sync-check.js';
 import { effective, sourceConnInfo } from '../pg/connection.js';
 import { checkPolicy, type PolicyVerdict } from '../supabase/policy.js';
-import { formatCount, plural } from '../util/format.js';
+import { formatBytes, formatCount, plural } from '../util/format.js';
 
 export interface ReportData {
   generatedAt: string;
@@ -94,4 +94,12 @@ export function drillFailure(d: DrillResult): string {
   if (d.error) return d.error.message;
   const rows = d.mismatches.map((m) => `${m.table}: ${m.actual === null ? (m.error ?? 'not restored') : `${formatCount(m.actual)} of ${plural(m.expected, 'row')}`}`);
   return [...rows, ...d.fidelity.differences].join(', ') || 'no reason recorded';
+}
+
+/** A backup's Storage files in a table cell: `1,204 (3.1 GB)`, `INCOMPLETE: 1,200 (3.0 GB)`, or `-` for none. */
+export function filesCell(b: Backup): string {
+  const s = b.storage;
+  if (!s) return '-';
+  const what = `${formatCount(s.objects)} (${formatBytes(s.bytes)})`;
+  return s.complete ? what : `INCOMPLETE: ${what}`;
 }

@@ -5,7 +5,7 @@
  * so nothing scrolls sideways.
  */
 import { formatAge, formatBytes, formatCount, formatDuration, formatHours, formatTime, plural, printable } from '../util/format.js';
-import { attention, drillFailure, type ReportData } from './build.js';
+import { attention, drillFailure, filesCell, type ReportData } from './build.js';
 
 const esc = (s: unknown) => printable(String(s)).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const HOUR = 3_600_000;
@@ -302,7 +302,7 @@ export function renderHtml(r: ReportData): string {
   html.push(
     `<section><h2>Backups</h2>${table(
       'backups',
-      [{ head: 'id', label: 'backup' }, { head: 'created' }, { head: 'kind', cls: 'nw' }, { head: 'status' }, { head: 'size', cls: 'nw' }, { head: 'drilled', label: 'drilled' }, { head: 'offsite', label: 'offsite' }, { head: 'description', cls: 'full msg' }],
+      [{ head: 'id', label: 'backup' }, { head: 'created' }, { head: 'kind', cls: 'nw' }, { head: 'status' }, { head: 'size', cls: 'nw' }, { head: 'drilled', label: 'drilled' }, { head: 'offsite', label: 'offsite' }, { head: 'files', label: 'files', cls: 'nw' }, { head: 'description', cls: 'full msg' }],
       shown.map((b) => [
         esc(b.id),
         t(b.createdAt),
@@ -311,6 +311,7 @@ export function renderHtml(r: ReportData): string {
         b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? esc(formatBytes(b.bytes)) : '-',
         b.verifiedAt ? t(b.verifiedAt) : '-',
         esc(b.offsite?.status ?? '-'),
+        b.storage && !b.storage.complete ? badge('warning', filesCell(b)) : esc(filesCell(b)),
         esc(b.description ?? b.error?.message ?? ''),
       ]),
     )}${shown.length < r.backups.length ? `<p class="note">The newest ${formatCount(shown.length)} of ${plural(r.backups.length, 'backup')} in the window (hybrid-backup list shows them all).</p>` : ''}</section>`,

@@ -1,6 +1,6 @@
 /** The report as Markdown: readable in a terminal, a ticket, or a chat. */
 import { formatAge, formatBytes, formatCount, formatDuration, formatHours, formatTime, plural, printable } from '../util/format.js';
-import { attention, drillFailure, type ReportData } from './build.js';
+import { attention, drillFailure, filesCell, type ReportData } from './build.js';
 
 const cell = (s: string) => (s === '' ? '-' : printable(s).replace(/\|/g, '\\|'));
 const mdTable = (head: string[], rows: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
@@ -48,8 +48,8 @@ export function renderMarkdown(r: ReportData): string {
   out.push(`Success rate in the window: **${rate}**.`, '');
   out.push(
     mdTable(
-      ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'description'],
-      r.backups.slice(0, BACKUP_ROWS).map((b) => [String(b.id), t(b.createdAt), b.kind, b.status, b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', b.offsite?.status ?? '-', b.description ?? b.error?.message ?? '']),
+      ['id', 'created', 'kind', 'status', 'size', 'drilled', 'offsite', 'files', 'description'],
+      r.backups.slice(0, BACKUP_ROWS).map((b) => [String(b.id), t(b.createdAt), b.kind, b.status, b.status === 'ok' || b.status === 'corrupt' || b.status === 'missing' ? formatBytes(b.bytes) : '-', b.verifiedAt ? t(b.verifiedAt) : '-', b.offsite?.status ?? '-', filesCell(b), b.description ?? b.error?.message ?? '']),
     ),
     '',
   );

@@ -28,7 +28,7 @@ export {
   type CaptureResult,
 } from './capture.js';
 export { restoreStorage, type RestoreOptions, type RestoreProgress, type RestoreResult } from './restore.js';
-export { verifyManifest, collectGarbage, type StorageVerifyResult, type GcResult } from './maintenance.js';
+export { verifyManifest, collectGarbage, type StorageVerifyResult, type GcResult, type RehashCache } from './maintenance.js';
 export {
   MANIFEST_FORMAT,
   manifestSchema,

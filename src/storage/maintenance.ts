@@ -22,7 +22,13 @@ export interface StorageVerifyResult {
  * Checks that the store holds every file of the manifest: by re-hashing each (verify;
  * `rehash: true`, the default) or by presence and size alone (the drill's quick check).
  */
-export async function verifyManifest(store: StorageStore, manifest: Manifest, opts: { rehash?: boolean; signal?: AbortSignal; onBytes?: (delta: number) => void } = {}): Promise<StorageVerifyResult> {
+/**
+ * What re-hashing found of each file, shared by the manifests of one verify run: a file many
+ * backups reference is read once (`ok`, `missing`, or the SHA-256 its bytes have now).
+ */
+export type RehashCache = Map<string, { state: 'ok' | 'missing' } | { state: 'corrupt'; actual: string }>;
+
+export async function verifyManifest(store: StorageStore, manifest: Manifest, opts: { rehash?: boolean; signal?: AbortSignal; onBytes?: (delta: number) => void; cache?: RehashCache } = {}): Promise<StorageVerifyResult> {
   const users = new Map<string, { bytes: number; objects: string[] }>();
   for (const o of manifest.objects) {
     const u = users.get(o.sha256);
@@ -38,11 +44,26 @@ export async function verifyManifest(store: StorageStore, manifest: Manifest, op
     else present.push(sha);
   }
   if (opts.rehash ?? true) {
-    const r = await store.verify(present, { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onBytes ? { onBytes: opts.onBytes } : {}) });
-    out.checked = r.checked;
-    out.bytes = r.bytes;
-    for (const sha of r.missing) out.missing.push({ sha256: sha, objects: users.get(sha)!.objects });
-    for (const c of r.corrupt) out.corrupt.push({ sha256: c.sha256, actual: c.actual, objects: users.get(c.sha256)!.objects });
+    const cache = opts.cache;
+    const fresh = cache ? present.filter((sha) => !cache.has(sha)) : present;
+    const r = await store.verify(fresh, { ...(opts.signal ? { signal: opts.signal } : {}), ...(opts.onBytes ? { onBytes: opts.onBytes } : {}) });
+    if (cache) {
+      for (const sha of fresh) cache.set(sha, { state: 'ok' });
+      for (const sha of r.missing) cache.set(sha, { state: 'missing' });
+      for (const c of r.corrupt) cache.set(c.sha256, { state: 'corrupt', actual: c.actual });
+      out.checked = present.length;
+      out.bytes = present.reduce((n, s) => n + users.get(s)!.bytes, 0);
+      for (const sha of present) {
+        const known = cache.get(sha)!;
+        if (known.state === 'missing') out.missing.push({ sha256: sha, objects: users.get(sha)!.objects });
+        else if (known.state === 'corrupt') out.corrupt.push({ sha256: sha, actual: known.actual, objects: users.get(sha)!.objects });
+      }
+    } else {
+      out.checked = r.checked;
+      out.bytes = r.bytes;
+      for (const sha of r.missing) out.missing.push({ sha256: sha, objects: users.get(sha)!.objects });
+      for (const c of r.corrupt) out.corrupt.push({ sha256: c.sha256, actual: c.actual, objects: users.get(c.sha256)!.objects });
+    }
   } else {
     out.checked = present.length;
     out.bytes = present.reduce((n, s) => n + users.get(s)!.bytes, 0);

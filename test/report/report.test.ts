@@ -152,7 +152,7 @@ describe('report', () => {
     expect(failures[0]).toMatch(new RegExp(`^\\| ${run.id} \\| \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d(:\\d\\d)? [^|]*\\| backup \\| failed \\| `));
     expect(failures[0]).toContain(`| dump-failed: ${DUMP_FAILED.message} |`);
     // and it is the failed backup listed under Backups
-    expect(mdSection(r.stdout, 'Backups')).toMatch(new RegExp(`\\| daily \\| failed \\| - \\| - \\| - \\| ${DUMP_FAILED.message.slice(0, 30)}`));
+    expect(mdSection(r.stdout, 'Backups')).toMatch(new RegExp(`\\| daily \\| failed \\| - \\| - \\| - \\| - \\| ${DUMP_FAILED.message.slice(0, 30)}`));
     const date = new Date().toISOString().slice(0, 10);
     const file = path.join(env.BACKUP_DIR!, 'reports', `hybrid-report-${date}.md`);
     expect(r.stdout).toMatch(new RegExp(`\\n\\n\\(saved to ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)$`));

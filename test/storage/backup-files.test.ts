@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
-import { createDatabase, dropDatabase, query } from '../helpers/pg.js';
+import { createDatabase, databaseExists, dbUrl, dropDatabase, query, uniqueName } from '../helpers/pg.js';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 
@@ -153,6 +153,50 @@ describe('Storage files in backups, through the CLI', () => {
       expect(JSON.parse(nokey.stdout).error.code).toBe('storage-off');
     } finally {
       await target.stop();
+    }
+  });
+
+  it('restore --storage-to restores the database, then every file, into a new project', async () => {
+    const target = await new FakeStorageProject('target-key').start();
+    const name = uniqueName('stnew');
+    try {
+      const r = await runCli(['restore', String(second.id), '--target', dbUrl(name), '--create', '--storage-to', target.url, '--json'], env({ SUPABASE_TARGET_SERVICE_ROLE_KEY: 'target-key' }));
+      expect(r.exitCode, r.stderr).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      expect(doc).toMatchObject({ backupId: second.id, createdDatabase: true, storage: { complete: true, objects: FILES.length, uploaded: FILES.length } });
+      expect(await query(dbUrl(name), 'select body from public.notes')).toEqual([{ body: 'hello' }]);
+      // the rows of the restored storage.objects and the files agree
+      const rows = await query(dbUrl(name), 'select bucket_id, name from storage.objects order by 1, 2');
+      expect(rows).toHaveLength(FILES.length);
+      for (const row of rows) expect(await target.sha256(row.bucket_id, row.name)).toBe(sha(files.get(`${row.bucket_id}/${row.name}`)!));
+
+      // a key for the files that is not there: refused before the database is touched
+      const other = uniqueName('stnew');
+      const nokey = await runCli(['restore', String(second.id), '--target', dbUrl(other), '--create', '--storage-to', 'http://127.0.0.1:9/', '--json'], env());
+      expect(nokey.exitCode).toBe(2);
+      expect(JSON.parse(nokey.stdout).error.code).toBe('storage-off');
+      expect(await databaseExists(other)).toBe(false);
+    } finally {
+      await target.stop();
+      await dropDatabase(name);
+    }
+  });
+
+  it('a drill fails naming a file the store lost', async () => {
+    const m = JSON.parse((await import('node:fs')).readFileSync(second.storage.manifestFile, 'utf8'));
+    const victim = m.objects.find((o: any) => o.path === 'alice/me.png');
+    const file = path.join(backupDir, 'storage', 'objects', victim.sha256.slice(0, 2), victim.sha256);
+    const saved = (await import('node:fs')).readFileSync(file);
+    (await import('node:fs')).rmSync(file);
+    try {
+      const r = await runCli(['restore-test', String(second.id), '--json'], env());
+      expect(r.exitCode, r.stderr).toBe(1);
+      const doc = JSON.parse(r.stdout);
+      expect(doc.ok).toBe(false);
+      expect(doc.storageFiles).toMatchObject({ ok: false, missing: 1 });
+      expect(doc.storageFiles.error).toContain('avatars/alice/me.png');
+    } finally {
+      writeFileSync(file, saved);
     }
   });
 

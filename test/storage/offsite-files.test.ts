@@ -1,0 +1,276 @@
+/**
+ * Issue 15, item 4 and the loss of the server: a backup's Supabase Storage files travel to the
+ * offsite targets with it — each store file once per target, age-encrypted, beside the backup's
+ * encrypted manifest, named in the recovery kit — and come back from a target alone: a fresh
+ * install with an empty BACKUP_DIR restores the database and every file into a new project
+ * (`restore --from offsite --storage-to`), `restore-storage --from offsite` does the files alone,
+ * and says which file it could not bring back; `ledger-rebuild --from-offsite` brings the
+ * manifests back; retention removes from the target the files no kept copy references, never
+ * one that is referenced.
+ *
+ * Real things: the CLI as a subprocess, PostgreSQL, a real S3 server (radosgw), Debian's `age`;
+ * the Supabase Storage API is the local fake project.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { removeDir, runCli, tempDir } from '../helpers/cli.js';
+import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
+import { createDatabase, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
+import { type S3Server, startS3Server } from '../helpers/s3-server.js';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const BUCKET = 'hb-offsite-files';
+
+let rgw: S3Server;
+let s3: S3Client;
+let source: FakeStorageProject;
+let db: { name: string; url: string };
+const dbs: string[] = [];
+const dirs: string[] = [];
+let keys: { identity: string; recipient: string };
+let prefix: string;
+let home: ReturnType<typeof server>;
+const files = new Map<string, { bucket: string; name: string; contentType: string; bytes: Buffer }>();
+
+const FILES: Array<[string, string, string]> = [
+  ['avatars', 'alice/me.png', 'image/png'],
+  ['avatars', 'bob/me.png', 'image/png'],
+  ['docs', 'reports/2026/été résumé.pdf', 'application/pdf'],
+  ['docs', 'readme.txt', 'text/plain'],
+  ['docs', 'copy of readme.txt', 'text/plain'],
+];
+
+function server(opts: { identity?: boolean } = {}) {
+  const dir = tempDir('hbof');
+  dirs.push(dir);
+  const config = {
+    offsite: { prefix, targets: [{ name: 'b2', type: 's3', endpoint: rgw.endpoint, region: rgw.region, bucket: BUCKET, prefix, forcePathStyle: true, createBucket: true, accessKeyIdEnv: 'B2_KEY_ID', secretAccessKeyEnv: 'B2_SECRET' }] },
+    encryption: { ageRecipients: [keys.recipient] },
+    retention: { days: 1, minKeep: 1 },
+    storage: { gcGraceMinutes: 0, concurrency: 3 },
+  };
+  writeFileSync(path.join(dir, 'c.json'), JSON.stringify(config));
+  const env: Record<string, string> = {
+    DATABASE_URL: db.url,
+    BACKUP_DIR: path.join(dir, 'b'),
+    HYBRID_BACKUP_CONFIG: path.join(dir, 'c.json'),
+    B2_KEY_ID: rgw.accessKeyId,
+    B2_SECRET: rgw.secretAccessKey,
+    SUPABASE_URL: source.url,
+    SUPABASE_SERVICE_ROLE_KEY: PROJECT_KEY,
+    ...(opts.identity === false ? {} : { HYBRID_BACKUP_AGE_IDENTITY_FILE: keys.identity }),
+  };
+  return { dir, env, backupDir: env.BACKUP_DIR! };
+}
+
+async function keysUnder(sub: string): Promise<Map<string, { bytes: number }>> {
+  const out = new Map<string, { bytes: number }>();
+  let token: string | undefined;
+  do {
+    const r = await s3.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix + sub, ContinuationToken: token }));
+    for (const o of r.Contents ?? []) out.set(o.Key!.slice(prefix.length), { bytes: o.Size! });
+    token = r.NextContinuationToken;
+  } while (token);
+  return out;
+}
+
+async function getObject(key: string): Promise<Buffer> {
+  const r = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: prefix + key }));
+  return Buffer.from(await r.Body!.transformToByteArray());
+}
+
+async function manual(env: Record<string, string>, description: string) {
+  const r = await runCli(['manual', description, '--json'], env);
+  expect(r.exitCode, r.stderr).toBe(0);
+  const doc = JSON.parse(r.stdout);
+  expect(doc.storage, r.stderr).toMatchObject({ complete: true });
+  return doc;
+}
+
+function putFile(bucket: string, name: string, contentType: string, bytes: Buffer): void {
+  files.set(`${bucket}/${name}`, { bucket, name, contentType, bytes });
+  source.put(bucket, name, bytes, { contentType, ...(bucket === 'docs' ? { userMetadata: { owner: 'alice' } } : {}) });
+}
+
+beforeAll(async () => {
+  rgw = await startS3Server();
+  s3 = new S3Client({
+    endpoint: rgw.endpoint,
+    region: rgw.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  source = await new FakeStorageProject().start();
+  db = await createDatabase('offfiles');
+  dbs.push(db.name);
+  await query(
+    db.url,
+    `create schema storage;
+     create table storage.objects (id uuid primary key default gen_random_uuid(), bucket_id text, name text, metadata jsonb);
+     create table public.notes (id int primary key, body text);
+     insert into public.notes select g, 'note ' || g from generate_series(1, 300) g;`,
+  );
+  source.addBucket('avatars', { public: true });
+  source.addBucket('docs');
+  const readme = randomBytes(4000);
+  for (const [bucket, name, contentType] of FILES) {
+    // two objects with the same bytes: one file in the store and in the target
+    putFile(bucket, name, contentType, name.endsWith('readme.txt') ? readme : randomBytes(600 + Math.floor(Math.random() * 6000)));
+    await query(db.url, 'insert into storage.objects (bucket_id, name) values ($1, $2)', [bucket, name]);
+  }
+  const kd = tempDir('hbofk');
+  dirs.push(kd);
+  const identity = path.join(kd, 'key.txt');
+  execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
+  keys = { identity, recipient: execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim() };
+  prefix = `${path.basename(kd)}/`;
+  home = server();
+}, 180_000);
+
+afterAll(async () => {
+  s3?.destroy();
+  await Promise.all([rgw?.stop(), source?.stop()]);
+  for (const d of dbs) await dropDatabase(d);
+  dirs.forEach(removeDir);
+});
+
+describe('Storage files in offsite targets', () => {
+  let first: any;
+  let second: any;
+
+  it('a backup sends each of its files once, encrypted, with its encrypted manifest, named in the kit; age -d gives each file back', async () => {
+    first = await manual(home.env, 'first');
+    const store = await keysUnder('storage/');
+    const distinct = new Set([...files.values()].map((f) => sha(f.bytes)));
+    expect(store.size).toBe(distinct.size); // the two readmes are one file
+    for (const f of files.values()) {
+      const key = `storage/${sha(f.bytes).slice(0, 2)}/${sha(f.bytes)}.age`;
+      expect(store.has(key), key).toBe(true);
+    }
+    // Debian's age decrypts a file to its exact bytes
+    const one = [...files.values()][2]!;
+    const enc = path.join(home.dir, 'one.age');
+    writeFileSync(enc, await getObject(`storage/${sha(one.bytes).slice(0, 2)}/${sha(one.bytes)}.age`));
+    expect(sha(execFileSync('age', ['-d', '-i', keys.identity, enc]))).toBe(sha(one.bytes));
+    expect((await getObject(`storage/${sha(one.bytes).slice(0, 2)}/${sha(one.bytes)}.age`)).includes(one.bytes.subarray(0, 64))).toBe(false);
+
+    const kitKey = `${path.basename(first.file)}.age.meta.json`;
+    const kit = JSON.parse((await getObject(kitKey)).toString('utf8'));
+    expect(kit.copy.storage).toMatchObject({ manifestKey: `${path.basename(first.file)}.storage.json.age`, encrypted: true, objects: FILES.length, files: distinct.size, complete: true });
+    expect(kit.howToRestore.join('\n')).toMatch(/storage\/<first two hex digits>\/<sha256>\.age/);
+    const manifestEnc = path.join(home.dir, 'manifest.age');
+    writeFileSync(manifestEnc, await getObject(kit.copy.storage.manifestKey));
+    const manifest = JSON.parse(execFileSync('age', ['-d', '-i', keys.identity, manifestEnc], { encoding: 'utf8' }));
+    expect(manifest.objects.map((o: any) => `${o.bucket}/${o.path}`).sort()).toEqual([...files.keys()].sort());
+    // nothing of a path or a name travels in the clear
+    for (const k of (await keysUnder('')).keys()) expect(k).not.toMatch(/alice|readme|avatars/);
+  });
+
+  it('the next backup sends only the file that changed', async () => {
+    const before = await keysUnder('storage/');
+    putFile('avatars', 'bob/me.png', 'image/png', randomBytes(2500));
+    second = await manual(home.env, 'second');
+    const after = await keysUnder('storage/');
+    const added = [...after.keys()].filter((k) => !before.has(k));
+    expect(added).toEqual([`storage/${sha(files.get('avatars/bob/me.png')!.bytes).slice(0, 2)}/${sha(files.get('avatars/bob/me.png')!.bytes)}.age`]);
+  });
+
+  it('the server is gone: a fresh install restores the database and every file into a new project from the target alone', async () => {
+    const fresh = server();
+    const target = await new FakeStorageProject('new-project-key').start();
+    const name = uniqueName('offnew');
+    dbs.push(name);
+    try {
+      const r = await runCli(['restore', 'latest', '--from', 'offsite', '--offsite-target', 'b2', '--target', dbUrl(name), '--create', '--storage-to', target.url, '--json'], { ...fresh.env, SUPABASE_TARGET_SERVICE_ROLE_KEY: 'new-project-key' });
+      expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+      const doc = JSON.parse(r.stdout);
+      expect(doc).toMatchObject({ backupId: expect.any(Number), from: 'offsite', storage: { complete: true, objects: FILES.length, uploaded: FILES.length, failed: [] } });
+      const [{ n }] = await query(dbUrl(name), 'select count(*)::int as n from public.notes');
+      expect(n).toBe(300);
+      for (const f of files.values()) {
+        const o = target.get(f.bucket, f.name);
+        expect(o, `${f.bucket}/${f.name}`).toBeDefined();
+        expect(o!.contentType).toBe(f.contentType);
+        expect(await target.sha256(f.bucket, f.name)).toBe(sha(f.bytes));
+      }
+      expect(target.get('docs', 'readme.txt')!.userMetadata).toEqual({ owner: 'alice' });
+      // the fresh install's ledger now knows the backup's files, and its store holds them
+      const l = new Database(path.join(fresh.backupDir, 'ledger.db'), { readonly: true });
+      const row = l.prepare('select complete, objects, manifest_file from storage_captures where backup_id = ?').get(doc.backupId) as any;
+      l.close();
+      expect(row).toMatchObject({ complete: 1, objects: FILES.length });
+      const v = await runCli(['verify', String(doc.backupId), '--json'], fresh.env);
+      expect(JSON.parse(v.stdout).results[0].storage).toMatchObject({ ok: true, objects: FILES.length });
+    } finally {
+      await target.stop();
+    }
+  });
+
+  it('a file damaged in the target: restore-storage --from offsite brings back the rest and names it, exit 1', async () => {
+    const fresh = server();
+    const target = await new FakeStorageProject('new-project-key').start();
+    const lost = files.get('docs/reports/2026/été résumé.pdf')!;
+    const lostKey = `storage/${sha(lost.bytes).slice(0, 2)}/${sha(lost.bytes)}.age`;
+    const original = await getObject(lostKey);
+    // damaged in the target
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + lostKey, Body: randomBytes(original.length + 100) }));
+    expect(sha(await getObject(lostKey))).not.toBe(sha(original));
+    try {
+      const r = await runCli(['restore-storage', 'latest', '--from', 'offsite', '--offsite-target', 'b2', '--storage-to', target.url, '--json'], { ...fresh.env, SUPABASE_TARGET_SERVICE_ROLE_KEY: 'new-project-key' });
+      expect(r.exitCode, r.stderr + r.stdout).toBe(1);
+      const doc = JSON.parse(r.stdout);
+      expect(doc.complete).toBe(false);
+      expect(doc.failed.map((f: any) => `${f.bucket}/${f.path}`)).toEqual(['docs/reports/2026/été résumé.pdf']);
+      expect(doc.uploaded).toBe(FILES.length - 1);
+      expect(target.get('docs', 'reports/2026/été résumé.pdf')).toBeUndefined();
+      // and the damaged file was not kept in the store
+      expect((await import('node:fs')).existsSync(path.join(fresh.backupDir, 'storage', 'objects', sha(lost.bytes).slice(0, 2), sha(lost.bytes)))).toBe(false);
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + lostKey, Body: original }));
+      // without the identity nothing is fetched, and the error says what to set
+      const noKey = server({ identity: false });
+      const n = await runCli(['restore-storage', 'latest', '--from', 'offsite', '--offsite-target', 'b2', '--storage-to', target.url, '--json'], { ...noKey.env, SUPABASE_TARGET_SERVICE_ROLE_KEY: 'new-project-key' });
+      expect(n.exitCode).toBe(2);
+      expect(JSON.parse(n.stdout).error.code).toBe('identity-missing');
+    } finally {
+      await target.stop();
+    }
+  });
+
+  it('ledger-rebuild --from-offsite brings the manifests back into the ledger', async () => {
+    const fresh = server();
+    const r = await runCli(['ledger-rebuild', '--from-offsite', 'b2', '--json'], fresh.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.added.length).toBeGreaterThanOrEqual(2);
+    for (const b of doc.added) expect(b.storage, JSON.stringify(b)).toMatchObject({ complete: true, objects: FILES.length });
+  });
+
+  it('retention removes from the target the files no kept copy references, never a referenced one', async () => {
+    // The second backup is the one kept (minKeep 1); the first, made old, is pruned.
+    const l = new Database(path.join(home.backupDir, 'ledger.db'));
+    l.prepare('update backups set created_at = ? where id = ?').run(new Date(Date.now() - 5 * 86_400_000).toISOString(), first.id);
+    l.close();
+    const firstManifest = JSON.parse((await import('node:fs')).readFileSync(first.storage.manifestFile, 'utf8'));
+    const secondManifest = JSON.parse((await import('node:fs')).readFileSync(second.storage.manifestFile, 'utf8'));
+    const keep = new Set<string>(secondManifest.objects.map((o: any) => o.sha256));
+    const onlyFirst = firstManifest.objects.map((o: any) => o.sha256).filter((s: string) => !keep.has(s));
+    expect(onlyFirst).toHaveLength(1);
+    const r = await runCli(['prune', '--json'], home.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).deleted.map((b: any) => b.id)).toEqual([first.id]);
+    const store = await keysUnder('storage/');
+    expect(store.has(`storage/${onlyFirst[0].slice(0, 2)}/${onlyFirst[0]}.age`)).toBe(false);
+    // every file the kept backup references is still there
+    for (const s of keep) expect(store.has(`storage/${s.slice(0, 2)}/${s}.age`), s).toBe(true);
+    expect(store.size).toBe(keep.size);
+    const all = await keysUnder('');
+    expect([...all.keys()].some((k) => k.startsWith(path.basename(first.file)))).toBe(false);
+  });
+});
