@@ -188,7 +188,9 @@ export class S3Target implements OffsiteTarget {
       responseChecksumValidation: mode,
       requestHandler: { connectionTimeout: settings.connectTimeoutMs ?? 10_000, socketTimeout: settings.idleTimeoutMs ?? 120_000 },
     };
-    return new S3Target(s3, lib.Upload, settings, config, new s3.S3Client(config));
+    const client = new s3.S3Client(config);
+    unsignedPayload(client);
+    return new S3Target(s3, lib.Upload, settings, config, client);
   }
 
   /** Closes the target's connections: call it when done with the target. */
@@ -338,6 +340,7 @@ export class S3Target implements OffsiteTarget {
       destroy: () => {},
     };
     const client = new this.s3.S3Client({ ...this.config, requestHandler: bound as never });
+    unsignedPayload(client);
     client.middlewareStack.add(
       (next, context) => async (args) => {
         try {
@@ -513,4 +516,23 @@ export class S3Target implements OffsiteTarget {
 
 function lowerKeys(m: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(m).map(([k, v]) => [k.toLowerCase(), v]));
+}
+
+/**
+ * Object bodies (PutObject, UploadPart) are signed as `UNSIGNED-PAYLOAD`, as the SDK already does
+ * over HTTPS and as `curl --aws-sigv4` does: otherwise, over plain HTTP, the signer reads every part
+ * once more for its SHA-256 before sending it. Nothing is lost: the bytes are hashed on their way
+ * (the copy's SHA-256 is in its kit) and a read back is checked against both digests.
+ */
+function unsignedPayload(client: S3ClientType): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const req = args.request as { headers?: Record<string, string>; body?: unknown };
+      if ((context.commandName === 'PutObjectCommand' || context.commandName === 'UploadPartCommand') && req?.headers && req.body != null) {
+        req.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      }
+      return next(args);
+    },
+    { step: 'build', name: 'hybridBackupUnsignedPayload' },
+  );
 }
