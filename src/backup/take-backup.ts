@@ -17,7 +17,7 @@ import { readFingerprint } from '../fidelity/fingerprint.js';
 import { AGE_FORMAT } from '../crypto/age.js';
 import { RunScope } from '../jobs/runs.js';
 import { backupFileName, PARTIAL_SUFFIX, SIDECAR_SUFFIX } from '../dump/naming.js';
-import { dumpToPartial } from '../dump/pipeline.js';
+import { dumpToPartial, isNoSpace } from '../dump/pipeline.js';
 import { type Sidecar, SIDECAR_FORMAT } from '../dump/sidecar.js';
 import type { NewBackup } from '../ledger/ledger.js';
 import { effectiveProfile, type PlatformLayout, profileParts, readPlatformLayout, readSupabaseSnapshotSql, type SupabaseSnapshotSql, userEventTriggers } from '../dump/profiles.js';
@@ -245,7 +245,7 @@ export async function takeBackup(ctx: RunContext, req: BackupRequest): Promise<B
     return backup;
   } catch (e) {
     let err = toHbError(e);
-    if (err.code === 'disk-full' || /ENOSPC/.test(err.message)) err = await withSpaceNeeded(ctx, err);
+    if (isNoSpace(err)) err = await withSpaceNeeded(ctx, err);
     // Whatever fails while cleaning up, the original error is the one reported.
     try {
       if (renamed) {

@@ -246,7 +246,14 @@ function writeFailed(file: string, e: NodeJS.ErrnoException | string): HbError {
   const message = typeof e === 'string' ? e : e.message;
   const code = typeof e === 'string' ? (/No space left on device/i.test(e) ? 'ENOSPC' : undefined) : e.code;
   const hint = code === 'ENOSPC' ? 'free disk space in the backup directory, or move BACKUP_DIR to a larger disk' : undefined;
-  return new HbError('dump-write-failed', `cannot write ${file}: ${code && !message.includes(code) ? `${code}: ` : ''}${redact(message)}`, hint);
+  // The errno travels as the cause, so that callers (take-backup adds the free space) test it, not the text.
+  const cause = typeof e === 'string' ? Object.assign(new Error(redact(e)), { code }) : e;
+  return new HbError('dump-write-failed', `cannot write ${file}: ${code && !message.includes(code) ? `${code}: ` : ''}${redact(message)}`, hint, { cause });
+}
+
+/** Whether an error is the disk being full: `disk-full`, or a write that failed with ENOSPC. */
+export function isNoSpace(err: HbError): boolean {
+  return err.code === 'disk-full' || (err.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOSPC';
 }
 
 /** A started command part: the child, and the end of its stderr so far. */
