@@ -10,7 +10,7 @@
 import type { Config } from '../config/schema.js';
 import type { SupabaseSnapshot } from '../domain/types.js';
 import { nextRunOf } from '../config/schedule.js';
-import { plural } from '../util/format.js';
+import { formatTime, plural } from '../util/format.js';
 
 export type ItemStatus = 'met' | 'not-met' | 'advice';
 
@@ -126,7 +126,7 @@ export function checkPolicy(config: Config, snap: SupabaseSnapshot | null, pollE
         ? snap.pitrEnabled
           ? 'no PITR restore point reported'
           : 'no completed managed backup at all'
-        : `${snap.pitrEnabled ? 'newest PITR restore point' : 'newest completed daily backup'} is ${ageH.toFixed(1)} h old (${newest})`,
+        : `${snap.pitrEnabled ? 'newest PITR restore point' : 'newest completed daily backup'} is ${ageH.toFixed(1)} h old (${formatTime(newest, config.timezone)})`,
     fix:
       ageH === null && !snap.pitrEnabled
         ? 'the Free plan has no managed backups: upgrade to Pro or above (Dashboard → Organization → Billing)'
@@ -138,7 +138,7 @@ export function checkPolicy(config: Config, snap: SupabaseSnapshot | null, pollE
       id: 'backup-failed',
       title: 'newest managed backup did not fail',
       status: newestBackup.status === 'FAILED' ? 'not-met' : 'met',
-      detail: `newest backup (${newestBackup.insertedAt}) is ${newestBackup.status}; ${snap.failedBackups} failed in the list`,
+      detail: `newest backup (${formatTime(newestBackup.insertedAt, config.timezone)}) is ${newestBackup.status}; ${snap.failedBackups} failed in the list`,
       fix: `Dashboard → Database → Backups (${DASHBOARD}/${ref}/database/backups/scheduled); contact Supabase support with the failed backup's time`,
     });
   }
