@@ -112,8 +112,7 @@ export async function uploadStorageCopy(
         ctx.reporter.progress({ phase: 'upload', bytes: sent, total, elapsedMs: Date.now() - t0 });
       });
       const size = storedSize(bytes, recipients);
-      const stream = encrypted ? body.pipe(createEncryptStream(recipients)) : body;
-      if (encrypted) body.on('error', (e) => stream.destroy(e));
+      const stream = encrypted ? chain(body, createEncryptStream(recipients)) : body;
       try {
         await target.put(key, stream, { contentType: encrypted ? 'application/age' : 'application/octet-stream', metadata: { bytes: String(size), 'plain-sha256': sha, encrypted: encrypted ? 'age' : 'no' }, bytes: size, signal });
       } catch (e) {
@@ -141,6 +140,16 @@ export async function uploadStorageCopy(
     bytes: [...files.values()].reduce((n, b) => n + b, 0),
     complete: manifest.complete,
   };
+}
+
+/**
+ * `from` piped into `through`, errors of either ending `through` with them: a listener is on both
+ * at once, so a failure before the consumer attaches (a damaged ciphertext, a missing file) is
+ * never an unhandled 'error' — the consumer finds `through` already failed.
+ */
+function chain(from: Readable, through: Transform): Transform {
+  pipeline(from, through).catch(() => {});
+  return through;
 }
 
 function storedSize(bytes: number, recipients: readonly string[]): number {
@@ -256,8 +265,7 @@ export async function fetchStoreFiles(ctx: RunContext, target: OffsiteTarget, s:
       const key = storeObjectKey(sha, s.encrypted);
       try {
         const body = await target.get(key, ctx.signal);
-        const source = s.encrypted ? body.pipe(createDecryptStream(identities!)) : body;
-        if (s.encrypted) body.on('error', (e) => source.destroy(e));
+        const source = s.encrypted ? chain(body, createDecryptStream(identities!)) : body;
         await store.put(source, { expectedSha256: sha, expectedBytes: bytes, what: target.location(key), signal: ctx.signal });
         out.fetched++;
         out.bytes += bytes;
