@@ -66,7 +66,7 @@ export interface OffsiteVerify {
  * Checks a backup's copy in one target without downloading it: the object and its recovery kit
  * are there, the object has the size uploaded, and its metadata names the backup's SHA-256.
  */
-export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: AbortSignal): Promise<OffsiteVerify> {
+export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: AbortSignal, storeKeys?: () => Promise<Map<string, number>>): Promise<OffsiteVerify> {
   const copy = b.offsiteCopies.find((c) => c.target === target.name);
   if (!copy || copy.status !== 'uploaded') {
     return { target: target.name, ok: false, location: copy?.location ?? null, bytes: null, error: copy?.error ? `no offsite copy in "${target.name}": ${copy.error}` : `no offsite copy in "${target.name}" yet (uploaded after each backup; retried at the next run)` };
@@ -79,7 +79,32 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
   const named = copy.encrypted && !b.file.endsWith('.age') ? st.metadata['plain-sha256'] : st.metadata.sha256;
   if (named && named !== b.sha256) return { target: target.name, ok: false, location, bytes: st.bytes, error: 'the offsite copy\'s recorded SHA-256 differs from the backup\'s' };
   if (!kit) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit (${SIDECAR_SUFFIX}) is missing from "${target.name}"` };
+  const files = storeKeys && b.storage?.manifestFile ? await offsiteFilesMissing(target, b, copy.key, storeKeys, signal) : null;
+  if (files) return { target: target.name, ok: false, location, bytes: st.bytes, error: files };
   return { target: target.name, ok: true, location, bytes: st.bytes };
+}
+
+/**
+ * What the target lacks of the backup's Storage files (its manifest, or a file the local manifest
+ * references), said in one sentence; null when it holds them all. A local manifest that cannot be
+ * read is verify's other finding, not this one.
+ */
+async function offsiteFilesMissing(target: OffsiteTarget, b: Backup, copyKey: string, storeKeys: () => Promise<Map<string, number>>, signal?: AbortSignal): Promise<string | null> {
+  const { backupManifest } = await import('./storage-files.js');
+  const { manifestKeyFor, storeObjectKey } = await import('../offsite/storage-copies.js');
+  let manifest;
+  try {
+    manifest = await backupManifest(b);
+  } catch {
+    return null;
+  }
+  const [plainManifest, encManifest] = await Promise.all([target.stat(manifestKeyFor(copyKey, false), signal), target.stat(manifestKeyFor(copyKey, true), signal)]);
+  if (!plainManifest && !encManifest) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
+  const held = await storeKeys();
+  const missing = manifest.objects.filter((o) => !held.has(storeObjectKey(o.sha256, false)) && !held.has(storeObjectKey(o.sha256, true)));
+  if (missing.length === 0) return null;
+  const first = missing[0]!;
+  return `${missing.length} Storage file${missing.length === 1 ? ' is' : 's are'} missing from "${target.name}" (first: ${first.bucket}/${first.path}); the next copy of a backup sends what its target lacks`;
 }
 
 /** SHA-256 and size of a file, streamed. */

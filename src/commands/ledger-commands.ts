@@ -117,15 +117,21 @@ export const verifyCommand = defineCommand({
     try {
       const results: VerifyResult[] = [];
       targets = await openTargets(ctx.config);
-      // A Storage file many backups reference is re-hashed once per verify.
+      // A Storage file many backups reference is re-hashed once per verify; each target's store is listed once.
       const rehashed = new Map() as import('../storage/index.js').RehashCache;
+      const listed = new Map<string, Promise<Map<string, number>>>();
+      const storeKeysOf = (t: OffsiteTarget) => () => {
+        let p = listed.get(t.name);
+        if (!p) listed.set(t.name, (p = import('../offsite/storage-copies.js').then((m) => m.listStoreKeys(t, ctx.signal))));
+        return p;
+      };
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
         if (targets.length) {
           const now = ctx.ledger.getBackup(b.id)!;
           r.offsiteCopies = [];
           for (const t of targets) {
-            r.offsiteCopies.push(await verifyOffsite(t, now, ctx.signal).catch((e) => ({ target: t.name, ok: false, location: now.offsiteCopies.find((c) => c.target === t.name)?.location ?? null, bytes: null, error: toHbError(e).message })));
+            r.offsiteCopies.push(await verifyOffsite(t, now, ctx.signal, storeKeysOf(t)).catch((e) => ({ target: t.name, ok: false, location: now.offsiteCopies.find((c) => c.target === t.name)?.location ?? null, bytes: null, error: toHbError(e).message })));
           }
           const { target: _t, ...summary } = r.offsiteCopies.find((c) => !c.ok) ?? r.offsiteCopies[0]!;
           r.offsite = summary;

@@ -16,7 +16,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
@@ -240,6 +240,23 @@ describe('Storage files in offsite targets', () => {
       expect(JSON.parse(n.stdout).error.code).toBe('identity-missing');
     } finally {
       await target.stop();
+    }
+  });
+
+  it('verify says which Storage file a target lost', async () => {
+    const lost = files.get('avatars/alice/me.png')!;
+    const key = `storage/${sha(lost.bytes).slice(0, 2)}/${sha(lost.bytes)}.age`;
+    const original = await getObject(key);
+    const ok = await runCli(['verify', String(second.id), '--json'], home.env);
+    expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
+    await s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: prefix + key }));
+    try {
+      const r = await runCli(['verify', String(second.id), '--json'], home.env);
+      expect(r.exitCode, r.stderr).toBe(1);
+      const b2 = JSON.parse(r.stdout).results[0].offsiteCopies.find((c: any) => c.target === 'b2');
+      expect(b2).toMatchObject({ ok: false, error: expect.stringContaining('avatars/alice/me.png') });
+    } finally {
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + key, Body: original }));
     }
   });
 
