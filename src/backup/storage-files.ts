@@ -20,7 +20,7 @@ import type { NewStorageCapture } from '../ledger/ledger.js';
 import type { RecoveryKit } from '../offsite/kit.js';
 import type { StoreFetchResult } from '../offsite/storage-copies.js';
 import type { OffsiteTarget } from '../offsite/target.js';
-import type { Manifest, RetryNotice, RowKey } from '../storage/index.js';
+import type { Manifest, ManifestSummary, RetryNotice, RowKey } from '../storage/index.js';
 import { redactor } from '../util/redact.js';
 
 /** The manifest's file, beside the backup. */
@@ -117,12 +117,18 @@ export async function captureForBackup(ctx: RunContext, o: { runId: number; fina
     if (!r.complete) ctx.reporter.notice(`WARNING: the database backup is ok, but its Storage ${r.summary}`);
     const path = await import('node:path');
     return {
-      ledger: { complete: r.complete, objects: s.objects, bytes: s.bytes, files: s.files, missing: s.missing, rowsWithoutFiles: s.rowsWithoutFiles, filesWithoutRows: s.filesWithoutRows, manifestFile, manifestSha256: sha256, summary: r.summary, error: null },
+      ledger: captureRecord({ ...s, complete: r.complete }, manifestFile, sha256, r.summary),
       sidecar: { file: path.basename(manifestFile), sha256, summary: r.summary, complete: r.complete, objects: s.objects, bytes: s.bytes },
     };
   } catch (e) {
     return failed(e);
   }
+}
+
+/** The ledger's record of a manifest that was written and read back whole. */
+function captureRecord(sum: ManifestSummary, manifestFile: string, manifestSha256: string, summary: string): NewStorageCapture {
+  const { complete, objects, bytes, files, missing, rowsWithoutFiles, filesWithoutRows } = sum;
+  return { complete, objects, bytes, files, missing, rowsWithoutFiles, filesWithoutRows, manifestFile, manifestSha256, summary, error: null };
 }
 
 /** The buckets of the same project holding this program's offsite copies: never captured as the app's files. */
@@ -323,19 +329,7 @@ export async function filesFromOffsite(
     const bytes = await fetchManifestCopy(ctx, target, s, dest, o.identities);
     manifest = parseManifest(JSON.parse(bytes.toString('utf8')), `the Storage manifest of backup ${b.id} in "${target.name}"`);
     const sum = summarize(manifest);
-    ctx.ledger.recordStorageCapture(b.id, {
-      complete: manifest.complete,
-      objects: sum.objects,
-      bytes: sum.bytes,
-      files: sum.files,
-      missing: sum.missing,
-      rowsWithoutFiles: sum.rowsWithoutFiles,
-      filesWithoutRows: sum.filesWithoutRows,
-      manifestFile: dest,
-      manifestSha256: s.plainManifestSha256,
-      summary: describeCompleteness(manifest),
-      error: null,
-    });
+    ctx.ledger.recordStorageCapture(b.id, captureRecord(sum, dest, s.plainManifestSha256, describeCompleteness(manifest)));
     ctx.log.info(`the Storage manifest of backup ${b.id} came back from "${target.name}" (${sum.objects} objects)`, { backupId: b.id, target: target.name });
   }
   let fetched: StoreFetchResult | null = null;
@@ -374,6 +368,5 @@ export async function storageFromSidecar(ctx: RunContext, b: Backup, s: SidecarS
   } catch (e) {
     return incomplete('checksum-mismatch', toHbError(e).message);
   }
-  const sum = summarize(m);
-  ctx.ledger.recordStorageCapture(b.id, { complete: m.complete, objects: sum.objects, bytes: sum.bytes, files: sum.files, missing: sum.missing, rowsWithoutFiles: sum.rowsWithoutFiles, filesWithoutRows: sum.filesWithoutRows, manifestFile: file, manifestSha256: sha, summary: describeCompleteness(m), error: null });
+  ctx.ledger.recordStorageCapture(b.id, captureRecord(summarize(m), file, sha, describeCompleteness(m)));
 }

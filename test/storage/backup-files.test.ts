@@ -218,4 +218,18 @@ describe('Storage files in backups, through the CLI', () => {
     const v = await runCli(['verify', 'all', '--json'], env());
     expect(v.exitCode, v.stdout + v.stderr).toBe(0);
   });
+
+  it('ledger-rebuild brings the files of each backup back from its sidecar, and says so when a manifest is gone', async () => {
+    const { renameSync, rmSync } = await import('node:fs');
+    renameSync(path.join(backupDir, 'ledger.db'), path.join(dir, 'ledger.before-rebuild.db'));
+    rmSync(path.join(backupDir, 'ledger.db-wal'), { force: true });
+    rmSync(path.join(backupDir, 'ledger.db-shm'), { force: true });
+    rmSync(first.storage.manifestFile);
+    const r = await runCli(['ledger-rebuild', '--json'], env());
+    expect(r.exitCode, r.stderr).toBe(0);
+    const added = JSON.parse(r.stdout).added;
+    const byFile = (f: string) => added.find((b: any) => b.file === f);
+    expect(byFile(second.file).storage).toMatchObject({ complete: true, objects: FILES.length, manifestFile: second.storage.manifestFile, manifestSha256: second.storage.manifestSha256 });
+    expect(byFile(first.file).storage).toMatchObject({ complete: false, manifestFile: null, error: { code: 'file-missing' } });
+  });
 });
