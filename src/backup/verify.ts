@@ -86,22 +86,30 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
 
 /**
  * What the target lacks of the backup's Storage files (its manifest, or a file the local manifest
- * references), said in one sentence; null when it holds them all. A local manifest that cannot be
- * read is verify's other finding, not this one.
+ * references: under the copy's encryption, of the right size), said in one sentence; null when it
+ * holds them all. Without a readable local manifest the target cannot be judged: that is a finding too.
  */
 async function offsiteFilesMissing(target: OffsiteTarget, b: Backup, copyKey: string, storeKeys: () => Promise<Map<string, number>>, signal?: AbortSignal): Promise<string | null> {
   const { backupManifest } = await import('./storage-files.js');
-  const { manifestKeyFor, storeObjectKey } = await import('../offsite/storage-copies.js');
+  const { manifestKeyFor, parseStoreKey } = await import('../offsite/storage-copies.js');
   let manifest;
   try {
     manifest = await backupManifest(b);
-  } catch {
-    return null;
+  } catch (e) {
+    return `the backup's own Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${toHbError(e).message}`;
   }
-  const [plainManifest, encManifest] = await Promise.all([target.stat(manifestKeyFor(copyKey, false), signal), target.stat(manifestKeyFor(copyKey, true), signal)]);
-  if (!plainManifest && !encManifest) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
-  const held = await storeKeys();
-  const missing = manifest.objects.filter((o) => !held.has(storeObjectKey(o.sha256, false)) && !held.has(storeObjectKey(o.sha256, true)));
+  const copy = b.offsiteCopies.find((c) => c.target === target.name)!;
+  if (!(await target.stat(manifestKeyFor(copyKey, copy.encrypted), signal))) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
+  // What the target holds of each file: plain under its digest, or encrypted under its digest and
+  // a recipients' fingerprint (the kit says which; a key change sends the files again).
+  const held = new Map<string, Array<{ encrypted: boolean; bytes: number }>>();
+  for (const [key, bytes] of await storeKeys()) {
+    const k = parseStoreKey(key);
+    if (k) held.set(k.sha256, [...(held.get(k.sha256) ?? []), { encrypted: k.fingerprint !== null, bytes }]);
+  }
+  // An encrypted file is its plain size plus the age header and 16 bytes per 64 KiB chunk.
+  const fits = (o: { bytes: number }, h: { encrypted: boolean; bytes: number }) => h.encrypted === copy.encrypted && (copy.encrypted ? h.bytes > o.bytes : h.bytes === o.bytes);
+  const missing = manifest.objects.filter((o) => !(held.get(o.sha256) ?? []).some((h) => fits(o, h)));
   if (missing.length === 0) return null;
   const first = missing[0]!;
   return `${missing.length} Storage file${missing.length === 1 ? ' is' : 's are'} missing from "${target.name}" (first: ${first.bucket}/${first.path}); the next copy of a backup sends what its target lacks`;

@@ -58,7 +58,15 @@ export const restoreCommand = defineCommand({
       const src = await offsiteSource(ctx, req.backup, req.offsiteTarget);
       try {
         if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`, 'restore the database alone (without --storage-to)');
-        await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true });
+        const { fetched } = await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true });
+        if (fetched?.failed.length) {
+          const first = fetched.failed[0]!;
+          throw new HbError(
+            'storage-incomplete',
+            `${fetched.failed.length} Storage file${fetched.failed.length === 1 ? '' : 's'} of backup ${src.backup.id} could not be brought back from "${src.target.name}" (first: ${first.sha256}: ${first.error}); the database was not touched`,
+            'restore the database without --storage-to, then the files that can come back with `restore-storage --from offsite` (it names each one that cannot)',
+          );
+        }
       } finally {
         src.target.close?.();
       }

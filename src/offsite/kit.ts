@@ -10,7 +10,7 @@ import type { Compression } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import type { Sidecar } from '../dump/sidecar.js';
 import { AGE_FORMAT } from '../crypto/age.js';
-import type { CopyStorage } from './storage-copies.js';
+import { type CopyStorage, recipientsFingerprint } from './storage-copies.js';
 
 /** The kit's key: the copy's key and this suffix. */
 export const KIT_SUFFIX = SIDECAR_SUFFIX;
@@ -67,7 +67,7 @@ export function howToRestore(copy: Omit<CopyDescription, 'uploadedAt'>, compress
     const age = st.encrypted ? ' (decrypt each with age -d -i key.txt, as above)' : '';
     lines.push(
       `Its Supabase Storage files (${st.objects} objects, ${st.files} distinct files): the manifest ${st.manifestKey}${age} lists every object (bucket, path, sha256, contentType, userMetadata);`,
-      `each file is the object storage/<first two hex digits>/<sha256>${st.encrypted ? '.age' : ''} of this target${age}; upload it to its bucket and path in the new project (hybrid-backup restore --from offsite --storage-to does all of this).`,
+      `each file is the object storage/<first two hex digits>/<sha256>${st.encrypted ? `.${recipientsFingerprint(st.recipients)}.age` : ''} of this target${age}; upload it to its bucket and path in the new project (hybrid-backup restore --from offsite --storage-to does all of this).`,
     );
   }
   return lines;
@@ -92,6 +92,24 @@ export function isRecoveryKit(x: unknown): x is RecoveryKit {
     hex(k.copy.sha256) &&
     Number.isSafeInteger(k.copy.plainBytes) &&
     hex(k.copy.plainSha256) &&
-    (k.copy.encryption === null || (typeof k.copy.encryption === 'object' && Array.isArray(k.copy.encryption.recipients)))
+    (k.copy.encryption === null || (typeof k.copy.encryption === 'object' && Array.isArray(k.copy.encryption.recipients))) &&
+    (k.copy.storage === undefined || validCopyStorage(k.copy.storage))
+  );
+}
+
+/** The kit's account of the Storage files: what a restore reads from it, well-formed. */
+function validCopyStorage(x: unknown): boolean {
+  const s = x as CopyStorage;
+  return (
+    !!s &&
+    typeof s === 'object' &&
+    typeof s.manifestKey === 'string' &&
+    Number.isSafeInteger(s.manifestBytes) &&
+    /^[0-9a-f]{64}$/.test(String(s.manifestSha256)) &&
+    /^[0-9a-f]{64}$/.test(String(s.plainManifestSha256)) &&
+    typeof s.encrypted === 'boolean' &&
+    Array.isArray(s.recipients) &&
+    s.recipients.every((r) => typeof r === 'string') &&
+    s.encrypted === s.recipients.length > 0
   );
 }

@@ -162,6 +162,8 @@ export class S3Target implements OffsiteTarget {
     private readonly settings: S3TargetSettings,
     private readonly config: S3ClientConfig,
     private readonly client: S3ClientType,
+    /** Bodies signed UNSIGNED-PAYLOAD (see {@link unsignedPayload}). */
+    private readonly unsigned: boolean,
   ) {
     this.name = settings.name;
     this.prefix = settings.prefix ?? '';
@@ -189,8 +191,11 @@ export class S3Target implements OffsiteTarget {
       requestHandler: { connectionTimeout: settings.connectTimeoutMs ?? 10_000, socketTimeout: settings.idleTimeoutMs ?? 120_000 },
     };
     const client = new s3.S3Client(config);
-    unsignedPayload(client);
-    return new S3Target(s3, lib.Upload, settings, config, client);
+    // Over TLS (which protects the body in transit) or with the SDK's checksums (a CRC32 the service
+    // checks), the signature need not cover the body too; over plain http it does.
+    const unsigned = !settings.endpoint || settings.endpoint.startsWith('https:') || mode === 'WHEN_SUPPORTED';
+    if (unsigned) unsignedPayload(client);
+    return new S3Target(s3, lib.Upload, settings, config, client, unsigned);
   }
 
   /** Closes the target's connections: call it when done with the target. */
@@ -340,7 +345,7 @@ export class S3Target implements OffsiteTarget {
       destroy: () => {},
     };
     const client = new this.s3.S3Client({ ...this.config, requestHandler: bound as never });
-    unsignedPayload(client);
+    if (this.unsigned) unsignedPayload(client);
     client.middlewareStack.add(
       (next, context) => async (args) => {
         try {
@@ -519,10 +524,10 @@ function lowerKeys(m: Record<string, string>): Record<string, string> {
 }
 
 /**
- * Object bodies (PutObject, UploadPart) are signed as `UNSIGNED-PAYLOAD`, as the SDK already does
- * over HTTPS and as `curl --aws-sigv4` does: otherwise, over plain HTTP, the signer reads every part
- * once more for its SHA-256 before sending it. Nothing is lost: the bytes are hashed on their way
- * (the copy's SHA-256 is in its kit) and a read back is checked against both digests.
+ * Object bodies (PutObject, UploadPart) are signed as `UNSIGNED-PAYLOAD`, as `curl --aws-sigv4`
+ * does: otherwise the signer reads every part (lib-storage hands it buffers) once more for its
+ * SHA-256 before sending it. Used only where the body's integrity in transit is kept otherwise —
+ * TLS, or the SDK's CRC32 checksums — never over plain http without them.
  */
 function unsignedPayload(client: S3ClientType): void {
   client.middlewareStack.add(

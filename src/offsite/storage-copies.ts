@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { PassThrough, Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { RunContext } from '../context.js';
 import { createDecryptStream, createEncryptStream, encryptedSize } from '../crypto/age.js';
@@ -36,7 +36,7 @@ export const STORE_PREFIX = 'storage/';
 /** The manifest's key: the copy's plain name and this (and `.age` when encrypted). */
 export const MANIFEST_KEY_SUFFIX = '.storage.json';
 
-const STORE_KEY = /^storage\/([0-9a-f]{2})\/([0-9a-f]{64})(\.age)?$/;
+const STORE_KEY = /^storage\/([0-9a-f]{2})\/([0-9a-f]{64})(?:\.([0-9a-f]{16})\.age)?$/;
 
 /** What a recovery kit says of the backup's files in the target (absent: the backup holds none). */
 export interface CopyStorage {
@@ -48,6 +48,8 @@ export interface CopyStorage {
   plainManifestSha256: string;
   /** Whether the manifest and the files are age-encrypted in the target. */
   encrypted: boolean;
+  /** The age recipients they are encrypted to (public keys; empty when not encrypted). */
+  recipients: string[];
   /** Objects in the manifest, distinct files they need, and those files' plain bytes. */
   objects: number;
   files: number;
@@ -56,15 +58,25 @@ export interface CopyStorage {
   complete: boolean;
 }
 
-/** The key of a store file in a target. */
-export function storeObjectKey(sha256: string, encrypted: boolean): string {
-  return `${STORE_PREFIX}${sha256.slice(0, 2)}/${sha256}${encrypted ? '.age' : ''}`;
+/**
+ * The key of a store file in a target: `storage/<2 hex>/<sha256>`, or encrypted
+ * `storage/<2 hex>/<sha256>.<recipients' fingerprint>.age` — the recipients are part of the name, so
+ * that after a key change (a lost or compromised identity) the files are sent again, encrypted to
+ * the new recipients, and never taken for done because a file of the same size is there.
+ */
+export function storeObjectKey(sha256: string, recipients: readonly string[]): string {
+  return `${STORE_PREFIX}${sha256.slice(0, 2)}/${sha256}${recipients.length ? `.${recipientsFingerprint(recipients)}.age` : ''}`;
 }
 
-/** The SHA-256 and encryption a store key names, or null when it is not one. */
-export function parseStoreKey(key: string): { sha256: string; encrypted: boolean } | null {
+/** 16 hex digits naming a set of recipients (order and repeats aside). */
+export function recipientsFingerprint(recipients: readonly string[]): string {
+  return createHash('sha256').update([...new Set(recipients)].sort().join(',')).digest('hex').slice(0, 16);
+}
+
+/** The SHA-256 a store key names (and its recipients' fingerprint when encrypted), or null when it is not one. */
+export function parseStoreKey(key: string): { sha256: string; fingerprint: string | null } | null {
   const m = STORE_KEY.exec(key);
-  return m && m[1] === m[2]!.slice(0, 2) ? { sha256: m[2]!, encrypted: !!m[3] } : null;
+  return m && m[1] === m[2]!.slice(0, 2) ? { sha256: m[2]!, fingerprint: m[3] ?? null } : null;
 }
 
 /** The key of a backup's manifest in a target, beside its copy `copyKey`. */
@@ -98,7 +110,7 @@ export async function uploadStorageCopy(
   const store = await StorageStore.open(ctx.config.backupDir);
   const files = new Map<string, number>();
   for (const ob of manifest.objects) files.set(ob.sha256, ob.bytes);
-  const todo = [...files].filter(([sha, bytes]) => held.get(storeObjectKey(sha, encrypted)) !== storedSize(bytes, recipients));
+  const todo = [...files].filter(([sha, bytes]) => held.get(storeObjectKey(sha, recipients)) !== storedSize(bytes, recipients));
   const total = todo.reduce((n, [, b]) => n + b, 0);
   let sent = 0;
   const t0 = Date.now();
@@ -106,7 +118,7 @@ export async function uploadStorageCopy(
     todo,
     ctx.config.storage.concurrency,
     async ([sha, bytes]) => {
-      const key = storeObjectKey(sha, encrypted);
+      const key = storeObjectKey(sha, recipients);
       const body = store.verifiedReader(sha, bytes, `the Storage file ${sha} of backup ${o.backup.id}`, (d) => {
         sent += d;
         ctx.reporter.progress({ phase: 'upload', bytes: sent, total, elapsedMs: Date.now() - t0 });
@@ -135,6 +147,7 @@ export async function uploadStorageCopy(
     manifestSha256: createHash('sha256').update(stored).digest('hex'),
     plainManifestSha256: plainSha,
     encrypted,
+    recipients: encrypted ? [...recipients] : [],
     objects: manifest.objects.length,
     files: files.size,
     bytes: [...files.values()].reduce((n, b) => n + b, 0),
@@ -147,7 +160,7 @@ export async function uploadStorageCopy(
  * at once, so a failure before the consumer attaches (a damaged ciphertext, a missing file) is
  * never an unhandled 'error' — the consumer finds `through` already failed.
  */
-function chain(from: Readable, through: Transform): Transform {
+function chain<T extends Transform>(from: Readable, through: T): T {
   pipeline(from, through).catch(() => {});
   return through;
 }
@@ -262,15 +275,18 @@ export async function fetchStoreFiles(ctx: RunContext, target: OffsiteTarget, s:
     todo,
     ctx.config.storage.concurrency,
     async ([sha, bytes]) => {
-      const key = storeObjectKey(sha, s.encrypted);
+      const key = storeObjectKey(sha, s.recipients);
+      let body: Readable | null = null;
       try {
-        const body = await target.get(key, ctx.signal);
-        const source = s.encrypted ? chain(body, createDecryptStream(identities!)) : body;
+        body = await target.get(key, ctx.signal);
+        // Joined at once: a failure before the store listens is the stream's, never unhandled.
+        const source = chain(body, s.encrypted ? createDecryptStream(identities!) : new PassThrough({ highWaterMark: 1 << 20 }));
         await store.put(source, { expectedSha256: sha, expectedBytes: bytes, what: target.location(key), signal: ctx.signal });
         out.fetched++;
         out.bytes += bytes;
         ctx.reporter.progress({ phase: 'download', bytes: out.bytes, total, elapsedMs: Date.now() - t0 });
       } catch (e) {
+        body?.destroy();
         const err = toHbError(e);
         // The target failing (unreachable, refusing the key) stops everything; one file's own
         // trouble (absent, damaged, not decryptable) is reported and the others go on.
@@ -285,16 +301,16 @@ export async function fetchStoreFiles(ctx: RunContext, target: OffsiteTarget, s:
 }
 
 /**
- * Removes from the target the store files no kept copy references: the union of the manifests of
- * every backup whose copy in this target is kept. Removes nothing (and says why) when any such
- * manifest cannot be read here, or when the target holds a manifest of a kept copy that the local
- * ledger does not know as one (a copy adopted without its files). Files younger than `graceMs` stay:
- * a sync may be uploading them for a backup not yet recorded as copied.
+ * Removes from the target the store files no backup still in the ledger references: the union of
+ * the manifests of every backup that is not pruned, whatever the state of its copies (a backup
+ * being copied right now counts, so a file a new copy reuses is never taken from under it).
+ * Removes nothing (and says why) when such a manifest cannot be read here, or when the target holds
+ * the manifest of a kept backup whose files this ledger does not know (a copy adopted without
+ * them). Files younger than `graceMs` stay too.
  */
 export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget, graceMs: number): Promise<{ removed: number; kept: number } | null> {
   const { parseManifest } = await import('../storage/manifest.js');
   const referenced = new Set<string>();
-  const keptManifestKeys = new Set<string>();
   const storeKeys: Array<{ key: string; sha256: string; lastModified: string | null }> = [];
   const manifestsInTarget = new Set<string>();
   for await (const e of target.list('', ctx.signal)) {
@@ -303,31 +319,29 @@ export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget,
     else if (e.key.endsWith(MANIFEST_KEY_SUFFIX) || e.key.endsWith(`${MANIFEST_KEY_SUFFIX}.age`)) manifestsInTarget.add(e.key);
   }
   if (storeKeys.length === 0) return { removed: 0, kept: 0 };
+  const skip = (why: string) => {
+    ctx.log.warn(`offsite "${target.name}": unused Storage files are not removed: ${why}`, { target: target.name });
+    return null;
+  };
   for (const b of ctx.ledger.listBackups({})) {
-    const copy = b.offsiteCopies.find((c) => c.target === target.name);
-    if (!copy || copy.status === 'deleted') continue;
-    for (const enc of [false, true]) {
-      const mk = manifestKeyFor(copy.key, enc);
-      if (manifestsInTarget.has(mk)) keptManifestKeys.add(mk);
+    if (b.status === 'pruned') continue;
+    if (!b.storage?.manifestFile) {
+      const copy = b.offsiteCopies.find((c) => c.target === target.name);
+      const unknown = copy && [false, true].map((enc) => manifestKeyFor(copy.key, enc)).find((k) => manifestsInTarget.has(k));
+      if (unknown) return skip(`backup ${b.id} has a Storage manifest in the target (${unknown}) that this ledger has no local copy of`);
+      continue;
     }
-    if (!b.storage?.manifestFile) continue;
     try {
       const bytes = await readFile(b.storage.manifestFile);
       if (b.storage.manifestSha256 && createHash('sha256').update(bytes).digest('hex') !== b.storage.manifestSha256) throw new Error('it does not match its recorded SHA-256');
       for (const ob of parseManifest(JSON.parse(bytes.toString('utf8'))).objects) referenced.add(ob.sha256);
-      for (const enc of [false, true]) keptManifestKeys.delete(manifestKeyFor(copy.key, enc));
     } catch (e) {
-      ctx.log.warn(`offsite "${target.name}": unused Storage files are not removed: the manifest of backup ${b.id} cannot be read here (${toHbError(e).message})`, { target: target.name, backupId: b.id });
-      return null;
+      return skip(`the manifest of backup ${b.id} cannot be read here (${toHbError(e).message})`);
     }
-  }
-  if (keptManifestKeys.size) {
-    ctx.log.warn(`offsite "${target.name}": unused Storage files are not removed: ${keptManifestKeys.size} kept cop${keptManifestKeys.size === 1 ? 'y has' : 'ies have'} a manifest in the target that this ledger has no local copy of (e.g. ${[...keptManifestKeys][0]})`, { target: target.name });
-    return null;
   }
   const cutoff = Date.now() - graceMs;
   const doomed = storeKeys.filter((k) => !referenced.has(k.sha256) && (k.lastModified === null ? false : Date.parse(k.lastModified) < cutoff)).map((k) => k.key);
   for (let i = 0; i < doomed.length; i += 500) await target.remove(doomed.slice(i, i + 500), ctx.signal);
-  if (doomed.length) ctx.log.info(`offsite "${target.name}": removed ${doomed.length} Storage file${doomed.length === 1 ? '' : 's'} no kept backup references`, { target: target.name });
+  if (doomed.length) ctx.log.info(`offsite "${target.name}": removed ${doomed.length} Storage file${doomed.length === 1 ? '' : 's'} no backup references`, { target: target.name });
   return { removed: doomed.length, kept: storeKeys.length - doomed.length };
 }

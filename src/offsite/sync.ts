@@ -219,7 +219,12 @@ class HashTap extends Transform {
 async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key: string, storeKeys: () => Promise<Map<string, number>>): Promise<CopyDescription> {
   if (!(await exists(b.file))) throw new HbError('file-missing', `the local file ${b.file} is missing`, 'run `hybrid-backup verify all`');
   // The backup's Storage files go with it: its manifest is read (and checked) before anything is sent.
-  const files = b.storage?.manifestFile ? await (await import('../backup/storage-files.js')).backupManifestFile(b) : null;
+  const files = b.storage?.manifestFile
+    ? await (await import('../backup/storage-files.js')).backupManifestFile(b).catch((e: unknown) => {
+        const err = toHbError(e);
+        throw new HbError('storage-failed', `the Storage manifest of backup ${b.id} cannot be read: ${err.message}`, 'run `hybrid-backup verify all`; the database copy waits for it');
+      })
+    : null;
   const sidecar = await sidecarOf(ctx, b);
   const recipients = ctx.config.encryption.ageRecipients;
   const encrypt = encryptsOnTheWay(ctx, b);
@@ -263,7 +268,14 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
   };
   if (files) {
     const { uploadStorageCopy } = await import('./storage-copies.js');
-    copy.storage = await uploadStorageCopy(ctx, { target, backup: b, manifest: files.manifest, manifestBytes: files.bytes, copyKey: key, recipients: recipients.length ? recipients : (localEnc?.recipients ?? []), held: await storeKeys(), signal });
+    try {
+      copy.storage = await uploadStorageCopy(ctx, { target, backup: b, manifest: files.manifest, manifestBytes: files.bytes, copyKey: key, recipients: recipients.length ? recipients : (localEnc?.recipients ?? []), held: await storeKeys(), signal });
+    } catch (e) {
+      const err = toHbError(e);
+      // The database copy is fine: a store file's trouble is the files', never the dump's (corrupt).
+      if (err.code === 'aborted' || err.code === 'offsite-failed') throw err;
+      throw new HbError('storage-failed', `the Storage files of backup ${b.id} could not be copied: ${err.message}`, err.hint ?? 'run `hybrid-backup verify all`: a store file or manifest is damaged or gone');
+    }
   }
   const kit: RecoveryKit = { ...sidecar, copy, howToRestore: howToRestore(copy, b.compression, plainName(sidecar.file)) };
   const json = Buffer.from(`${JSON.stringify(kit, null, 2)}\n`);

@@ -20,10 +20,13 @@ import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectC
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
-import { createDatabase, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
+import { createDatabase, databaseExists, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
 import { type S3Server, startS3Server } from '../helpers/s3-server.js';
+import { recipientsFingerprint } from '../../src/offsite/storage-copies.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+/** A store file's key in the target: its digest and the fingerprint of the recipients it is encrypted to. */
+const skey = (digest: string) => `storage/${digest.slice(0, 2)}/${digest}.${recipientsFingerprint([keys.recipient])}.age`;
 const BUCKET = 'hb-offsite-files';
 
 let rgw: S3Server;
@@ -151,20 +154,20 @@ describe('Storage files in offsite targets', () => {
     const distinct = new Set([...files.values()].map((f) => sha(f.bytes)));
     expect(store.size).toBe(distinct.size); // the two readmes are one file
     for (const f of files.values()) {
-      const key = `storage/${sha(f.bytes).slice(0, 2)}/${sha(f.bytes)}.age`;
+      const key = skey(sha(f.bytes));
       expect(store.has(key), key).toBe(true);
     }
     // Debian's age decrypts a file to its exact bytes
     const one = [...files.values()][2]!;
     const enc = path.join(home.dir, 'one.age');
-    writeFileSync(enc, await getObject(`storage/${sha(one.bytes).slice(0, 2)}/${sha(one.bytes)}.age`));
+    writeFileSync(enc, await getObject(skey(sha(one.bytes))));
     expect(sha(execFileSync('age', ['-d', '-i', keys.identity, enc]))).toBe(sha(one.bytes));
-    expect((await getObject(`storage/${sha(one.bytes).slice(0, 2)}/${sha(one.bytes)}.age`)).includes(one.bytes.subarray(0, 64))).toBe(false);
+    expect((await getObject(skey(sha(one.bytes)))).includes(one.bytes.subarray(0, 64))).toBe(false);
 
     const kitKey = `${path.basename(first.file)}.age.meta.json`;
     const kit = JSON.parse((await getObject(kitKey)).toString('utf8'));
-    expect(kit.copy.storage).toMatchObject({ manifestKey: `${path.basename(first.file)}.storage.json.age`, encrypted: true, objects: FILES.length, files: distinct.size, complete: true });
-    expect(kit.howToRestore.join('\n')).toMatch(/storage\/<first two hex digits>\/<sha256>\.age/);
+    expect(kit.copy.storage).toMatchObject({ manifestKey: `${path.basename(first.file)}.storage.json.age`, encrypted: true, recipients: [keys.recipient], objects: FILES.length, files: distinct.size, complete: true });
+    expect(kit.howToRestore.join('\n')).toContain(`storage/<first two hex digits>/<sha256>.${recipientsFingerprint([keys.recipient])}.age`);
     const manifestEnc = path.join(home.dir, 'manifest.age');
     writeFileSync(manifestEnc, await getObject(kit.copy.storage.manifestKey));
     const manifest = JSON.parse(execFileSync('age', ['-d', '-i', keys.identity, manifestEnc], { encoding: 'utf8' }));
@@ -179,7 +182,7 @@ describe('Storage files in offsite targets', () => {
     second = await manual(home.env, 'second');
     const after = await keysUnder('storage/');
     const added = [...after.keys()].filter((k) => !before.has(k));
-    expect(added).toEqual([`storage/${sha(files.get('avatars/bob/me.png')!.bytes).slice(0, 2)}/${sha(files.get('avatars/bob/me.png')!.bytes)}.age`]);
+    expect(added).toEqual([skey(sha(files.get('avatars/bob/me.png')!.bytes))]);
   });
 
   it('the server is gone: a fresh install restores the database and every file into a new project from the target alone', async () => {
@@ -217,7 +220,7 @@ describe('Storage files in offsite targets', () => {
     const fresh = server();
     const target = await new FakeStorageProject('new-project-key').start();
     const lost = files.get('docs/reports/2026/été résumé.pdf')!;
-    const lostKey = `storage/${sha(lost.bytes).slice(0, 2)}/${sha(lost.bytes)}.age`;
+    const lostKey = skey(sha(lost.bytes));
     const original = await getObject(lostKey);
     // damaged in the target
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + lostKey, Body: randomBytes(original.length + 100) }));
@@ -230,6 +233,13 @@ describe('Storage files in offsite targets', () => {
       expect(doc.failed.map((f: any) => `${f.bucket}/${f.path}`)).toEqual(['docs/reports/2026/été résumé.pdf']);
       expect(doc.uploaded).toBe(FILES.length - 1);
       expect(target.get('docs', 'reports/2026/été résumé.pdf')).toBeUndefined();
+      // restore with --storage-to refuses before the database is touched
+      const other = server();
+      const name = uniqueName('offdmg');
+      const withDb = await runCli(['restore', 'latest', '--from', 'offsite', '--offsite-target', 'b2', '--target', dbUrl(name), '--create', '--storage-to', target.url, '--json'], { ...other.env, SUPABASE_TARGET_SERVICE_ROLE_KEY: 'new-project-key' });
+      expect(withDb.exitCode, withDb.stderr).toBe(1);
+      expect(JSON.parse(withDb.stdout).error).toMatchObject({ code: 'storage-incomplete', message: expect.stringContaining('the database was not touched') });
+      expect(await databaseExists(name)).toBe(false);
       // and the damaged file was not kept in the store
       expect((await import('node:fs')).existsSync(path.join(fresh.backupDir, 'storage', 'objects', sha(lost.bytes).slice(0, 2), sha(lost.bytes)))).toBe(false);
       await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + lostKey, Body: original }));
@@ -245,7 +255,7 @@ describe('Storage files in offsite targets', () => {
 
   it('verify says which Storage file a target lost', async () => {
     const lost = files.get('avatars/alice/me.png')!;
-    const key = `storage/${sha(lost.bytes).slice(0, 2)}/${sha(lost.bytes)}.age`;
+    const key = skey(sha(lost.bytes));
     const original = await getObject(key);
     const ok = await runCli(['verify', String(second.id), '--json'], home.env);
     expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
@@ -283,11 +293,37 @@ describe('Storage files in offsite targets', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).deleted.map((b: any) => b.id)).toEqual([first.id]);
     const store = await keysUnder('storage/');
-    expect(store.has(`storage/${onlyFirst[0].slice(0, 2)}/${onlyFirst[0]}.age`)).toBe(false);
+    expect(store.has(skey(onlyFirst[0]))).toBe(false);
     // every file the kept backup references is still there
-    for (const s of keep) expect(store.has(`storage/${s.slice(0, 2)}/${s}.age`), s).toBe(true);
+    for (const s of keep) expect(store.has(skey(s)), s).toBe(true);
     expect(store.size).toBe(keep.size);
     const all = await keysUnder('');
     expect([...all.keys()].some((k) => k.startsWith(path.basename(first.file)))).toBe(false);
+  });
+
+  it('after a key change the files are sent again, encrypted to the new recipients, and the new identity restores them', async () => {
+    const kd = tempDir('hbofk2');
+    dirs.push(kd);
+    const identity2 = path.join(kd, 'key2.txt');
+    execFileSync('age-keygen', ['-o', identity2], { stdio: 'ignore' });
+    const recipient2 = execFileSync('age-keygen', ['-y', identity2], { encoding: 'utf8' }).trim();
+    const cfg = JSON.parse((await import('node:fs')).readFileSync(home.env.HYBRID_BACKUP_CONFIG!, 'utf8'));
+    cfg.encryption.ageRecipients = [recipient2];
+    writeFileSync(home.env.HYBRID_BACKUP_CONFIG!, JSON.stringify(cfg));
+    const third = await manual(home.env, 'third');
+    const fp2 = recipientsFingerprint([recipient2]);
+    const store = await keysUnder('storage/');
+    const m = JSON.parse((await import('node:fs')).readFileSync(third.storage.manifestFile, 'utf8'));
+    for (const o of m.objects) expect(store.has(`storage/${o.sha256.slice(0, 2)}/${o.sha256}.${fp2}.age`), o.path).toBe(true);
+    // only the new identity is needed to bring them back
+    const fresh = server();
+    const target = await new FakeStorageProject('new-project-key').start();
+    try {
+      const r = await runCli(['restore-storage', 'latest', '--from', 'offsite', '--offsite-target', 'b2', '--storage-to', target.url, '--json'], { ...fresh.env, HYBRID_BACKUP_AGE_IDENTITY_FILE: identity2, SUPABASE_TARGET_SERVICE_ROLE_KEY: 'new-project-key' });
+      expect(r.exitCode, r.stderr + r.stdout).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ complete: true, objects: FILES.length });
+    } finally {
+      await target.stop();
+    }
   });
 });
