@@ -19,7 +19,7 @@
  * manifest references — and removes nothing when it cannot read every such manifest.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -29,6 +29,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import type { Manifest } from '../storage/manifest.js';
 import type { StorageStore } from '../storage/store.js';
+import { atomicWriteFile } from '../util/fs.js';
 import type { OffsiteTarget } from './target.js';
 
 /** Where a target keeps the store's files. */
@@ -228,14 +229,7 @@ export async function fetchManifestCopy(ctx: RunContext, target: OffsiteTarget, 
     throw new HbError('checksum-mismatch', `the Storage manifest ${where} is not the one uploaded (its digest differs from its recovery kit's)`, 'the object was replaced or damaged in the target: use another copy or another target');
   }
   await mkdir(path.dirname(dest), { recursive: true });
-  const tmp = `${dest}.${process.pid}.partial`;
-  try {
-    await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
-    await rename(tmp, dest);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await atomicWriteFile(dest, bytes);
   return bytes;
 }
 

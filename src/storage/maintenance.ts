@@ -19,14 +19,15 @@ export interface StorageVerifyResult {
 }
 
 /**
- * Checks that the store holds every file of the manifest: by re-hashing each (verify;
- * `rehash: true`, the default) or by presence and size alone (the drill's quick check).
- */
-/**
  * What re-hashing found of each file, shared by the manifests of one verify run: a file many
  * backups reference is read once (`ok`, `missing`, or the SHA-256 its bytes have now).
  */
 export type RehashCache = Map<string, { state: 'ok' | 'missing' } | { state: 'corrupt'; actual: string }>;
+
+/**
+ * Checks that the store holds every file of the manifest: by re-hashing each (verify;
+ * `rehash: true`, the default; once per `cache`) or by presence and size alone (the drill's quick check).
+ */
 
 export async function verifyManifest(store: StorageStore, manifest: Manifest, opts: { rehash?: boolean; signal?: AbortSignal; onBytes?: (delta: number) => void; cache?: RehashCache } = {}): Promise<StorageVerifyResult> {
   const users = new Map<string, { bytes: number; objects: string[] }>();
