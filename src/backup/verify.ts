@@ -7,6 +7,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { RunContext } from '../context.js';
+import type { Manifest } from '../storage/manifest.js';
+import type { RehashCache } from '../storage/maintenance.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, BackupStatus, ProgressEvent } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
@@ -37,15 +39,12 @@ export interface VerifyResult {
  * backup's manifest needs — once per `cache`: a verify of many backups reads a shared file once.
  * Null when the backup holds no Storage files.
  */
-export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boolean, cache?: import('../storage/index.js').RehashCache): Promise<NonNullable<VerifyResult['storage']> | null> {
+export async function verifyStorageFiles(ctx: RunContext, b: Backup, rehash: boolean, cache?: RehashCache, read?: ManifestRead): Promise<NonNullable<VerifyResult['storage']> | null> {
   if (!b.storage?.manifestFile) return null;
-  const { backupManifest } = await import('./storage-files.js');
   const { StorageStore, verifyManifest } = await import('../storage/index.js');
-  let manifest;
-  try {
-    manifest = await backupManifest(b);
-  } catch (e) {
-    return { ok: false, objects: b.storage.objects, files: b.storage.files, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message };
+  const manifest = read ?? (await readManifest(b));
+  if (manifest instanceof Error) {
+    return { ok: false, objects: b.storage.objects, files: b.storage.files, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: manifest.message };
   }
   const store = await StorageStore.open(ctx.config.backupDir);
   const r = await verifyManifest(store, manifest, { rehash, signal: ctx.signal, ...(cache ? { cache } : {}) });
@@ -66,7 +65,36 @@ export interface OffsiteVerify {
  * Checks a backup's copy in one target without downloading it: the object and its recovery kit
  * are there, the object has the size uploaded, and its metadata names the backup's SHA-256.
  */
-export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: AbortSignal, storeKeys?: () => Promise<Map<string, number>>): Promise<OffsiteVerify> {
+/** A backup's manifest, read and checked once for every check of a verify run, or why it cannot be. */
+export type ManifestRead = Manifest | HbError;
+
+/** Reads and checks the backup's manifest (see backupManifest), the failure as a value. */
+export async function readManifest(b: Backup): Promise<ManifestRead> {
+  const { backupManifest } = await import('./storage-files.js');
+  return backupManifest(b).catch((e: unknown) => toHbError(e));
+}
+
+/** What a target holds of the store, by digest: each stored form (encrypted or not) and its size. */
+export type TargetStoreFiles = Map<string, Array<{ encrypted: boolean; bytes: number }>>;
+
+/** Lists a target's store once (one listing, each key parsed once) for every backup a verify checks. */
+export async function listTargetStoreFiles(target: OffsiteTarget, signal?: AbortSignal): Promise<TargetStoreFiles> {
+  const { listStoreKeys, parseStoreKey } = await import('../offsite/storage-copies.js');
+  const out: TargetStoreFiles = new Map();
+  for (const [key, bytes] of await listStoreKeys(target, signal)) {
+    const k = parseStoreKey(key)!;
+    out.set(k.sha256, [...(out.get(k.sha256) ?? []), { encrypted: k.fingerprint !== null, bytes }]);
+  }
+  return out;
+}
+
+/** With a backup's Storage files: its manifest as read for this run, and the target's store listing. */
+export interface OffsiteFilesCheck {
+  manifest: ManifestRead;
+  held: () => Promise<TargetStoreFiles>;
+}
+
+export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: AbortSignal, files?: OffsiteFilesCheck): Promise<OffsiteVerify> {
   const copy = b.offsiteCopies.find((c) => c.target === target.name);
   if (!copy || copy.status !== 'uploaded') {
     return { target: target.name, ok: false, location: copy?.location ?? null, bytes: null, error: copy?.error ? `no offsite copy in "${target.name}": ${copy.error}` : `no offsite copy in "${target.name}" yet (uploaded after each backup; retried at the next run)` };
@@ -79,8 +107,8 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
   const named = copy.encrypted && !b.file.endsWith('.age') ? st.metadata['plain-sha256'] : st.metadata.sha256;
   if (named && named !== b.sha256) return { target: target.name, ok: false, location, bytes: st.bytes, error: 'the offsite copy\'s recorded SHA-256 differs from the backup\'s' };
   if (!kit) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit (${SIDECAR_SUFFIX}) is missing from "${target.name}"` };
-  const files = storeKeys && b.storage?.manifestFile ? await offsiteFilesMissing(target, b, copy.key, storeKeys, signal) : null;
-  if (files) return { target: target.name, ok: false, location, bytes: st.bytes, error: files };
+  const lacking = files && b.storage?.manifestFile ? await offsiteFilesMissing(target, b, copy.key, files, signal) : null;
+  if (lacking) return { target: target.name, ok: false, location, bytes: st.bytes, error: lacking };
   return { target: target.name, ok: true, location, bytes: st.bytes };
 }
 
@@ -89,24 +117,15 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
  * references: under the copy's encryption, of the right size), said in one sentence; null when it
  * holds them all. Without a readable local manifest the target cannot be judged: that is a finding too.
  */
-async function offsiteFilesMissing(target: OffsiteTarget, b: Backup, copyKey: string, storeKeys: () => Promise<Map<string, number>>, signal?: AbortSignal): Promise<string | null> {
-  const { backupManifest } = await import('./storage-files.js');
-  const { manifestKeyFor, parseStoreKey } = await import('../offsite/storage-copies.js');
-  let manifest;
-  try {
-    manifest = await backupManifest(b);
-  } catch (e) {
-    return `the backup's own Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${toHbError(e).message}`;
-  }
+async function offsiteFilesMissing(target: OffsiteTarget, b: Backup, copyKey: string, files: OffsiteFilesCheck, signal?: AbortSignal): Promise<string | null> {
+  const { manifestKeyFor } = await import('../offsite/storage-copies.js');
+  const manifest = files.manifest;
+  if (manifest instanceof Error) return `the backup's own Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${manifest.message}`;
   const copy = b.offsiteCopies.find((c) => c.target === target.name)!;
   if (!(await target.stat(manifestKeyFor(copyKey, copy.encrypted), signal))) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
-  // What the target holds of each file: plain under its digest, or encrypted under its digest and
-  // a recipients' fingerprint (the kit says which; a key change sends the files again).
-  const held = new Map<string, Array<{ encrypted: boolean; bytes: number }>>();
-  for (const [key, bytes] of await storeKeys()) {
-    const k = parseStoreKey(key);
-    if (k) held.set(k.sha256, [...(held.get(k.sha256) ?? []), { encrypted: k.fingerprint !== null, bytes }]);
-  }
+  // Each file plain under its digest, or encrypted under its digest and a recipients' fingerprint
+  // (the kit says which; a key change sends the files again).
+  const held = await files.held();
   // An encrypted file is its plain size plus the age header and 16 bytes per 64 KiB chunk.
   const fits = (o: { bytes: number }, h: { encrypted: boolean; bytes: number }) => h.encrypted === copy.encrypted && (copy.encrypted ? h.bytes > o.bytes : h.bytes === o.bytes);
   const missing = manifest.objects.filter((o) => !(held.get(o.sha256) ?? []).some((h) => fits(o, h)));

@@ -109,7 +109,7 @@ export const verifyCommand = defineCommand({
   },
   args: z.object({ which: z.string().default('latest') }),
   async run(ctx, args): Promise<{ results: VerifyResult[] }> {
-    const { selectBackups, verifyOffsite, verifyOne, verifyStorageFiles } = await import('../backup/verify.js');
+    const { listTargetStoreFiles, readManifest, selectBackups, verifyOffsite, verifyOne, verifyStorageFiles } = await import('../backup/verify.js');
     const { openTargets } = await import('../offsite/targets.js');
     const backups = selectBackups(ctx, args.which);
     const run = RunScope.start(ctx, 'verify', { which: args.which });
@@ -117,27 +117,29 @@ export const verifyCommand = defineCommand({
     try {
       const results: VerifyResult[] = [];
       targets = await openTargets(ctx.config);
-      // A Storage file many backups reference is re-hashed once per verify; each target's store is listed once.
+      // A Storage file many backups reference is re-hashed once per verify; each target's store is
+      // listed once; each backup's manifest is read once for all its checks.
       const rehashed = new Map() as import('../storage/index.js').RehashCache;
-      const listed = new Map<string, Promise<Map<string, number>>>();
-      const storeKeysOf = (t: OffsiteTarget) => () => {
+      const listed = new Map<string, ReturnType<typeof listTargetStoreFiles>>();
+      const heldBy = (t: OffsiteTarget) => () => {
         let p = listed.get(t.name);
-        if (!p) listed.set(t.name, (p = import('../offsite/storage-copies.js').then((m) => m.listStoreKeys(t, ctx.signal))));
+        if (!p) listed.set(t.name, (p = listTargetStoreFiles(t, ctx.signal)));
         return p;
       };
       for (const b of backups) {
         const r = await verifyOne(ctx, b, (e) => ctx.reporter.progress(e));
+        const manifest = b.storage?.manifestFile ? await readManifest(b) : undefined;
         if (targets.length) {
           const now = ctx.ledger.getBackup(b.id)!;
           r.offsiteCopies = [];
           for (const t of targets) {
-            r.offsiteCopies.push(await verifyOffsite(t, now, ctx.signal, storeKeysOf(t)).catch((e) => ({ target: t.name, ok: false, location: now.offsiteCopies.find((c) => c.target === t.name)?.location ?? null, bytes: null, error: toHbError(e).message })));
+            r.offsiteCopies.push(await verifyOffsite(t, now, ctx.signal, manifest && { manifest, held: heldBy(t) }).catch((e) => ({ target: t.name, ok: false, location: now.offsiteCopies.find((c) => c.target === t.name)?.location ?? null, bytes: null, error: toHbError(e).message })));
           }
           const { target: _t, ...summary } = r.offsiteCopies.find((c) => !c.ok) ?? r.offsiteCopies[0]!;
           r.offsite = summary;
           r.ok = r.ok && r.offsiteCopies.every((c) => c.ok);
         }
-        const files = await verifyStorageFiles(ctx, b, true, rehashed).catch((e: unknown) => ({ ok: false, objects: 0, files: 0, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message }));
+        const files = await verifyStorageFiles(ctx, b, true, rehashed, manifest).catch((e: unknown) => ({ ok: false, objects: 0, files: 0, checked: 0, bytes: 0, missing: 0, corrupt: 0, error: toHbError(e).message }));
         if (files) {
           r.storage = files;
           r.ok = r.ok && files.ok;
