@@ -159,6 +159,24 @@ async function previousManifest(ctx: RunContext): Promise<Manifest | null> {
 }
 
 /**
+ * The manifests of every backup still in the ledger (not pruned) that holds Storage files: what no
+ * collection of unreferenced files, local or in a target, may take a file from. When one cannot be
+ * read, that backup and why instead: the caller then removes nothing.
+ */
+export async function keptManifests(ctx: RunContext): Promise<{ manifests: Manifest[] } | { unreadable: Backup; error: HbError }> {
+  const manifests: Manifest[] = [];
+  for (const b of ctx.ledger.listBackups()) {
+    if (b.status === 'pruned' || !b.storage?.manifestFile) continue;
+    try {
+      manifests.push(await backupManifest(b));
+    } catch (e) {
+      return { unreadable: b, error: toHbError(e) };
+    }
+  }
+  return { manifests };
+}
+
+/**
  * The backup's manifest, checked against the SHA-256 the ledger recorded.
  * @throws HbError `storage-off` (the backup holds no files), `file-missing`, `checksum-mismatch`
  */
@@ -369,4 +387,23 @@ export async function storageFromSidecar(ctx: RunContext, b: Backup, s: SidecarS
     return incomplete('checksum-mismatch', toHbError(e).message);
   }
   ctx.ledger.recordStorageCapture(b.id, captureRecord(summarize(m), file, sha, describeCompleteness(m)));
+}
+
+/**
+ * For a restore of the files from an offsite copy (`latest`: the newest copy in the named target,
+ * or in any): finds the copy, then brings its manifest and every file the local store lacks down
+ * (see {@link filesFromOffsite}). Returns the backup as the ledger now has it, the target's name,
+ * and what came down (its `failed` files, if any, are not in the store).
+ * @throws HbError `storage-off` (the copy holds no files), and what filesFromOffsite throws
+ */
+export async function offsiteFilesForRestore(ctx: RunContext, which: string, targetName: string | undefined): Promise<{ backup: Backup; target: string; fetched: StoreFetchResult }> {
+  const { offsiteSource } = await import('./restore.js');
+  const src = await offsiteSource(ctx, which, targetName);
+  try {
+    if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`, 'restore the database alone (without --storage-to)');
+    const { backup, fetched } = await filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true });
+    return { backup, target: src.target.name, fetched: fetched! };
+  } finally {
+    src.target.close?.();
+  }
 }

@@ -54,23 +54,16 @@ export const restoreCommand = defineCommand({
     if (req.from === 'offsite') {
       // The copy's manifest and every file the local store lacks come down (and are checked)
       // before the database is touched; then the database, then the files into the project.
-      const { offsiteSource } = await import('../backup/restore.js');
-      const src = await offsiteSource(ctx, req.backup, req.offsiteTarget);
-      try {
-        if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`, 'restore the database alone (without --storage-to)');
-        const { fetched } = await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true });
-        if (fetched?.failed.length) {
-          const first = fetched.failed[0]!;
-          throw new HbError(
-            'storage-incomplete',
-            `${fetched.failed.length} Storage file${fetched.failed.length === 1 ? '' : 's'} of backup ${src.backup.id} could not be brought back from "${src.target.name}" (first: ${first.sha256}: ${first.error}); the database was not touched`,
-            'restore the database without --storage-to, then the files that can come back with `restore-storage --from offsite` (it names each one that cannot)',
-          );
-        }
-      } finally {
-        src.target.close?.();
+      const src = await files.offsiteFilesForRestore(ctx, req.backup, req.offsiteTarget);
+      if (src.fetched.failed.length) {
+        const first = src.fetched.failed[0]!;
+        throw new HbError(
+          'storage-incomplete',
+          `${src.fetched.failed.length} Storage file${src.fetched.failed.length === 1 ? '' : 's'} of backup ${src.backup.id} could not be brought back from "${src.target}" (first: ${first.sha256}: ${first.error}); the database was not touched`,
+          'restore the database without --storage-to, then the files that can come back with `restore-storage --from offsite` (it names each one that cannot)',
+        );
       }
-      const r = await restoreBackup(ctx, { ...req, backup: String(src.backup.id), offsiteTarget: src.target.name });
+      const r = await restoreBackup(ctx, { ...req, backup: String(src.backup.id), offsiteTarget: src.target });
       return { ...r, storage: await files.restoreBackupFiles(ctx, ctx.ledger.getBackup(r.backupId)!, to) };
     }
     await files.backupManifest(resolveBackup(ctx, req.backup));
@@ -138,16 +131,8 @@ export const restoreStorageCommand = defineCommand({
       const { resolveBackup } = await import('../backup/verify.js');
       return files.restoreBackupFiles(ctx, resolveBackup(ctx, args.backup), to);
     }
-    const { offsiteSource } = await import('../backup/restore.js');
-    const src = await offsiteSource(ctx, args.backup, args.offsiteTarget);
-    let b;
-    try {
-      if (!src.kit) throw new HbError('storage-off', `the offsite copy of backup ${src.backup.id} in "${src.target.name}" has no recovery kit, so no Storage files`);
-      b = (await files.filesFromOffsite(ctx, src.target, src.backup, src.kit, { fetchFiles: true })).backup;
-    } finally {
-      src.target.close?.();
-    }
-    return files.restoreBackupFiles(ctx, b, to);
+    const src = await files.offsiteFilesForRestore(ctx, args.backup, args.offsiteTarget);
+    return files.restoreBackupFiles(ctx, src.backup, to);
   },
   render: (d) => renderStorage(d).join('\n'),
   exitCode: (d) => (d.complete ? 0 : 1),
