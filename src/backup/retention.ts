@@ -12,14 +12,14 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { RunContext } from '../context.js';
-import { HbError, toHbError } from '../domain/errors.js';
+import { HbError } from '../domain/errors.js';
 import type { Backup } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import { isStop, RunScope } from '../jobs/runs.js';
 import { deletePrunedCopies } from '../offsite/sync.js';
 import { acquireBackupLock } from './lock.js';
 import { checkFilesPresent } from './verify.js';
-import { backupManifest, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
+import { keptManifests, STORAGE_MANIFEST_SUFFIX } from './storage-files.js';
 import { exists } from '../util/fs.js';
 import { formatTime } from '../util/format.js';
 
@@ -233,16 +233,12 @@ async function removeBackupFiles(ctx: RunContext, b: Backup, backupDir: string):
  */
 async function collectStorage(ctx: RunContext, runId: number): Promise<PruneOutcome['storageFiles']> {
   if (!(await exists(path.join(ctx.config.backupDir, 'storage', 'objects')))) return null;
-  const kept = ctx.ledger.listBackups().filter((b) => b.status !== 'pruned' && b.storage?.manifestFile);
-  const manifests = [];
-  for (const b of kept) {
-    try {
-      manifests.push(await backupManifest(b));
-    } catch (e) {
-      ctx.log.warn(`prune: not collecting unreferenced Storage files: the manifest of backup ${b.id} cannot be read: ${toHbError(e).message}`, { runId, backupId: b.id });
-      return null;
-    }
+  const kept = await keptManifests(ctx);
+  if ('unreadable' in kept) {
+    ctx.log.warn(`prune: not collecting unreferenced Storage files: the manifest of backup ${kept.unreadable.id} cannot be read: ${kept.error.message}`, { runId, backupId: kept.unreadable.id });
+    return null;
   }
+  const { manifests } = kept;
   const { StorageStore, collectGarbage } = await import('../storage/index.js');
   const store = await StorageStore.open(ctx.config.backupDir);
   const r = await collectGarbage(store, manifests, { allowEmpty: manifests.length === 0, signal: ctx.signal, graceMs: ctx.config.storage.gcGraceMinutes * 60_000 });

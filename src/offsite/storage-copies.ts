@@ -19,7 +19,7 @@
  * manifest references — and removes nothing when it cannot read every such manifest.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -303,8 +303,6 @@ export async function fetchStoreFiles(ctx: RunContext, target: OffsiteTarget, s:
  * them). Files younger than `graceMs` stay too.
  */
 export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget, graceMs: number): Promise<{ removed: number; kept: number } | null> {
-  const { parseManifest } = await import('../storage/manifest.js');
-  const referenced = new Set<string>();
   const storeKeys: Array<{ key: string; sha256: string; lastModified: string | null }> = [];
   const manifestsInTarget = new Set<string>();
   for await (const e of target.list('', ctx.signal)) {
@@ -317,22 +315,17 @@ export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget,
     ctx.log.warn(`offsite "${target.name}": unused Storage files are not removed: ${why}`, { target: target.name });
     return null;
   };
-  for (const b of ctx.ledger.listBackups({})) {
-    if (b.status === 'pruned') continue;
-    if (!b.storage?.manifestFile) {
-      const copy = b.offsiteCopies.find((c) => c.target === target.name);
-      const unknown = copy && [false, true].map((enc) => manifestKeyFor(copy.key, enc)).find((k) => manifestsInTarget.has(k));
-      if (unknown) return skip(`backup ${b.id} has a Storage manifest in the target (${unknown}) that this ledger has no local copy of`);
-      continue;
-    }
-    try {
-      const bytes = await readFile(b.storage.manifestFile);
-      if (b.storage.manifestSha256 && createHash('sha256').update(bytes).digest('hex') !== b.storage.manifestSha256) throw new Error('it does not match its recorded SHA-256');
-      for (const ob of parseManifest(JSON.parse(bytes.toString('utf8'))).objects) referenced.add(ob.sha256);
-    } catch (e) {
-      return skip(`the manifest of backup ${b.id} cannot be read here (${toHbError(e).message})`);
-    }
+  for (const b of ctx.ledger.listBackups()) {
+    if (b.status === 'pruned' || b.storage?.manifestFile) continue;
+    const copy = b.offsiteCopies.find((c) => c.target === target.name);
+    const unknown = copy && [false, true].map((enc) => manifestKeyFor(copy.key, enc)).find((k) => manifestsInTarget.has(k));
+    if (unknown) return skip(`backup ${b.id} has a Storage manifest in the target (${unknown}) that this ledger has no local copy of`);
   }
+  const { keptManifests } = await import('../backup/storage-files.js');
+  const kept = await keptManifests(ctx);
+  if ('unreadable' in kept) return skip(`the manifest of backup ${kept.unreadable.id} cannot be read here (${kept.error.message})`);
+  const { referencedShas } = await import('../storage/manifest.js');
+  const referenced = referencedShas(kept.manifests);
   const cutoff = Date.now() - graceMs;
   const doomed = storeKeys.filter((k) => !referenced.has(k.sha256) && (k.lastModified === null ? false : Date.parse(k.lastModified) < cutoff)).map((k) => k.key);
   for (let i = 0; i < doomed.length; i += 500) await target.remove(doomed.slice(i, i + 500), ctx.signal);
