@@ -60,7 +60,8 @@ export interface Backup {
 }
 
 /** What a backup holds of the project's Storage files: its manifest in brief. */
-export interface BackupStorage {
+/** What a Storage manifest holds, in counts: its summary, and what the ledger records of a backup's files. */
+export interface StorageCounts {
   /** Every object of the captured buckets, and every `storage.objects` row of the dump, has its file. */
   complete: boolean;
   objects: number;
@@ -71,6 +72,9 @@ export interface BackupStorage {
   missing: number;
   rowsWithoutFiles: number;
   filesWithoutRows: number;
+}
+
+export interface BackupStorage extends StorageCounts {
   /** The manifest (`<backup>.storage.json`); null when the capture failed. */
   manifestFile: string | null;
   manifestSha256: string | null;

@@ -9,6 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import type { StorageCounts } from '../domain/types.js';
 import { HbError } from '../domain/errors.js';
 import { atomicWriteFile } from '../util/fs.js';
 
@@ -154,17 +155,9 @@ export function objectKey(bucket: string, path: string): string {
   return `${bucket}\u0000${path}`;
 }
 
-/** What list, the monitor, the report and metrics show for a backup's files. */
-export interface ManifestSummary {
+/** What list, the monitor, the report and metrics show for a backup's files: its counts and buckets. */
+export interface ManifestSummary extends StorageCounts {
   buckets: number;
-  objects: number;
-  bytes: number;
-  /** Distinct files (SHA-256) the manifest needs from the store. */
-  files: number;
-  missing: number;
-  rowsWithoutFiles: number;
-  filesWithoutRows: number;
-  complete: boolean;
 }
 
 export function summarize(m: Manifest): ManifestSummary {
