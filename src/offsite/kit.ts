@@ -73,10 +73,12 @@ export function howToRestore(copy: Omit<CopyDescription, 'uploadedAt'>, compress
   return lines;
 }
 
+/** A SHA-256 in hex. */
+const hex = (s: unknown) => typeof s === 'string' && /^[0-9a-f]{64}$/.test(s);
+
 /** Checks that parsed JSON is a kit this program can use (a kit is a file anyone could edit). */
 export function isRecoveryKit(x: unknown): x is RecoveryKit {
   const k = x as RecoveryKit;
-  const hex = (s: unknown) => typeof s === 'string' && /^[0-9a-f]{64}$/.test(s);
   return (
     !!k &&
     typeof k === 'object' &&
@@ -105,8 +107,8 @@ function validCopyStorage(x: unknown): boolean {
     typeof s === 'object' &&
     typeof s.manifestKey === 'string' &&
     Number.isSafeInteger(s.manifestBytes) &&
-    /^[0-9a-f]{64}$/.test(String(s.manifestSha256)) &&
-    /^[0-9a-f]{64}$/.test(String(s.plainManifestSha256)) &&
+    hex(s.manifestSha256) &&
+    hex(s.plainManifestSha256) &&
     typeof s.encrypted === 'boolean' &&
     Array.isArray(s.recipients) &&
     s.recipients.every((r) => typeof r === 'string') &&

@@ -23,6 +23,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { S3Client } from '@aws-sdk/client-s3';
 
 const run = promisify(execFile);
 
@@ -210,4 +211,19 @@ export async function startS3Server(opts: { memoryBytes?: number } = {}): Promis
     await stop();
     throw new Error(`cannot start the test S3 server (Ceph radosgw): ${(e as Error).message}\n${detail}`);
   }
+}
+
+/**
+ * A plain SDK client of the server with its first user's credentials: for tests to look at (or
+ * damage) what a target stored, the way the product itself does not.
+ */
+export function rawS3Client(rgw: S3Server): S3Client {
+  return new S3Client({
+    endpoint: rgw.endpoint,
+    region: rgw.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
 }

@@ -17,7 +17,8 @@ import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { SERVICE_KEY } from '../helpers/fake-storage.js';
 import { FakeStorageWithList } from '../helpers/fake-storage-list.js';
 import { createDatabase, databaseExists, dbUrl, dropDatabase, psql, query, uniqueName } from '../helpers/pg.js';
-import { type S3Server, startS3Server } from '../helpers/s3-server.js';
+import { ageKey } from '../helpers/age.js';
+import { rawS3Client, type S3Server, startS3Server } from '../helpers/s3-server.js';
 
 const BUCKET = 'hb-recovery';
 let rgw: S3Server;
@@ -30,22 +31,9 @@ let keys: { dir: string; identity: string; recipient: string; other: string };
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-function ageKey(dir: string, name: string): { file: string; recipient: string } {
-  const file = path.join(dir, name);
-  execFileSync('age-keygen', ['-o', file], { stdio: 'ignore' });
-  return { file, recipient: execFileSync('age-keygen', ['-y', file], { encoding: 'utf8' }).trim() };
-}
-
 beforeAll(async () => {
   [rgw, storage] = await Promise.all([startS3Server(), new FakeStorageWithList().start()]);
-  s3 = new S3Client({
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  s3 = rawS3Client(rgw);
   db = await createDatabase('rec');
   dbs.push(db.name);
   await psql(db.url, `create table orders (id int primary key, note text, amount numeric(10,2));

@@ -17,7 +17,7 @@ import { fromStorageName, SupabaseTarget, toStorageName } from '../../src/offsit
 import type { OffsiteTarget } from '../../src/offsite/target.js';
 import { SERVICE_KEY } from '../helpers/fake-storage.js';
 import { FakeStorageWithList } from '../helpers/fake-storage-list.js';
-import { type S3Server, startS3Server } from '../helpers/s3-server.js';
+import { rawS3Client, type S3Server, startS3Server } from '../helpers/s3-server.js';
 import { describeTarget, startCountingProxy } from './target-suite.js';
 
 const MiB = 1024 * 1024;
@@ -60,15 +60,7 @@ function s3Settings(prefix: string, extra: Partial<S3TargetSettings> = {}): S3Ta
   };
 }
 
-const rawS3 = () =>
-  new S3Client({
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+const rawS3 = () => rawS3Client(rgw);
 
 async function removeAll(t: OffsiteTarget): Promise<void> {
   const keys: string[] = [];

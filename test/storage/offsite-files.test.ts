@@ -21,7 +21,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
 import { createDatabase, databaseExists, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
-import { type S3Server, startS3Server } from '../helpers/s3-server.js';
+import { ageKey } from '../helpers/age.js';
+import { rawS3Client, type S3Server, startS3Server } from '../helpers/s3-server.js';
 import { recipientsFingerprint } from '../../src/offsite/storage-copies.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -102,14 +103,7 @@ function putFile(bucket: string, name: string, contentType: string, bytes: Buffe
 
 beforeAll(async () => {
   rgw = await startS3Server();
-  s3 = new S3Client({
-    endpoint: rgw.endpoint,
-    region: rgw.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: rgw.accessKeyId, secretAccessKey: rgw.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
+  s3 = rawS3Client(rgw);
   source = await new FakeStorageProject().start();
   db = await createDatabase('offfiles');
   dbs.push(db.name);
@@ -130,9 +124,8 @@ beforeAll(async () => {
   }
   const kd = tempDir('hbofk');
   dirs.push(kd);
-  const identity = path.join(kd, 'key.txt');
-  execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
-  keys = { identity, recipient: execFileSync('age-keygen', ['-y', identity], { encoding: 'utf8' }).trim() };
+  const k = ageKey(kd, 'key.txt');
+  keys = { identity: k.file, recipient: k.recipient };
   prefix = `${path.basename(kd)}/`;
   home = server();
 }, 180_000);
@@ -304,9 +297,7 @@ describe('Storage files in offsite targets', () => {
   it('after a key change the files are sent again, encrypted to the new recipients, and the new identity restores them', async () => {
     const kd = tempDir('hbofk2');
     dirs.push(kd);
-    const identity2 = path.join(kd, 'key2.txt');
-    execFileSync('age-keygen', ['-o', identity2], { stdio: 'ignore' });
-    const recipient2 = execFileSync('age-keygen', ['-y', identity2], { encoding: 'utf8' }).trim();
+    const { file: identity2, recipient: recipient2 } = ageKey(kd, 'key2.txt');
     const cfg = JSON.parse((await import('node:fs')).readFileSync(home.env.HYBRID_BACKUP_CONFIG!, 'utf8'));
     cfg.encryption.ageRecipients = [recipient2];
     writeFileSync(home.env.HYBRID_BACKUP_CONFIG!, JSON.stringify(cfg));
