@@ -29,13 +29,17 @@ export interface GlobalOptions {
 
 type Outcome = { ok: true; doc: unknown; exitCode?: number } | { ok: false; error: HbError };
 
+/** The version in the install directory's package.json: three up from dist/src/cli/, two up from the bundle in dist/src/. */
 function packageVersion(): string {
-  try {
-    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-    return pkg.version;
-  } catch {
-    return 'unknown';
+  for (const up of ['../../../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version: string };
+      if (pkg.name === 'hybrid-backup') return pkg.version;
+    } catch {
+      // not here: the next candidate
+    }
   }
+  return 'unknown';
 }
 
 /** Writes text and resolves once it is flushed (so exit codes never cut output short). */

@@ -1,9 +1,10 @@
 /** Reading cron schedules: next and previous run times of a job in the configured zone. */
 import { Cron } from 'croner';
+import { cronZone } from '../util/time-zone.js';
 import type { Config, ScheduleName } from './schema.js';
 
 export function cronFor(config: Config, job: ScheduleName): Cron {
-  return new Cron(config.schedules[job], { timezone: config.timezone, paused: true });
+  return new Cron(config.schedules[job], { ...cronZone(config.timezone), paused: true });
 }
 
 export function nextRunOf(config: Config, job: ScheduleName, after = new Date()): Date | null {

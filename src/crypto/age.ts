@@ -4,7 +4,7 @@
  * back, a chunk at a time.
  *
  * Written over node:crypto (OpenSSL) following the published specification
- * (https://github.com/C2SP/C2SP/blob/main/age.md), with a small Bech32 codec for the key strings.
+ * (https://github.com/C2SP/C2SP/blob/main/age.md); the key strings (Bech32) are in age-keys.ts.
  * Not the `age-encryption` package (typage): it streams (WHATWG streams), but its ChaCha20-Poly1305
  * is the pure-JavaScript one from @noble/ciphers — measured here at 137 MB/s against 2.5 GB/s for
  * OpenSSL's on the same 2-core machine, slower than a pg_dump — and it brings six packages
@@ -40,6 +40,9 @@ import {
 import { readFile } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { HbError } from '../domain/errors.js';
+import { bech32Encode, decodeIdentity, decodeRecipient, IDENTITY_HRP, IDENTITY_SOURCE, quoteShort, RECIPIENT_HINT, RECIPIENT_HRP } from './age-keys.js';
+
+export { parseRecipient } from './age-keys.js';
 
 /** The first line of every age file, newline included: what {@link isAgeFile} looks for. */
 /** The format's name, as the ledger and the recovery kit record it. */
@@ -49,9 +52,6 @@ export const AGE_MAGIC = `${AGE_FORMAT}\n`;
 /** Plaintext bytes per STREAM chunk. */
 export const AGE_CHUNK_SIZE = 64 * 1024;
 
-/** Where the decrypting side's identities come from, for hints. */
-const IDENTITY_SOURCE = 'HYBRID_BACKUP_AGE_IDENTITY_FILE';
-
 const TAG_SIZE = 16;
 const SEALED_CHUNK_SIZE = AGE_CHUNK_SIZE + TAG_SIZE;
 const FILE_KEY_SIZE = 16;
@@ -59,8 +59,6 @@ const NONCE_SIZE = 16;
 /** A header longer than this is refused rather than buffered: a real one is ~100 bytes a recipient. */
 const MAX_HEADER_BYTES = 1 << 20;
 const X25519_LABEL = 'age-encryption.org/v1/X25519';
-const RECIPIENT_HRP = 'age';
-const IDENTITY_HRP = 'age-secret-key-';
 // DER wrappings of a raw 32-byte X25519 key (RFC 8410), for node:crypto's KeyObjects.
 const PKCS8_X25519_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 const SPKI_X25519_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
@@ -100,86 +98,6 @@ const TRUNCATED_HINT = 'the file was cut short (an interrupted upload or copy, a
 const ALTERED_HINT = 'the file was damaged or tampered with after it was encrypted: use another copy of this backup';
 
 // ---------------------------------------------------------------------------------------------
-// Bech32 (BIP 173), as age uses it: no length limit, one case throughout.
-
-const BECH32_CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
-const BECH32_GENERATOR = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
-
-function bech32Polymod(values: readonly number[]): number {
-  let chk = 1;
-  for (const v of values) {
-    const top = chk >>> 25;
-    chk = ((chk & 0x1ffffff) << 5) ^ v;
-    for (let i = 0; i < 5; i++) if ((top >>> i) & 1) chk ^= BECH32_GENERATOR[i]!;
-  }
-  return chk;
-}
-
-function bech32HrpExpand(hrp: string): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < hrp.length; i++) out.push(hrp.charCodeAt(i) >>> 5);
-  out.push(0);
-  for (let i = 0; i < hrp.length; i++) out.push(hrp.charCodeAt(i) & 31);
-  return out;
-}
-
-/** Regroups bits (8 → 5 with padding; 5 → 8 refusing non-zero padding); null when invalid. */
-function convertBits(data: ArrayLike<number>, from: number, to: number, pad: boolean): number[] | null {
-  let acc = 0;
-  let bits = 0;
-  const out: number[] = [];
-  const maxv = (1 << to) - 1;
-  for (let i = 0; i < data.length; i++) {
-    acc = (acc << from) | data[i]!;
-    bits += from;
-    while (bits >= to) {
-      bits -= to;
-      out.push((acc >>> bits) & maxv);
-    }
-    acc &= (1 << bits) - 1;
-  }
-  if (pad) {
-    if (bits > 0) out.push((acc << (to - bits)) & maxv);
-  } else if (bits >= from || acc !== 0) {
-    return null;
-  }
-  return out;
-}
-
-/** Encodes bytes as Bech32 under a lowercase human-readable part; lowercase result. */
-function bech32Encode(hrp: string, bytes: Uint8Array): string {
-  const data = convertBits(bytes, 8, 5, true)!;
-  const mod = bech32Polymod([...bech32HrpExpand(hrp), ...data, 0, 0, 0, 0, 0, 0]) ^ 1;
-  let out = `${hrp}1`;
-  for (const d of data) out += BECH32_CHARSET[d];
-  for (let i = 0; i < 6; i++) out += BECH32_CHARSET[(mod >>> (5 * (5 - i))) & 31];
-  return out;
-}
-
-/** Decodes a Bech32 string: its lowercase human-readable part and bytes, or why it is not valid. */
-function bech32Decode(s: string): { hrp: string; bytes: Buffer } | string {
-  if (s !== s.toLowerCase() && s !== s.toUpperCase()) return 'it mixes upper and lower case';
-  const lower = s.toLowerCase();
-  const sep = lower.lastIndexOf('1');
-  if (sep < 1 || sep + 7 > lower.length) return 'it is not Bech32 (no separator or too short)';
-  const hrp = lower.slice(0, sep);
-  for (let i = 0; i < hrp.length; i++) {
-    const c = hrp.charCodeAt(i);
-    if (c < 33 || c > 126) return 'it has a character that Bech32 does not allow';
-  }
-  const data: number[] = [];
-  for (const ch of lower.slice(sep + 1)) {
-    const v = BECH32_CHARSET.indexOf(ch);
-    if (v < 0) return `it has a character that Bech32 does not allow`;
-    data.push(v);
-  }
-  if (bech32Polymod([...bech32HrpExpand(hrp), ...data]) !== 1) return 'its checksum is wrong (a mistyped or cut character?)';
-  const bytes = convertBits(data.slice(0, -6), 5, 8, false);
-  if (!bytes) return 'its data has non-zero padding';
-  return { hrp, bytes: Buffer.from(bytes) };
-}
-
-// ---------------------------------------------------------------------------------------------
 // Keys
 
 function privateKeyFromRaw(raw: Uint8Array): KeyObject {
@@ -200,56 +118,6 @@ function rawPrivateKey(key: KeyObject): Buffer {
   return der.subarray(der.length - 32);
 }
 
-/** Shortens a string for a message: a recipient is public, but a pasted paragraph is not useful. */
-function quoteShort(s: string): string {
-  return JSON.stringify(s.length > 80 ? `${s.slice(0, 77)}...` : s);
-}
-
-const RECIPIENT_HINT = 'an age X25519 recipient is the public key printed by `age-keygen` (or `age-keygen -y <identity file>`): "age1" and 58 more characters';
-
-function decodeRecipient(s: string): Buffer {
-  const text = s.trim();
-  if (/^AGE-(SECRET-KEY|PLUGIN)-/i.test(text)) {
-    // Never echoed: it is a secret.
-    throw new HbError('config-invalid', 'an age secret key was given where a recipient (a public key, age1…) belongs', 'keep the secret key (AGE-SECRET-KEY-1…) only where backups are decrypted, and give its public key here: `age-keygen -y <identity file>` prints it');
-  }
-  const invalid = (why: string) => new HbError('config-invalid', `the age recipient ${quoteShort(text)} is not valid: ${why}`, RECIPIENT_HINT);
-  if (text.startsWith('ssh-')) throw invalid('SSH keys are not supported, only X25519 recipients (age1…)');
-  const got = bech32Decode(text);
-  if (typeof got === 'string') throw invalid(got);
-  if (got.hrp !== RECIPIENT_HRP) {
-    const kind = got.hrp === 'age1pq' ? 'a post-quantum recipient' : got.hrp.startsWith('age1') ? `a plugin recipient (${got.hrp.slice(4)})` : 'not an age recipient';
-    throw invalid(`it is ${kind}; only X25519 recipients (age1…) are supported`);
-  }
-  if (text !== text.toLowerCase()) throw invalid('it must be lowercase');
-  if (got.bytes.length !== 32) throw invalid(`it holds ${got.bytes.length} bytes, not the 32 of an X25519 key`);
-  return got.bytes;
-}
-
-/** `where` names the identity in messages (never the secret itself): "line 3 of /etc/…". */
-function decodeIdentity(s: string, where = 'the age identity'): Buffer {
-  const text = s.trim();
-  const invalid = (why: string) =>
-    new HbError('config-invalid', `${where} is not valid: ${why}`, `an age identity is the secret key line printed by \`age-keygen\`: "AGE-SECRET-KEY-1" and 58 more characters (${IDENTITY_SOURCE} names the file holding it)`);
-  const got = bech32Decode(text);
-  if (typeof got === 'string') throw invalid(got);
-  if (got.hrp !== IDENTITY_HRP) {
-    const kind = got.hrp === 'age-secret-key-pq-' ? 'a post-quantum identity' : got.hrp.startsWith('age-plugin-') ? 'a plugin identity' : 'not an AGE-SECRET-KEY-1 identity';
-    throw invalid(`it is ${kind}; only X25519 identities are supported`);
-  }
-  if (text !== text.toUpperCase()) throw invalid('it must be uppercase');
-  if (got.bytes.length !== 32) throw invalid(`it holds ${got.bytes.length} bytes, not the 32 of an X25519 key`);
-  return got.bytes;
-}
-
-/**
- * Checks an X25519 recipient (`age1…`, as `age-keygen` prints it) and returns it in canonical form.
- * Throws HbError `config-invalid` naming what is wrong (checksum, case, an unsupported kind such
- * as a post-quantum, plugin or SSH recipient).
- */
-export function parseRecipient(s: string): string {
-  return bech32Encode(RECIPIENT_HRP, decodeRecipient(s));
-}
 
 /**
  * Checks an X25519 identity (`AGE-SECRET-KEY-1…`) and returns it in canonical form with its

@@ -28,6 +28,7 @@ import { previousRunOf } from '../config/schedule.js';
 import type { Logger } from '../log/logger.js';
 import type { Reply, Request } from './protocol.js';
 import { ControlServer } from './socket-server.js';
+import { cronZone } from '../util/time-zone.js';
 
 type Result = Extract<Reply, { type: 'result' }>;
 
@@ -130,7 +131,7 @@ export class Service implements ServiceView {
         new Cron(
           this.config.schedules[job.name],
           {
-            timezone: this.config.timezone,
+            ...cronZone(this.config.timezone),
             catch: true,
             // croner's own guard; runJob guards too, for start-up and socket triggers
             protect: () => this.log.warn(`job ${job.name}: the previous run is still going; this schedule run is skipped`),

@@ -1,5 +1,7 @@
 /** Human formatting: sizes, durations, times, number groups and plain-text tables. */
 
+import { isUtc } from './time-zone.js';
+
 export function formatBytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !Number.isFinite(n)) return '-';
   if (n < 1024) return `${n} B`;
@@ -91,6 +93,8 @@ export function formatTime(iso: string | null | undefined, timeZone: string): st
   if (!iso) return '-';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
+  // what Intl shows for a UTC zone, without Intl (see util/time-zone.ts)
+  if (isUtc(timeZone) && d.getUTCFullYear() >= 1000 && d.getUTCFullYear() <= 9999) return `${d.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
   const parts = timeFormat(zoneLocale(timeZone), timeZone).formatToParts(d);
   const p = Object.fromEntries(parts.map((x) => [x.type, x.value]));
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;

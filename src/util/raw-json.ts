@@ -2,8 +2,6 @@
  * JSON that is already serialised (by SQLite, or a cache), carried inside a document and spliced
  * into the output verbatim instead of being parsed and serialised again.
  */
-import { randomBytes } from 'node:crypto';
-
 export class RawJson {
   /** `bytes`: the UTF-8 text of one JSON value. */
   constructor(readonly bytes: Buffer) {}
@@ -26,7 +24,8 @@ const hasWireForm = (v: unknown): v is WireDocument => typeof (v as WireDocument
  */
 export function serializeWithRaw(value: unknown): Array<string | Buffer> {
   const raws: Buffer[] = [];
-  const nonce = randomBytes(8).toString('hex');
+  // Web Crypto's global, loaded on first use: the CLI, which only reads documents, never loads node:crypto for this.
+  const nonce = Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString('hex');
   // Wire forms are put in place first: JSON.stringify would call a document's toJSON (which may
   // parse what the wire form sends as bytes) before a replacer could see the document.
   const text = JSON.stringify(withWireForms(value), (_key: string, v: unknown) => {

@@ -3,9 +3,11 @@
  * real executable) and makes sure the real PostgreSQL the tests need is reachable, failing with
  * what to do when it is not.
  *
- * The build is skipped when it is up to date — every source has its compiled file, newer than the
- * source and than tsconfig.json, and the last build here did not fail — so CI, whose `npm ci`
- * already compiled, compiles once; a developer who edited a source gets a fresh build.
+ * The build is `npm run build`: tsc, then the bundle the executable runs (scripts/bundle.mjs). It is
+ * skipped when it is up to date — every source has its compiled file, newer than the source and
+ * than tsconfig.json, the bundle is newer than all of them and than its script, and the last build
+ * here did not fail — so CI, whose `npm ci` already built, builds once; a developer who edited a
+ * source gets a fresh build.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -29,25 +31,33 @@ export function staleBuild(root = ROOT): string | null {
   if (existsSync(FAILED)) return 'the last build failed';
   const config = statSync(path.join(root, 'tsconfig.json')).mtimeMs;
   const inputs = [...sources(path.join(root, 'src')), ...sources(path.join(root, 'bench'))];
+  let newest = 0;
   for (const src of inputs) {
     const out = path.join(root, 'dist', path.relative(root, src)).replace(/\.ts$/, '.js');
     if (!existsSync(out)) return `${path.relative(root, out)} is missing`;
     const built = statSync(out).mtimeMs;
     if (built < statSync(src).mtimeMs) return `${path.relative(root, src)} changed since it was compiled`;
     if (built < config) return 'tsconfig.json changed since the last build';
+    newest = Math.max(newest, built);
   }
-  return inputs.length ? null : 'no sources found';
+  if (!inputs.length) return 'no sources found';
+  const bundle = path.join(root, 'dist/src/cli-bundle.cjs');
+  if (!existsSync(bundle)) return 'the bundle is missing';
+  const bundled = statSync(bundle).mtimeMs;
+  if (bundled < newest) return 'the bundle is older than the compiled modules';
+  if (bundled < statSync(path.join(root, 'scripts/bundle.mjs')).mtimeMs) return 'scripts/bundle.mjs changed since the last build';
+  return null;
 }
 
 export default async function setup(): Promise<void> {
   const stale = staleBuild();
   if (stale) {
     const t0 = Date.now();
-    const tsc = await execa(path.join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json'], { cwd: ROOT, reject: false, all: true });
-    if (tsc.exitCode !== 0) {
+    const build = await execa('npm', ['run', '--silent', 'build'], { cwd: ROOT, reject: false, all: true });
+    if (build.exitCode !== 0) {
       mkdirSync(path.dirname(FAILED), { recursive: true });
-      writeFileSync(FAILED, `${new Date().toISOString()}\n${tsc.all}\n`);
-      throw new Error(`the build failed, so the CLI cannot be tested:\n${tsc.all}`);
+      writeFileSync(FAILED, `${new Date().toISOString()}\n${build.all}\n`);
+      throw new Error(`the build failed, so the CLI cannot be tested:\n${build.all}`);
     }
     rmSync(FAILED, { force: true });
     console.log(`built the CLI (${stale}) in ${Date.now() - t0} ms`);

@@ -2,8 +2,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
-import { loadConfig } from '../../src/config/load.js';
-import { configSchema, ENV_BINDINGS } from '../../src/config/schema.js';
+import { checkSchedules, loadConfig } from '../../src/config/load.js';
+import { configSchema, DEFAULT_SCHEDULES, ENV_BINDINGS } from '../../src/config/schema.js';
 import { HbError } from '../../src/domain/errors.js';
 import { readLedger, removeDir, ROOT, runCli, tempDir } from '../helpers/cli.js';
 
@@ -223,6 +223,18 @@ describe('config/hybrid-backup.example.json', () => {
     const sched = await runCli(['schedule'], { BACKUP_DIR: path.join(w, 'b') }, { cwd: w });
     expect(sched.exitCode).toBe(0);
     expect(sched.stdout).toMatch(/warning: schedules\.backup is "0 3 1 \* \*": the backup job is meant to run daily/);
+  });
+  it('the default schedules fire as meant in every zone (so a load does not check them again)', () => {
+    const where = (job: string) => `schedules.${job}`;
+    // zones with DST at 02:00/03:00 (the defaults' hours), a half-hour DST, the southern hemisphere, no DST
+    for (const zone of ['UTC', 'Europe/Berlin', 'America/New_York', 'Australia/Lord_Howe', 'America/Santiago', 'Asia/Kolkata', 'Pacific/Chatham']) {
+      for (const month of [0, 2, 3, 9, 10]) {
+        expect(checkSchedules({ ...DEFAULT_SCHEDULES }, zone, where, new Date(Date.UTC(2027, month, 1))), `${zone}, month ${month + 1}`).toEqual([]);
+      }
+    }
+    // and a load skips only what equals a default: the same expression is still checked in another job
+    expect(() => loadConfig({ cwd: project({ schedules: { monitor: DEFAULT_SCHEDULES['restore-drill'] } }), env: {} })).not.toThrow();
+    expect(loadConfig({ cwd: project({ schedules: { monitor: DEFAULT_SCHEDULES['restore-drill'] } }), env: {} }).warnings).toEqual([expect.stringMatching(/^schedules\.monitor is "0 5 \* \* 0": the monitor job is meant to run daily/)]);
   });
   it('looks for the file in a fixed order: --config, HYBRID_BACKUP_CONFIG, the system file, the install directory, the working directory', () => {
     const sys = project({ retention: { minKeep: 11 } });

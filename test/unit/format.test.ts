@@ -9,6 +9,21 @@ const WINTER = '2026-01-15T12:00:00Z';
 const SUMMER = '2026-07-15T12:00:00Z';
 
 describe('formatTime', () => {
+  it('shows a UTC zone (formatted without Intl) exactly as Intl shows it', () => {
+    const viaIntl = (iso: string, timeZone: string) => {
+      const p = Object.fromEntries(
+        new Intl.DateTimeFormat('en-GB', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23', timeZoneName: 'short' })
+          .formatToParts(new Date(iso))
+          .map((x) => [x.type, x.value]),
+      );
+      return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+    };
+    const times = [WINTER, SUMMER, '2026-03-29T01:30:00.123Z', '2026-12-31T23:59:59.999Z', '2000-02-29T00:00:00Z'];
+    for (const zone of ['UTC', 'Etc/UTC', 'Etc/Universal', 'Universal', 'Etc/Zulu', 'Zulu', 'GMT', 'Etc/GMT']) {
+      for (const t of times) expect(formatTime(t, zone), `${t} in ${zone}`).toBe(viaIntl(t, zone));
+    }
+    expect(formatTime(WINTER, 'UTC')).toBe('2026-01-15 12:00:00 UTC');
+  });
   it('names the zone as the README does: CET and CEST for Europe/Berlin, not GMT+1', () => {
     expect(formatTime('2026-11-24T17:00:00Z', 'Europe/Berlin')).toBe('2026-11-24 18:00:00 CET');
     expect(formatTime(SUMMER, 'Europe/Berlin')).toBe('2026-07-15 14:00:00 CEST');
