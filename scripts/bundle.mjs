@@ -48,10 +48,12 @@ const zodEnglishOnly = {
  * turned into a small module of the bundle re-exporting the package: loaded as lazily as before,
  * by `require`.
  */
+const EXTERNAL = ['better-sqlite3', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@supabase/*', 'winston'];
+const isExternal = (p) => p.startsWith('node:') || EXTERNAL.some((e) => (e.endsWith('/*') ? p.startsWith(e.slice(0, -1)) : p === e || p.startsWith(`${e}/`)));
 const lazyExternals = {
   name: 'lazy-externals',
   setup(build) {
-    build.onResolve({ filter: /^[^./]/ }, (args) => (args.kind === 'dynamic-import' ? { path: args.path, namespace: 'lazy-external' } : undefined));
+    build.onResolve({ filter: /^[^./]/ }, (args) => (args.kind === 'dynamic-import' && isExternal(args.path) ? { path: args.path, namespace: 'lazy-external' } : undefined));
     build.onLoad({ filter: /.*/, namespace: 'lazy-external' }, (args) => ({
       contents: `import * as m from ${JSON.stringify(args.path)};\nexport * from ${JSON.stringify(args.path)};\nexport default m.default ?? m;\n`,
       loader: 'js',
@@ -74,7 +76,7 @@ const result = await esbuild.build({
   platform: 'node',
   target: 'node20',
   format: 'cjs',
-  external: ['better-sqlite3', 'pg', 'pg-native', '@aws-sdk/*', '@smithy/*', '@supabase/*', 'winston'],
+  external: EXTERNAL,
   plugins: [zodEnglishOnly, lazyExternals],
   // The modules find the install directory (config/, package.json, the native module) from their
   // own location; in the bundle that is the bundle's.
