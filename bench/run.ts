@@ -364,42 +364,63 @@ function procStat(pid: number): { rss: number; cpuTicks: number } {
   return { rss: Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024, cpuTicks: Number(f[11]) + Number(f[12]) };
 }
 
-/** The resident service: list round trips with 10,000 backups in the ledger; idle RSS and CPU. */
-async function serviceSuite(): Promise<string> {
-  const N = Number(process.env.BENCH_BACKUPS ?? 10_000);
-  const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 500);
-  const IDLE_S = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
-  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bsvc-'));
+/**
+ * A running service over a ledger of `n` backups written through the product's own Ledger (schema
+ * and all), its schedules pushed a year out so that nothing runs meanwhile; `stop()` ends it and
+ * removes its files.
+ */
+async function benchService(prefix: string, n: number, row: (i: number) => { at: string; kind: 'daily' | 'pre-change'; description: string | null }) {
+  const work = mkdtempSync(path.join(os.tmpdir(), prefix));
   const backupDir = path.join(work, 'b');
   const socket = path.join(work, 's.sock');
   const cfg = path.join(work, 'c.json');
   writeFileSync(cfg, JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } }));
   mkdirSync(backupDir, { mode: 0o700 });
-  // A ledger with N backups, written through the product's own Ledger (schema and all).
   const { Ledger } = await import('../src/ledger/ledger.js');
   const ledger = Ledger.open(backupDir);
-  const t0 = Date.now() - N * 3600_000;
-  for (let i = 0; i < N; i++) {
-    const at = new Date(t0 + i * 3600_000).toISOString();
+  for (let i = 0; i < n; i++) {
+    const { at, kind, description } = row(i);
     ledger.recordBackup({
-      runId: null, kind: i % 5 === 0 ? 'pre-change' : 'daily', description: i % 5 === 0 ? `change ${i}` : null,
-      file: path.join(backupDir, `${at.replace(/[-:]/g, '').replace(/\.\d+Z/, 'Z')}_daily.sql`), bytes: 1_000_000 + i, sha256: 'ab'.repeat(32),
+      runId: null, kind, description,
+      file: path.join(backupDir, `${at.replace(/[-:]/g, '').replace(/\.\d+Z/, 'Z')}_${kind}.sql`), bytes: 1_000_000 + i, sha256: 'ab'.repeat(32),
       compression: 'none', profile: 'full', status: 'ok', createdAt: at, finishedAt: at, durationMs: 1000, database: 'app', source: null,
       sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': i }, error: null,
     });
   }
   ledger.close();
-  const env = { ...process.env, BACKUP_DIR: backupDir, HYBRID_BACKUP_SOCKET: socket, HYBRID_BACKUP_CONFIG: cfg, DATABASE_URL: dbUrl('postgres') };
+  const env = { ...process.env, BACKUP_DIR: backupDir, HYBRID_BACKUP_SOCKET: socket, HYBRID_BACKUP_CONFIG: cfg, DATABASE_URL: dbUrl('postgres') } as Record<string, string>;
   const daemon = execa('node', [CLI, 'daemon'], { env, stdout: 'ignore', stderr: 'ignore', reject: false });
-  try {
-    for (let i = 0; i < 200; i++) {
-      try {
-        await socketRoundTrip(socket, { command: 'ping' });
-        break;
-      } catch {
-        await new Promise((r) => setTimeout(r, 50));
+  const stop = async () => {
+    daemon.kill('SIGTERM');
+    await daemon;
+    rmSync(work, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i++) {
+    try {
+      await socketRoundTrip(socket, { command: 'ping' });
+      break;
+    } catch (e) {
+      if (i > 600) {
+        await stop();
+        throw new Error(`the service did not answer within 30 s: ${(e as Error).message}`);
       }
+      await new Promise((r) => setTimeout(r, 50));
     }
+  }
+  return { work, backupDir, socket, env, daemon, stop };
+}
+
+/** The resident service: list round trips with 10,000 backups in the ledger; idle RSS and CPU. */
+async function serviceSuite(): Promise<string> {
+  const N = Number(process.env.BENCH_BACKUPS ?? 10_000);
+  const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 500);
+  const IDLE_S = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
+  const svc = await benchService('hb-bsvc-', N, (i) => {
+    const at = new Date(Date.now() - (N - i) * 3600_000).toISOString();
+    return { at, kind: i % 5 === 0 ? 'pre-change' : 'daily', description: i % 5 === 0 ? `change ${i}` : null };
+  });
+  const { backupDir, socket, daemon } = svc;
+  try {
     const measure = async (request: object, expectBackups: number, before?: (i: number) => void) => {
       for (let i = 0; i < 20; i++) await socketRoundTrip(socket, request); // warm-up
       const first = await socketRoundTrip(socket, request);
@@ -461,9 +482,7 @@ async function serviceSuite(): Promise<string> {
       `| pipelining clients dropped by the service | ${attack.dropped} | (context) |`,
     ].join('\n');
   } finally {
-    daemon.kill('SIGTERM');
-    await daemon;
-    rmSync(work, { recursive: true, force: true });
+    await svc.stop();
   }
 }
 
@@ -947,24 +966,8 @@ async function storageSuite(): Promise<string> {
  */
 async function cliSuite(): Promise<string> {
   const RUNS = Number(process.env.BENCH_CLI_RUNS ?? 30);
-  const work = mkdtempSync(path.join(os.tmpdir(), 'hb-bcli-'));
-  const backupDir = path.join(work, 'b');
-  const socket = path.join(work, 's.sock');
-  const cfg = path.join(work, 'c.json');
-  writeFileSync(cfg, JSON.stringify({ schedules: { backup: '0 0 1 1 *', prune: '0 1 1 1 *' } }));
-  mkdirSync(backupDir, { mode: 0o700 });
-  const { Ledger } = await import('../src/ledger/ledger.js');
-  const ledger = Ledger.open(backupDir);
-  for (let i = 0; i < 100; i++) {
-    const at = new Date(Date.now() - (100 - i) * 86_400_000).toISOString();
-    ledger.recordBackup({
-      runId: null, kind: 'daily', description: null, file: path.join(backupDir, `b${i}.sql`), bytes: 1_000_000 + i, sha256: 'ab'.repeat(32),
-      compression: 'none', profile: 'full', status: 'ok', createdAt: at, finishedAt: at, durationMs: 1000, database: 'app', source: null,
-      sourceSystemId: null, serverVersion: '15.20', pgDumpVersion: '15.20', tables: { 'public.t': i }, error: null,
-    });
-  }
-  ledger.close();
-  const env = { ...process.env, BACKUP_DIR: backupDir, HYBRID_BACKUP_SOCKET: socket, HYBRID_BACKUP_CONFIG: cfg, DATABASE_URL: dbUrl('postgres') } as Record<string, string>;
+  const svc = await benchService('hb-bcli-', 100, (i) => ({ at: new Date(Date.now() - (100 - i) * 86_400_000).toISOString(), kind: 'daily', description: null }));
+  const { work, env } = svc;
   // an install without the bundle: the entry copied, everything else in dist/src linked
   const modulesCli = path.join(work, 'm/dist/src/cli.js');
   mkdirSync(path.dirname(modulesCli), { recursive: true });
@@ -974,17 +977,7 @@ async function cliSuite(): Promise<string> {
   for (const f of readdirSync(path.dirname(CLI))) {
     if (!f.startsWith('cli.js') && !f.startsWith('cli-bundle.')) symlinkSync(path.join(path.dirname(CLI), f), path.join(work, 'm/dist/src', f));
   }
-  const daemon = execa('node', [CLI, 'daemon'], { env, stdout: 'ignore', stderr: 'ignore', reject: false });
   try {
-    for (let i = 0; ; i++) {
-      try {
-        await socketRoundTrip(socket, { command: 'ping' });
-        break;
-      } catch (e) {
-        if (i > 600) throw e;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
     const out = { bare: [] as number[], list: [] as number[], version: [] as number[], modules: [] as number[] };
     const cpu = { bare: [] as number[], list: [] as number[], version: [] as number[], modules: [] as number[] };
     for (let i = 0; i < RUNS; i++) {
@@ -1012,9 +1005,7 @@ async function cliSuite(): Promise<string> {
       `raw (ms): ${JSON.stringify(out)}`,
     ].join('\n');
   } finally {
-    daemon.kill('SIGTERM');
-    await daemon;
-    rmSync(work, { recursive: true, force: true });
+    await svc.stop();
   }
 }
 
