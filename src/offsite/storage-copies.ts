@@ -299,8 +299,10 @@ export async function fetchStoreFiles(ctx: RunContext, target: OffsiteTarget, s:
  * the manifests of every backup that is not pruned, whatever the state of its copies (a backup
  * being copied right now counts, so a file a new copy reuses is never taken from under it).
  * Removes nothing (and says why) when such a manifest cannot be read here, or when the target holds
- * the manifest of a kept backup whose files this ledger does not know (a copy adopted without
- * them). Files younger than `graceMs` stay too.
+ * any manifest that is not one of those: a kept backup's whose files this ledger does not know (a
+ * copy adopted without them), or a copy this ledger does not hold at all — another installation's
+ * sharing the target, a server's before it was lost, a pruned copy whose deletion failed. Their
+ * files are referenced by what this ledger cannot see. Files younger than `graceMs` stay too.
  */
 export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget, graceMs: number): Promise<{ removed: number; kept: number } | null> {
   const storeKeys: Array<{ key: string; sha256: string; lastModified: string | null }> = [];
@@ -315,11 +317,21 @@ export async function collectTargetStore(ctx: RunContext, target: OffsiteTarget,
     ctx.log.warn(`offsite "${target.name}": unused Storage files are not removed: ${why}`, { target: target.name });
     return null;
   };
+  const accounted = new Set<string>();
   for (const b of ctx.ledger.listBackups()) {
-    if (b.status === 'pruned' || b.storage?.manifestFile) continue;
+    if (b.status === 'pruned') continue;
     const copy = b.offsiteCopies.find((c) => c.target === target.name);
-    const unknown = copy && [false, true].map((enc) => manifestKeyFor(copy.key, enc)).find((k) => manifestsInTarget.has(k));
-    if (unknown) return skip(`backup ${b.id} has a Storage manifest in the target (${unknown}) that this ledger has no local copy of`);
+    if (!copy) continue;
+    for (const key of [false, true].map((enc) => manifestKeyFor(copy.key, enc)).filter((k) => manifestsInTarget.has(k))) {
+      if (!b.storage?.manifestFile) return skip(`backup ${b.id} has a Storage manifest in the target (${key}) that this ledger has no local copy of`);
+      accounted.add(key);
+    }
+  }
+  const stranger = [...manifestsInTarget].find((k) => !accounted.has(k));
+  if (stranger !== undefined) {
+    return skip(
+      `the target holds the Storage manifest of a copy this ledger does not keep (${stranger}): another installation's, or one from before this ledger (ledger-rebuild --from-offsite ${target.name} adopts those), or a pruned copy not yet deleted`,
+    );
   }
   const { keptManifests } = await import('../backup/storage-files.js');
   const kept = await keptManifests(ctx);

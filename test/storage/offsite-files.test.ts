@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -316,5 +316,27 @@ describe('Storage files in offsite targets', () => {
     } finally {
       await target.stop();
     }
+  });
+
+  it('retention on another installation sharing the target never removes the files of copies its ledger does not hold', async () => {
+    // the home installation's second backup holds the only copy of alice's first avatar
+    const secondManifest = JSON.parse(readFileSync(second.storage.manifestFile, 'utf8'));
+    const oldAlice = secondManifest.objects.find((o: any) => o.path === 'alice/me.png').sha256 as string;
+    expect((await keysUnder('storage/')).has(skey(oldAlice))).toBe(true);
+    putFile('avatars', 'alice/me.png', 'image/png', randomBytes(3100));
+    // a new server on the same target, its ledger empty: two backups, the older one then pruned
+    const other = server();
+    const a = await manual(other.env, 'other a');
+    await manual(other.env, 'other b');
+    const l = new Database(path.join(other.backupDir, 'ledger.db'));
+    l.prepare('update backups set created_at = ? where id = ?').run(new Date(Date.now() - 5 * 86_400_000).toISOString(), a.id);
+    l.close();
+    const r = await runCli(['prune', '--json'], other.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).deleted.map((b: any) => b.id)).toEqual([a.id]);
+    // its copy is gone from the target, but no file another installation's copies reference
+    expect([...(await keysUnder('')).keys()].some((k) => k.startsWith(path.basename(a.file)))).toBe(false);
+    expect((await keysUnder('storage/')).has(skey(oldAlice)), 'a file only the home installation\'s copy references').toBe(true);
+    expect(readFileSync(path.join(other.backupDir, 'backup.log'), 'utf8')).toMatch(/unused Storage files are not removed: the target holds the Storage manifest of a copy this ledger does not keep/);
   });
 });
