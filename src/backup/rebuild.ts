@@ -145,20 +145,23 @@ export async function rebuildFromOffsite(ctx: RunContext, targetName: string, mo
         continue;
       }
       let { backup, added } = await adoptKit(ctx, target, kit);
+      // Its Storage files as the kit tells them: their manifest when it can be read here (an
+      // encrypted one needs the identity), else incomplete here, saying why. The files themselves
+      // stay in the target until a restore asks for them. A backup adopted before without its
+      // manifest gets it now, when it can be read (a second run, with the identity).
+      const unread = !added && backup.storage !== null && !backup.storage.manifestFile && kit.copy.storage;
+      if (added || unread) {
+        const { storageFromKit } = await import('./storage-files.js');
+        try {
+          backup = await storageFromKit(ctx, target, backup, kit);
+        } catch (e) {
+          if (ctx.signal.aborted) throw new HbError('aborted', 'ledger-rebuild was stopped; the backups found so far are recorded');
+          throw e;
+        }
+      }
       if (!added) {
         out.alreadyKnown++;
         continue;
-      }
-      // Its Storage manifest too, when it can be read here (an encrypted one needs the identity);
-      // the files themselves stay in the target until a restore asks for them.
-      if (kit.copy.storage && (!kit.copy.storage.encrypted || ctx.config.ageIdentityFile)) {
-        const { filesFromOffsite } = await import('./storage-files.js');
-        try {
-          backup = (await filesFromOffsite(ctx, target, backup, kit, { fetchFiles: false })).backup;
-        } catch (e) {
-          if (ctx.signal.aborted) throw new HbError('aborted', 'ledger-rebuild was stopped; the backups found so far are recorded');
-          ctx.log.warn(`ledger-rebuild: the Storage manifest of backup ${backup.id} was not brought back from "${target.name}": ${toHbError(e).message}`, { backupId: backup.id });
-        }
       }
       out.added.push(backup);
       ctx.log.info(`ledger-rebuild: backup ${backup.id} (${kit.file}) added from "${target.name}" as ${backup.status}`, { backupId: backup.id, step: i + 1, of: keys.length });

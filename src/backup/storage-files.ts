@@ -359,6 +359,45 @@ export async function filesFromOffsite(
   return { backup: ctx.ledger.getBackup(b.id)!, fetched };
 }
 
+/** Records a backup's files as incomplete here, with why: never a backup that looks whole, or that looks as if it had none. */
+function recordIncomplete(ctx: RunContext, b: Backup, code: string, message: string, counts: { objects: number; bytes: number }): Backup {
+  ctx.ledger.recordStorageCapture(b.id, {
+    complete: false, objects: counts.objects, bytes: counts.bytes, files: 0, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 0,
+    manifestFile: null, manifestSha256: null, summary: `files INCOMPLETE: ${message}`, error: { code, message },
+  });
+  return ctx.ledger.getBackup(b.id)!;
+}
+
+/**
+ * ledger-rebuild --from-offsite: records what a copy's recovery kit says of the backup's Storage
+ * files — their manifest itself when it can be brought back here (an encrypted one needs the
+ * identity), otherwise the files as incomplete here, saying why and where the manifest stays. A
+ * backup that captured files never comes back looking as if it had none.
+ */
+export async function storageFromKit(ctx: RunContext, target: OffsiteTarget, b: Backup, kit: RecoveryKit): Promise<Backup> {
+  const s = kit.copy.storage;
+  if (!s) {
+    if (!kit.storage) return b; // it captured none
+    const why = kit.storage.error?.message ?? `the copy in "${target.name}" does not hold them (${kit.storage.summary})`;
+    return recordIncomplete(ctx, b, kit.storage.error?.code ?? 'storage-failed', why, kit.storage);
+  }
+  if (s.encrypted && !ctx.config.ageIdentityFile) {
+    return recordIncomplete(
+      ctx, b, 'identity-missing',
+      `their manifest (${s.objects} objects) is in "${target.name}", encrypted, and not read here: set HYBRID_BACKUP_AGE_IDENTITY_FILE and run ledger-rebuild --from-offsite ${target.name} again, or restore with --from offsite (it brings the files back with it)`,
+      s,
+    );
+  }
+  try {
+    return (await filesFromOffsite(ctx, target, b, kit, { fetchFiles: false })).backup;
+  } catch (e) {
+    if (ctx.signal.aborted) throw e;
+    const err = toHbError(e);
+    ctx.log.warn(`ledger-rebuild: the Storage manifest of backup ${b.id} was not brought back from "${target.name}": ${err.message}`, { backupId: b.id });
+    return recordIncomplete(ctx, b, err.code, `their manifest was not brought back from "${target.name}": ${err.message}`, s);
+  }
+}
+
 /**
  * ledger-rebuild: records what a backup's sidecar says of its Storage files — its manifest, when
  * that file is beside it and matches the SHA-256 the sidecar recorded; otherwise the files as
@@ -367,8 +406,7 @@ export async function filesFromOffsite(
 export async function storageFromSidecar(ctx: RunContext, b: Backup, s: SidecarStorage, dir: string): Promise<void> {
   const { parseManifest, summarize, describeCompleteness } = await import('../storage/index.js');
   const path = await import('node:path');
-  const incomplete = (code: string, message: string) =>
-    ctx.ledger.recordStorageCapture(b.id, { complete: false, objects: s.objects, bytes: s.bytes, files: 0, missing: 0, rowsWithoutFiles: 0, filesWithoutRows: 0, manifestFile: null, manifestSha256: null, summary: `files INCOMPLETE: ${message}`, error: { code, message } });
+  const incomplete = (code: string, message: string) => void recordIncomplete(ctx, b, code, message, s);
   if (!s.file) return incomplete(s.error?.code ?? 'storage-failed', s.error?.message ?? s.summary);
   const file = path.join(dir, path.basename(s.file));
   let bytes: Buffer;

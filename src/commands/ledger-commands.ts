@@ -244,6 +244,7 @@ export const ledgerRebuildCommand = defineCommand({
     if (doc.added.length) {
       lines.push('', table(['ID', 'CREATED', 'KIND', 'STATUS', 'SIZE', 'FILE'], doc.added.map((b) => [String(b.id), formatTime(b.createdAt, view.timeZone), b.kind, b.status, formatBytes(b.bytes), path.basename(b.file)])));
     }
+    for (const b of doc.added) if (b.storage && !b.storage.complete) lines.push(`backup ${b.id}: Storage ${b.storage.summary}`);
     for (const u of doc.unreadable) lines.push(`not used: ${u.sidecar}: ${u.error}`);
     for (const f of doc.withoutSidecar) lines.push(`not added: ${f} has no .meta.json sidecar saying what it is`);
     if (doc.added.length || doc.alreadyKnown) lines.push('', 'the run history before the rebuild is not recoverable from sidecars; see hybrid-backup list');

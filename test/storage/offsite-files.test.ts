@@ -272,6 +272,25 @@ describe('Storage files in offsite targets', () => {
     for (const b of doc.added) expect(b.storage, JSON.stringify(b)).toMatchObject({ complete: true, objects: FILES.length });
   });
 
+  it('without the identity, ledger-rebuild --from-offsite records the files as not known here, never as none; with it, a second run reads them', async () => {
+    const fresh = server({ identity: false });
+    const r = await runCli(['ledger-rebuild', '--from-offsite', 'b2', '--json'], fresh.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.added.length).toBeGreaterThanOrEqual(2);
+    for (const b of doc.added) {
+      expect(b.storage, JSON.stringify(b)).toMatchObject({ complete: false, objects: FILES.length, manifestFile: null, error: { code: 'identity-missing' } });
+      expect(b.storage.summary).toMatch(/INCOMPLETE: their manifest \(\d+ objects\) is in "b2", encrypted, and not read here: set HYBRID_BACKUP_AGE_IDENTITY_FILE/);
+    }
+    const human = await runCli(['list'], fresh.env);
+    expect(human.stdout).toMatch(/INCOMPLETE/);
+    const again = await runCli(['ledger-rebuild', '--from-offsite', 'b2', '--json'], { ...fresh.env, HYBRID_BACKUP_AGE_IDENTITY_FILE: keys.identity });
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ added: [], alreadyKnown: doc.added.length });
+    const list = JSON.parse((await runCli(['list', '--json'], fresh.env)).stdout);
+    for (const b of list.backups) expect(b.storage, JSON.stringify(b)).toMatchObject({ complete: true, objects: FILES.length, error: null });
+  });
+
   it('retention removes from the target the files no kept copy references, never a referenced one', async () => {
     // The second backup is the one kept (minKeep 1); the first, made old, is pruned.
     const l = new Database(path.join(home.backupDir, 'ledger.db'));
