@@ -19,7 +19,7 @@ export const restoreCommand = defineCommand({
       { flags: '--create', description: 'create the target database if it does not exist' },
       { flags: '--from <where>', description: 'restore the local file, or an offsite copy (downloaded, decrypted, checked); works on a fresh install with an empty BACKUP_DIR', choices: ['local', 'offsite'], default: 'local' },
       { flags: '--offsite-target <name>', description: 'with --from offsite: the target to restore from (default: the newest copy in any configured target)' },
-      { flags: '--storage-to <url>', description: 'then restore the backup\'s Supabase Storage files into this project (its SUPABASE_URL); exit 1 unless every file is there' },
+      { flags: '--storage-to <url>', description: 'then restore the backup\'s Supabase Storage files into this project (its SUPABASE_URL); exit 1 unless every file is there (a backup whose capture missed files never restores whole)' },
       { flags: '--storage-key-env <name>', description: 'with --storage-to: the environment variable holding the target project\'s service-role key', default: 'SUPABASE_TARGET_SERVICE_ROLE_KEY' },
     ],
     help: 'Examples:\n  hybrid-backup restore latest --target postgresql://postgres@127.0.0.1:5432/app_copy --create\n  hybrid-backup restore latest --from offsite --offsite-target b2 --target postgresql://postgres@127.0.0.1:5432/app --create   (the server is gone)',
@@ -85,18 +85,27 @@ export const restoreCommand = defineCommand({
       ...(r.storage ? ['', ...renderStorage(r.storage)] : []),
     ].join('\n');
   },
-  exitCode: (r) => ((r.fidelity && r.fidelity.differences.length) || (r.storage && !r.storage.complete) ? 1 : 0),
+  exitCode: (r) => ((r.fidelity && r.fidelity.differences.length) || (r.storage && !wholeFiles(r.storage)) ? 1 : 0),
 });
+
+/**
+ * Every file of the project is back: every file of the manifest restored, and the backup's own
+ * capture whole. A capture that missed files (gone, unreadable, a row without its file) restores
+ * what it holds, but the project is not whole: exit 1, whatever came back.
+ */
+function wholeFiles(d: StorageRestoreDoc): boolean {
+  return d.complete && d.backupComplete;
+}
 
 function renderStorage(d: StorageRestoreDoc): string[] {
   const lines = [
-    `${d.complete ? 'restored' : 'INCOMPLETE: restored'} the Storage files of backup ${d.backupId} into ${d.target}`,
+    `${wholeFiles(d) ? 'restored' : 'INCOMPLETE: restored'} the Storage files of backup ${d.backupId} into ${d.target}`,
     `  files   ${d.objects} (${d.uploaded} uploaded, ${d.skipped} already there with the same digest${d.failed.length ? `, ${d.failed.length} FAILED` : ''})`,
     `  buckets ${[...d.buckets.created.map((x) => `${x} (created)`), ...d.buckets.updated.map((x) => `${x} (settings set)`), ...d.buckets.unchanged].join(', ') || 'none'}`,
   ];
   for (const f of d.failed.slice(0, 20)) lines.push(`  FAILED  ${f.bucket}/${f.path}: ${f.error}`);
   if (d.failed.length > 20) lines.push(`  … and ${d.failed.length - 20} more`);
-  if (!d.backupComplete) lines.push(`  note: the backup's own ${d.backupSummary}`);
+  if (!d.backupComplete) lines.push(`  the backup's own capture was incomplete, so the project's files are not all here: ${d.backupSummary}`);
   return lines;
 }
 
@@ -135,5 +144,5 @@ export const restoreStorageCommand = defineCommand({
     return files.restoreBackupFiles(ctx, src.backup, to);
   },
   render: (d) => renderStorage(d).join('\n'),
-  exitCode: (d) => (d.complete ? 0 : 1),
+  exitCode: (d) => (wholeFiles(d) ? 0 : 1),
 });

@@ -232,4 +232,27 @@ describe('Storage files in backups, through the CLI', () => {
     expect(byFile(second.file).storage).toMatchObject({ complete: true, objects: FILES.length, manifestFile: second.storage.manifestFile, manifestSha256: second.storage.manifestSha256 });
     expect(byFile(first.file).storage).toMatchObject({ complete: false, manifestFile: null, error: { code: 'file-missing' } });
   });
+
+  it('a backup whose capture missed a file restores what it holds, and says the project is not whole: exit 1', async () => {
+    // a row of storage.objects whose file is not in the project: the capture is incomplete
+    await query(db.url, "insert into storage.objects (bucket_id, name) values ('docs', 'ghost.txt')");
+    const target = await new FakeStorageProject('target-key').start();
+    try {
+      const partial = await backup();
+      expect(partial.storage).toMatchObject({ complete: false, objects: FILES.length });
+      const run = (json: boolean) => runCli(['restore-storage', String(partial.id), '--storage-to', target.url, ...(json ? ['--json'] : [])], env({ SUPABASE_TARGET_SERVICE_ROLE_KEY: 'target-key' }));
+      const r = await run(true);
+      expect(r.exitCode, r.stderr).toBe(1);
+      // every file it holds came back
+      expect(JSON.parse(r.stdout)).toMatchObject({ complete: true, backupComplete: false, uploaded: FILES.length, failed: [] });
+      for (const [bucket, name] of FILES) expect(target.get(bucket, name), `${bucket}/${name}`).toBeDefined();
+      const human = await run(false);
+      expect(human.exitCode).toBe(1);
+      expect(human.stdout).toMatch(/^INCOMPLETE: restored the Storage files of backup \d+/);
+      expect(human.stdout).toMatch(/the backup's own capture was incomplete, so the project's files are not all here: files INCOMPLETE: 1 row of the dump has no file/);
+    } finally {
+      await target.stop();
+      await query(db.url, "delete from storage.objects where name = 'ghost.txt'");
+    }
+  });
 });
