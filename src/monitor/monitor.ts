@@ -9,7 +9,7 @@ import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
 import { planRetention } from '../backup/retention.js';
 import { emptyDumpWarning } from '../backup/describe.js';
-import { checkFilesPresent, type VerifyResult, verifyOne } from '../backup/verify.js';
+import { checkFilesPresent, type VerifyResult, verifyOne, verifyStorageFiles } from '../backup/verify.js';
 import { RunScope } from '../jobs/runs.js';
 import { freeBytes } from '../util/fs.js';
 import { formatAge, formatBytes, formatCountUpTo, formatDuration, plural } from '../util/format.js';
@@ -130,8 +130,13 @@ function content(newest: Backup | undefined): MonitorCheck {
   return check('local-backup-content', 'ok', `backup ${newest.id} holds ${plural(newest.tableCount, 'table')}, ${plural(newest.rowCount, 'row')} of database "${newest.database ?? '?'}"`);
 }
 
-/** The newest ok backup's Storage files (issue 15): a warning when they are incomplete. */
-function storageFiles(ctx: RunContext, newest: Backup | undefined): MonitorCheck {
+/**
+ * The newest ok backup's Storage files (issue 15): a warning when its capture was incomplete;
+ * critical when the store has lost a file its manifest needs, or the manifest cannot be read —
+ * looked at every run (presence and size: one directory read per shard), so that files deleted
+ * from the store are found the same day, not at the next verify or restore.
+ */
+async function storageFiles(ctx: RunContext, newest: Backup | undefined): Promise<MonitorCheck> {
   const name = 'storage-files';
   if (ctx.config.storageCapture === 'off') return check(name, 'off', 'Storage files are not captured (storage off: SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY unset, or storage.enabled false)');
   if (!newest) return check(name, 'unknown', 'no ok backup to look into');
@@ -141,8 +146,10 @@ function storageFiles(ctx: RunContext, newest: Backup | undefined): MonitorCheck
       ? check(name, 'warning', `backup ${newest.id} captured no Storage files`)
       : check(name, 'off', `backup ${newest.id} captured no Storage files (the database has no storage.objects)`);
   }
+  const held = await verifyStorageFiles(ctx, newest, false);
+  if (held && !held.ok) return check(name, 'critical', `backup ${newest.id}: ${held.error}: a restore cannot bring them back (hybrid-backup verify ${newest.id} says which)`);
   if (!s.complete) return check(name, 'warning', `backup ${newest.id}: ${s.summary}`);
-  return check(name, 'ok', `backup ${newest.id}: ${s.summary}`);
+  return check(name, 'ok', `backup ${newest.id}: ${s.summary}${held ? `; the store holds its ${plural(held.files, 'file')}` : ''}`);
 }
 
 /** Compares the two newest ok backups: what a restore would use (corrupt ones are the checksum check's). */
@@ -281,7 +288,7 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
   const newest = ok[0];
   const corrupt = newerCorrupt(ctx, newest);
   const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
-  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), storageFiles(ctx, newest), ...offsite(ctx, newest, now), ...supabase(ctx, now));
+  checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), await guarded(() => storageFiles(ctx, newest)), ...offsite(ctx, newest, now), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }
 

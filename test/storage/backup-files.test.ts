@@ -200,6 +200,26 @@ describe('Storage files in backups, through the CLI', () => {
     }
   });
 
+  it('the monitor finds a file the store lost the same day: storage-files critical, naming it', async () => {
+    const newest = await backup();
+    const storageCheck = async () => {
+      const r = await runCli(['monitor', '--json'], env());
+      return JSON.parse(r.stdout).checks.find((c: any) => c.name === 'storage-files');
+    };
+    expect(await storageCheck()).toMatchObject({ status: 'ok', message: expect.stringContaining(`the store holds its ${FILES.length} files`) });
+    const m = JSON.parse((await import('node:fs')).readFileSync(newest.storage.manifestFile, 'utf8'));
+    const victim = m.objects.find((o: any) => o.path === 'reports/2026/q1 numbers.csv');
+    const file = path.join(backupDir, 'storage', 'objects', victim.sha256.slice(0, 2), victim.sha256);
+    const saved = (await import('node:fs')).readFileSync(file);
+    (await import('node:fs')).rmSync(file);
+    try {
+      expect(await storageCheck()).toMatchObject({ status: 'critical', message: expect.stringMatching(new RegExp(`^backup ${newest.id}: 1 Storage file missing from the store: docs/reports/2026/q1 numbers.csv`)) });
+    } finally {
+      writeFileSync(file, saved);
+    }
+    expect((await storageCheck()).status).toBe('ok');
+  });
+
   it('prune collects store files no kept backup references, and never a referenced one', async () => {
     const stray = randomBytes(100);
     const straySha = sha(stray);
