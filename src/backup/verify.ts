@@ -13,6 +13,7 @@ import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, BackupStatus, ProgressEvent } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
 import type { OffsiteTarget } from '../offsite/target.js';
+import type { RecoveryKit } from '../offsite/kit.js';
 
 /** Statuses of backups that should have a file: a check may find it back, or gone. */
 export const FILE_STATUSES: readonly BackupStatus[] = ['ok', 'corrupt', 'missing'];
@@ -74,8 +75,8 @@ export async function readManifest(b: Backup): Promise<ManifestRead> {
   return backupManifest(b).catch((e: unknown) => toHbError(e));
 }
 
-/** What a target holds of the store, by digest: each stored form (encrypted or not) and its size. */
-export type TargetStoreFiles = Map<string, Array<{ encrypted: boolean; bytes: number }>>;
+/** What a target holds of the store, by digest: each stored form (plain, or encrypted to the recipients a fingerprint names) and its size. */
+export type TargetStoreFiles = Map<string, Array<{ fingerprint: string | null; bytes: number }>>;
 
 /** Lists a target's store once (one listing, each key parsed once) for every backup a verify checks. */
 export async function listTargetStoreFiles(target: OffsiteTarget, signal?: AbortSignal): Promise<TargetStoreFiles> {
@@ -83,7 +84,7 @@ export async function listTargetStoreFiles(target: OffsiteTarget, signal?: Abort
   const out: TargetStoreFiles = new Map();
   for (const [key, bytes] of await listStoreKeys(target, signal)) {
     const k = parseStoreKey(key)!;
-    out.set(k.sha256, [...(out.get(k.sha256) ?? []), { encrypted: k.fingerprint !== null, bytes }]);
+    out.set(k.sha256, [...(out.get(k.sha256) ?? []), { fingerprint: k.fingerprint, bytes }]);
   }
   return out;
 }
@@ -104,31 +105,41 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
   if (!st) return { target: target.name, ok: false, location, bytes: null, error: `the offsite copy is missing from "${target.name}"` };
   const expected = copy.bytes ?? b.bytes;
   if (st.bytes !== expected) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy has ${st.bytes} bytes, ${expected} were uploaded` };
-  const named = copy.encrypted && !b.file.endsWith('.age') ? st.metadata['plain-sha256'] : st.metadata.sha256;
+  // What the backup's own file is in the copy: the plain file inside, or the object itself.
+  const insidePlain = copy.encrypted && !b.file.endsWith('.age');
+  const named = insidePlain ? st.metadata['plain-sha256'] : st.metadata.sha256;
   if (named && named !== b.sha256) return { target: target.name, ok: false, location, bytes: st.bytes, error: 'the offsite copy\'s recorded SHA-256 differs from the backup\'s' };
   if (!kit) return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit (${SIDECAR_SUFFIX}) is missing from "${target.name}"` };
-  const lacking = files && b.storage?.manifestFile ? await offsiteFilesMissing(target, b, copy.key, files, signal) : null;
+  // The kit is what a fresh install reads: it must describe this object and this backup.
+  const { readKit } = await import('../offsite/fetch.js');
+  const k = await readKit(target, copy.key + SIDECAR_SUFFIX, signal);
+  if (k.copy.bytes !== st.bytes || (insidePlain ? k.copy.plainSha256 : k.copy.sha256) !== b.sha256) {
+    return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit does not describe this backup's copy (its size or SHA-256 differ): a restore from "${target.name}" would refuse it` };
+  }
+  const lacking = files && b.storage?.manifestFile ? await offsiteFilesMissing(target, k, files, signal) : null;
   if (lacking) return { target: target.name, ok: false, location, bytes: st.bytes, error: lacking };
   return { target: target.name, ok: true, location, bytes: st.bytes };
 }
 
 /**
- * What the target lacks of the backup's Storage files (its manifest, or a file the local manifest
- * references: under the copy's encryption, of the right size), said in one sentence; null when it
- * holds them all. Without a readable local manifest the target cannot be judged: that is a finding too.
+ * What the target lacks of the backup's Storage files, as the copy's kit names them — its manifest
+ * (of the size the kit recorded), and each file the local manifest references under the key a
+ * restore fetches (encrypted to the kit's recipients) and of exactly its size — said in one
+ * sentence; null when it holds them all. Without a readable local manifest the target cannot be
+ * judged: that is a finding too.
  */
-async function offsiteFilesMissing(target: OffsiteTarget, b: Backup, copyKey: string, files: OffsiteFilesCheck, signal?: AbortSignal): Promise<string | null> {
-  const { manifestKeyFor } = await import('../offsite/storage-copies.js');
+async function offsiteFilesMissing(target: OffsiteTarget, kit: RecoveryKit, files: OffsiteFilesCheck, signal?: AbortSignal): Promise<string | null> {
   const manifest = files.manifest;
   if (manifest instanceof Error) return `the backup's own Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${manifest.message}`;
-  const copy = b.offsiteCopies.find((c) => c.target === target.name)!;
-  if (!(await target.stat(manifestKeyFor(copyKey, copy.encrypted), signal))) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
-  // Each file plain under its digest, or encrypted under its digest and a recipients' fingerprint
-  // (the kit says which; a key change sends the files again).
+  const s = kit.copy.storage;
+  if (!s) return `the offsite copy's recovery kit names none of the backup's Storage files: a restore from "${target.name}" would bring none back`;
+  const m = await target.stat(s.manifestKey, signal);
+  if (!m) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
+  if (m.bytes !== s.manifestBytes) return `the offsite copy's Storage manifest in "${target.name}" has ${m.bytes} bytes, its kit says ${s.manifestBytes}`;
+  const { recipientsFingerprint, storedSize } = await import('../offsite/storage-copies.js');
+  const fingerprint = s.encrypted ? recipientsFingerprint(s.recipients) : null;
   const held = await files.held();
-  // An encrypted file is its plain size plus the age header and 16 bytes per 64 KiB chunk.
-  const fits = (o: { bytes: number }, h: { encrypted: boolean; bytes: number }) => h.encrypted === copy.encrypted && (copy.encrypted ? h.bytes > o.bytes : h.bytes === o.bytes);
-  const missing = manifest.objects.filter((o) => !(held.get(o.sha256) ?? []).some((h) => fits(o, h)));
+  const missing = manifest.objects.filter((o) => !(held.get(o.sha256) ?? []).some((h) => h.fingerprint === fingerprint && h.bytes === storedSize(o.bytes, s.recipients)));
   if (missing.length === 0) return null;
   const first = missing[0]!;
   return `${missing.length} Storage file${missing.length === 1 ? ' is' : 's are'} missing from "${target.name}" (first: ${first.bucket}/${first.path}); the next copy of a backup sends what its target lacks`;

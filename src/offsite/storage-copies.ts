@@ -166,7 +166,8 @@ function chain<T extends Transform>(from: Readable, through: T): T {
   return through;
 }
 
-function storedSize(bytes: number, recipients: readonly string[]): number {
+/** A store file's size in a target: its own, or as age encrypts it to these recipients. */
+export function storedSize(bytes: number, recipients: readonly string[]): number {
   return recipients.length ? encryptedSize(bytes, recipients.length) : bytes;
 }
 

@@ -258,9 +258,22 @@ describe('Storage files in offsite targets', () => {
       expect(r.exitCode, r.stderr).toBe(1);
       const b2 = JSON.parse(r.stdout).results[0].offsiteCopies.find((c: any) => c.target === 'b2');
       expect(b2).toMatchObject({ ok: false, error: expect.stringContaining('avatars/alice/me.png') });
+      // cut short under its own name: not the size age gives its bytes, so not there
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + key, Body: original.subarray(0, original.length - 16) }));
+      const cut = await runCli(['verify', String(second.id), '--json'], home.env);
+      expect(cut.exitCode, cut.stderr).toBe(1);
+      expect(JSON.parse(cut.stdout).results[0].offsiteCopies.find((c: any) => c.target === 'b2')).toMatchObject({ ok: false, error: expect.stringContaining('avatars/alice/me.png') });
+      // under another set of recipients' name (what a restore with this kit does not fetch): not there either
+      const other = `storage/${key.split('/')[1]}/${sha(lost.bytes)}.${'0'.repeat(16)}.age`;
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + other, Body: original }));
+      await s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: prefix + key }));
+      const moved = await runCli(['verify', String(second.id), '--json'], home.env);
+      expect(moved.exitCode, moved.stderr).toBe(1);
+      await s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: prefix + other }));
     } finally {
       await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + key, Body: original }));
     }
+    expect((await runCli(['verify', String(second.id), '--json'], home.env)).exitCode).toBe(0);
   });
 
   it('ledger-rebuild --from-offsite brings the manifests back into the ledger', async () => {
