@@ -37,11 +37,11 @@ import { chooseTool, toolSearch } from '../pg/tools.js';
 import { formatCount, formatDuration } from '../util/format.js';
 import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
-import { assertRestorable, offsiteSource, runPsql } from './restore.js';
+import { assertRestorable, offsiteSource, type OffsiteSource, runPsql } from './restore.js';
 import { AGE_EXTENSION } from '../dump/naming.js';
 import { fetchCopy, loadIdentities } from '../offsite/fetch.js';
 import { rm } from 'node:fs/promises';
-import { resolveBackup, type VerifyResult, verifyOne, verifyStorageFiles } from './verify.js';
+import { listTargetStoreFiles, offsiteFilesMissing, resolveBackup, type VerifyResult, verifyOne, verifyStorageFiles } from './verify.js';
 
 const qi = (name: string) => `"${name.replace(/"/g, '""')}"`;
 
@@ -409,6 +409,30 @@ async function createReferencedRoles(ctx: RunContext, scratch: ConnInfo, roles: 
   });
 }
 
+/**
+ * An offsite drill's Storage files: what the copy's kit names must be in the target — the manifest
+ * (brought back here when the ledger lacks it, checked against the kit) and every file under the
+ * key and of the size a restore fetches. Null when the backup has none to check (it captured none,
+ * or its capture failed as a whole: the files are INCOMPLETE, said elsewhere). A copy without a kit
+ * (made before kits) names no files: with a manifest here, that is a finding.
+ */
+async function offsiteFiles(ctx: RunContext, source: OffsiteSource, identities: string[] | undefined): Promise<NonNullable<VerifyResult['storage']> | null> {
+  const { kit, target } = source;
+  const local = source.backup.storage;
+  const s = kit?.copy.storage;
+  if (!kit || !s) {
+    if (!local?.manifestFile) return null;
+    return { ok: false, objects: local.objects, files: local.files, checked: 0, bytes: local.bytes, missing: local.files, corrupt: 0, error: `the copy in "${target.name}" names none of the backup's Storage files: a restore from it would bring none back` };
+  }
+  const { filesFromOffsite, backupManifest } = await import('./storage-files.js');
+  const { summarize } = await import('../storage/index.js');
+  const b = (await filesFromOffsite(ctx, target, source.backup, kit, { fetchFiles: false, ...(identities ? { identities } : {}) })).backup;
+  const manifest = await backupManifest(b);
+  const sum = summarize(manifest);
+  const lacking = await offsiteFilesMissing(target, kit, { manifest, held: () => listTargetStoreFiles(target, ctx.signal) }, ctx.signal);
+  return { ok: !lacking, objects: sum.objects, files: sum.files, checked: sum.files, bytes: sum.bytes, missing: lacking?.files ?? 0, corrupt: 0, ...(lacking ? { error: lacking.message } : {}) };
+}
+
 /** Where a drill takes its file: the local one, or a copy in an offsite target (the named one, or any). */
 export type DrillFrom = { offsite: false } | { offsite: true; target?: string };
 
@@ -503,7 +527,7 @@ export async function restoreDrill(ctx: RunContext, which: string, from: DrillFr
     result.rowsChecked = cmp.rowsChecked;
     result.mismatches = cmp.mismatches;
     if (ctx.config.restoreTest.amcheck) result.amcheck = await amcheck(dctx, inspect, target.major);
-    const files = source ? null : await verifyStorageFiles(ctx, b, false);
+    const files = source ? await offsiteFiles(ctx, source, keys) : await verifyStorageFiles(ctx, b, false);
     if (files) result.storageFiles = files;
     result.ok = result.mismatches.length === 0 && result.amcheck !== 'failed' && result.fidelity.differences.length === 0 && (files?.ok ?? true);
   } catch (e) {

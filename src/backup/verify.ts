@@ -117,7 +117,7 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
     return { target: target.name, ok: false, location, bytes: st.bytes, error: `the offsite copy's recovery kit does not describe this backup's copy (its size or SHA-256 differ): a restore from "${target.name}" would refuse it` };
   }
   const lacking = files && b.storage?.manifestFile ? await offsiteFilesMissing(target, k, files, signal) : null;
-  if (lacking) return { target: target.name, ok: false, location, bytes: st.bytes, error: lacking };
+  if (lacking) return { target: target.name, ok: false, location, bytes: st.bytes, error: lacking.message };
   return { target: target.name, ok: true, location, bytes: st.bytes };
 }
 
@@ -128,21 +128,21 @@ export async function verifyOffsite(target: OffsiteTarget, b: Backup, signal?: A
  * sentence; null when it holds them all. Without a readable local manifest the target cannot be
  * judged: that is a finding too.
  */
-async function offsiteFilesMissing(target: OffsiteTarget, kit: RecoveryKit, files: OffsiteFilesCheck, signal?: AbortSignal): Promise<string | null> {
+export async function offsiteFilesMissing(target: OffsiteTarget, kit: RecoveryKit, files: OffsiteFilesCheck, signal?: AbortSignal): Promise<{ message: string; files: number } | null> {
   const manifest = files.manifest;
-  if (manifest instanceof Error) return `the backup's own Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${manifest.message}`;
+  if (manifest instanceof Error) return { files: 0, message: `the backup's Storage manifest cannot be read, so its files in "${target.name}" cannot be checked: ${manifest.message}` };
   const s = kit.copy.storage;
-  if (!s) return `the offsite copy's recovery kit names none of the backup's Storage files: a restore from "${target.name}" would bring none back`;
+  if (!s) return { files: 0, message: `the offsite copy's recovery kit names none of the backup's Storage files: a restore from "${target.name}" would bring none back` };
   const m = await target.stat(s.manifestKey, signal);
-  if (!m) return `the offsite copy's Storage manifest is missing from "${target.name}"`;
-  if (m.bytes !== s.manifestBytes) return `the offsite copy's Storage manifest in "${target.name}" has ${m.bytes} bytes, its kit says ${s.manifestBytes}`;
+  if (!m) return { files: 0, message: `the offsite copy's Storage manifest is missing from "${target.name}"` };
+  if (m.bytes !== s.manifestBytes) return { files: 0, message: `the offsite copy's Storage manifest in "${target.name}" has ${m.bytes} bytes, its kit says ${s.manifestBytes}` };
   const { recipientsFingerprint, storedSize } = await import('../offsite/storage-copies.js');
   const fingerprint = s.encrypted ? recipientsFingerprint(s.recipients) : null;
   const held = await files.held();
   const missing = manifest.objects.filter((o) => !(held.get(o.sha256) ?? []).some((h) => h.fingerprint === fingerprint && h.bytes === storedSize(o.bytes, s.recipients)));
   if (missing.length === 0) return null;
   const first = missing[0]!;
-  return `${missing.length} Storage file${missing.length === 1 ? ' is' : 's are'} missing from "${target.name}" (first: ${first.bucket}/${first.path}); the next copy of a backup sends what its target lacks`;
+  return { files: missing.length, message: `${missing.length} Storage file${missing.length === 1 ? ' is' : 's are'} missing from "${target.name}" (first: ${first.bucket}/${first.path}); the next copy of a backup sends what its target lacks` };
 }
 
 /** SHA-256 and size of a file, streamed. */

@@ -20,7 +20,7 @@ import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectC
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { FakeStorageProject, PROJECT_KEY } from '../helpers/fake-storage-project.js';
-import { createDatabase, databaseExists, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
+import { ADMIN_URL, createDatabase, databaseExists, dropDatabase, query, uniqueName, dbUrl } from '../helpers/pg.js';
 import { ageKey } from '../helpers/age.js';
 import { rawS3Client, type S3Server, startS3Server } from '../helpers/s3-server.js';
 import { recipientsFingerprint } from '../../src/offsite/storage-copies.js';
@@ -274,6 +274,27 @@ describe('Storage files in offsite targets', () => {
       await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + key, Body: original }));
     }
     expect((await runCli(['verify', String(second.id), '--json'], home.env)).exitCode).toBe(0);
+  });
+
+  it('a drill of the copy in the target checks the files it names are there: one lost fails it, naming the file', async () => {
+    const fresh = server();
+    const env = { ...fresh.env, RESTORE_TEST_DATABASE_URL: ADMIN_URL };
+    const drill = () => runCli(['restore-test', 'latest', '--from', 'offsite:b2', '--json'], env);
+    const ok = await drill();
+    expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, source: 'offsite:b2', storageFiles: { ok: true, objects: FILES.length, missing: 0 } });
+    const key = skey(sha(files.get('avatars/bob/me.png')!.bytes));
+    const original = await getObject(key);
+    await s3.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: prefix + key }));
+    try {
+      const r = await drill();
+      expect(r.exitCode, r.stderr).toBe(1);
+      const doc = JSON.parse(r.stdout);
+      expect(doc).toMatchObject({ ok: false, storageFiles: { ok: false, missing: 1 } });
+      expect(doc.storageFiles.error).toContain('avatars/bob/me.png');
+    } finally {
+      await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: prefix + key, Body: original }));
+    }
   });
 
   it('ledger-rebuild --from-offsite brings the manifests back into the ledger', async () => {
