@@ -225,6 +225,19 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
         throw new HbError('storage-failed', `the Storage manifest of backup ${b.id} cannot be read: ${err.message}`, 'run `hybrid-backup verify all`; the database copy waits for it');
       })
     : null;
+  // A backup whose files this ledger cannot read (adopted from a target without the identity) must
+  // not replace a copy whose kit names them: the new kit could not, and they would be lost to it.
+  if (!files && b.storage) {
+    const { readKit } = await import('./fetch.js');
+    const there = await readKit(target, key + KIT_SUFFIX, ctx.signal).catch(() => null);
+    if (there?.copy.storage) {
+      throw new HbError(
+        'storage-failed',
+        `the copy of backup ${b.id} in "${target.name}" names its ${there.copy.storage.objects} Storage files, whose manifest this ledger cannot read (${b.storage.summary}); it was not replaced`,
+        `set HYBRID_BACKUP_AGE_IDENTITY_FILE and run \`hybrid-backup ledger-rebuild --from-offsite ${target.name}\`, which reads the manifests in`,
+      );
+    }
+  }
   const sidecar = await sidecarOf(ctx, b);
   const recipients = ctx.config.encryption.ageRecipients;
   const encrypt = encryptsOnTheWay(ctx, b);

@@ -392,4 +392,39 @@ describe('Storage files in offsite targets', () => {
     expect((await keysUnder('storage/')).has(skey(oldAlice)), 'a file only the home installation\'s copy references').toBe(true);
     expect(readFileSync(path.join(other.backupDir, 'backup.log'), 'utf8')).toMatch(/unused Storage files are not removed: the target holds the Storage manifest of a copy this ledger does not keep/);
   });
+
+  it('a backup whose files this ledger cannot read never replaces a copy whose kit names them', async () => {
+    // The ledger is lost while the dumps are still here: rebuilt from the target without the identity.
+    const { renameSync, rmSync } = await import('node:fs');
+    const kept = path.join(home.dir, 'ledger.kept.db');
+    renameSync(path.join(home.backupDir, 'ledger.db'), kept);
+    for (const x of ['-wal', '-shm']) rmSync(path.join(home.backupDir, `ledger.db${x}`), { force: true });
+    const noKey: Record<string, string> = { ...home.env };
+    delete noKey.HYBRID_BACKUP_AGE_IDENTITY_FILE;
+    try {
+      const rebuilt = await runCli(['ledger-rebuild', '--from-offsite', 'b2', '--json'], noKey);
+      expect(rebuilt.exitCode, rebuilt.stderr).toBe(0);
+      const readable = JSON.parse(rebuilt.stdout).added.filter((b: any) => b.status === 'ok');
+      expect(readable.length).toBeGreaterThan(0);
+      for (const b of readable) expect(b.storage).toMatchObject({ complete: false, error: { code: 'identity-missing' } });
+      // a second target that is the same place (a copy the ledger does not know it has)
+      const cfg = JSON.parse(readFileSync(home.env.HYBRID_BACKUP_CONFIG!, 'utf8'));
+      const alias = path.join(home.dir, 'alias.json');
+      writeFileSync(alias, JSON.stringify({ ...cfg, offsite: { ...cfg.offsite, targets: [...cfg.offsite.targets, { ...cfg.offsite.targets[0], name: 'b3' }] } }));
+      const kitKey = `${path.basename(readable[0].file)}.age.meta.json`;
+      const before = await getObject(kitKey);
+      const sync = await runCli(['offsite-sync', '--json'], { ...noKey, HYBRID_BACKUP_CONFIG: alias });
+      expect(sync.exitCode, sync.stderr).toBe(1);
+      const doc = JSON.parse(sync.stdout);
+      expect(doc.targets.b3.failed.sort()).toEqual(readable.map((b: any) => b.id).sort());
+      const failed = doc.failed.filter((f: any) => f.target === 'b3');
+      expect(failed[0].error).toMatch(/names its \d+ Storage files, whose manifest this ledger cannot read .*it was not replaced/);
+      expect((await getObject(kitKey)).equals(before)).toBe(true);
+      expect(JSON.parse(before.toString('utf8')).copy.storage).toBeDefined();
+    } finally {
+      rmSync(path.join(home.backupDir, 'ledger.db'), { force: true });
+      for (const x of ['-wal', '-shm']) rmSync(path.join(home.backupDir, `ledger.db${x}`), { force: true });
+      renameSync(kept, path.join(home.backupDir, 'ledger.db'));
+    }
+  });
 });
