@@ -36,11 +36,16 @@ function bundled(): Main | null {
   if (process.sourceMapsEnabled ?? process.execArgv.includes('--enable-source-maps')) return (Module.createRequire(BUNDLE)(BUNDLE) as { main: Main }).main;
   // esbuild writes ASCII only (non-ASCII characters escaped), so latin1 reads it exactly, and faster than utf8.
   const source = readFileSync(BUNDLE, 'latin1');
+  // V8 checks a cache against the source's length, not its content: only a cache written after the
+  // bundle (the build writes it second) is its own.
   let cachedData: Buffer | undefined;
-  try {
-    cachedData = readFileSync(CACHE);
-  } catch {
-    // no cache: compiled from source, only slower
+  const cacheTime = mtime(CACHE);
+  if (cacheTime !== null && cacheTime >= bundleTime) {
+    try {
+      cachedData = readFileSync(CACHE);
+    } catch {
+      // gone meanwhile: compiled from source, only slower
+    }
   }
   // As Node's own CommonJS loader would run it, with the code cache V8 accepts or ignores.
   const script = new vm.Script(Module.wrap(source), { filename: BUNDLE, cachedData });

@@ -157,6 +157,8 @@ export class ControlServer {
         server.once('error', reject);
         server.listen({ path: p, backlog: 128 }, () => resolve());
       });
+      // Clients are answered from now on, so a stop from now on must close it and remove the file.
+      this.server = server;
       if (gid !== null) {
         await fs.chown(p, -1, gid);
         await fs.chmod(p, 0o660);

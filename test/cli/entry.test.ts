@@ -2,7 +2,7 @@
  * The executable's entry (src/cli.ts): it runs the bundle the build makes, compiled from the code
  * cache beside it, and the compiled modules when there is no bundle — the same program either way.
  */
-import { cpSync, readdirSync, readFileSync, symlinkSync, utimesSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { Module } from 'node:module';
 import path from 'node:path';
 import vm from 'node:vm';
@@ -55,6 +55,36 @@ describe('the executable', () => {
     utimesSync(stale, new Date(), new Date());
     const ran = await execa('node', [path.join(d, 'dist/src/cli.js'), '--version'], { reject: false });
     expect(ran.stdout).toBe('the stale bundle ran');
+  });
+});
+
+describe('the code cache', () => {
+  const dirs: string[] = [];
+  afterAll(() => dirs.forEach(removeDir));
+
+  it('is used when written after the bundle, and never for a bundle that changed after it (V8 checks only the length)', async () => {
+    const d = tempDir('hbentry');
+    dirs.push(d);
+    mkdirs(d);
+    const bundle = path.join(d, 'dist/src/cli-bundle.cjs');
+    const cache = path.join(d, 'dist/src/cli-bundle.cache');
+    // two bundles of the same length whose top level differs: a cache of A run with B's source says A
+    const source = (v: string) => `const which = '${v}';\nexports.main = async () => { console.log(which); };\n`;
+    writeFileSync(bundle, source('A'));
+    const script = new vm.Script(Module.wrap(source('A')), { filename: bundle });
+    const mod = new Module(bundle);
+    script.runInThisContext()(mod.exports, Module.createRequire(bundle), mod, bundle, path.dirname(bundle));
+    writeFileSync(cache, script.createCachedData());
+    const run = async () => (await execa('node', [path.join(d, 'dist/src/cli.js')], { reject: false })).stdout;
+    expect(await run()).toBe('A');
+    // the bundle replaced (same length) after its cache was written: the cache is not its own
+    writeFileSync(bundle, source('B'));
+    const later = new Date(Date.now() + 2000);
+    utimesSync(bundle, later, later);
+    expect(await run()).toBe('B');
+    // and the same cache, were it written after this bundle, would be taken as its own
+    utimesSync(cache, new Date(later.getTime() + 1000), new Date(later.getTime() + 1000));
+    expect(await run()).toBe('A');
   });
 });
 
