@@ -15,8 +15,8 @@
 import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { FakeStorage, SERVICE_KEY } from './fake-storage.js';
+import { closeNow, listenLocal } from './local-http.js';
 
 const VALID_KEY = /^(\w|\/|!|-|\.|\*|'|\(|\)| |&|\$|@|=|;|:|\+|,|\?)*$/;
 
@@ -43,14 +43,12 @@ export class FakeStorageWithList extends FakeStorage {
         else res.destroy();
       });
     });
-    await new Promise<void>((r) => this.proxy.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.proxy.address() as AddressInfo).port}`;
+    this.url = await listenLocal(this.proxy);
     return this;
   }
 
   override async stop(): Promise<void> {
-    this.proxy.closeAllConnections();
-    await new Promise<void>((r) => this.proxy.close(() => r()));
+    await closeNow(this.proxy);
     await super.stop();
   }
 

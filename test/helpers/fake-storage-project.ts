@@ -28,11 +28,11 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { closeNow, listenLocal } from './local-http.js';
 
 export const PROJECT_KEY = 'eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIiwicmVmIjoiZmFrZSJ9.ZmFrZS1wcm9qZWN0LXNpZ25hdHVyZQ';
 
@@ -129,14 +129,12 @@ export class FakeStorageProject {
       });
     });
     this.server.keepAliveTimeout = 30_000;
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = await listenLocal(this.server);
     return this;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await closeNow(this.server);
     rmSync(this.dir, { recursive: true, force: true });
   }
 

@@ -6,9 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import AjvModule from 'ajv';
+import { closeNow, listenLocal } from './local-http.js';
 
 /** Supabase's published schema, vendored unchanged (see test/contracts/README.md). */
 export const CONTRACT = path.resolve(import.meta.dirname, '../contracts/supabase-management-api.openapi.json');
@@ -115,14 +115,12 @@ export class FakeManagementApi {
         if (!res.headersSent) res.writeHead(500).end();
       }),
     );
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = await listenLocal(this.server);
     return this;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await closeNow(this.server);
   }
 
   /** Serves these replies, in order, to the next requests for `METHOD /suffix` (e.g. `GET /database/backups`). */

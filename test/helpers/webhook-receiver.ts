@@ -4,6 +4,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { closeNow, listenLocal } from './local-http.js';
 
 /** A webhook receiver on 127.0.0.1; its URL carries a secret path part, as a Slack webhook's does. */
 export class Receiver {
@@ -22,14 +23,12 @@ export class Receiver {
       this.received.push({ path: req.url, body: JSON.parse(body) });
       if (this.opts.answer) res.writeHead(200).end('ok');
     });
-    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}${secretPath}`;
+    this.url = `${await listenLocal(this.server)}${secretPath}`;
     return this;
   }
 
   async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await closeNow(this.server);
   }
 }
 
