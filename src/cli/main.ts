@@ -102,7 +102,8 @@ async function runInProcess(cmd: Command, rawArgs: unknown, g: GlobalOptions, co
 
 /**
  * The database this caller means (its DATABASE_URL or libpq variables), for the service to check
- * against the one it protects; undefined when the caller names none (the service's is meant).
+ * against the one it protects; undefined when the caller names none (a restore or drill then means
+ * the service's; a backup is refused before this, see execute()).
  * @throws HbError `database-url-invalid` when the caller's string cannot be parsed
  */
 function callerDatabase(config: Config): DatabaseIdentity | undefined {
@@ -178,6 +179,10 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
     }
   } else if (!g.direct) {
     try {
+      // A backup of no database in particular is refused here as in this process, service or not:
+      // a migration script whose DATABASE_URL did not reach it must not pass its gate on a backup
+      // of whatever the service protects.
+      if (cmd.isBackup) sourceConnInfo(config.databaseUrl, config.environment.libpq);
       outcome = await runViaService(cmd, rawArgs, config, reporter);
     } catch (e) {
       reporter.clear();

@@ -187,12 +187,24 @@ function hostKey(host: string): string {
 }
 
 /**
+ * The project a Supabase pooler (Supavisor) connection reaches: on `*.pooler.supabase.com` every
+ * project shares the host, port and database name, and the user's `.<ref>` suffix picks the
+ * project (`postgres.abcdefghijklmnopqrst`). Null for any other host.
+ */
+function poolerProject(d: DatabaseIdentity): string | null {
+  if (!/\.pooler\.supabase\.com$/i.test(d.host)) return null;
+  const dot = d.user.lastIndexOf('.');
+  return dot < 0 ? '' : d.user.slice(dot + 1).toLowerCase();
+}
+
+/**
  * Whether two identities name the same database: the same server (loopback and local sockets
- * count as one) and port, and the same database name. The user is not part of it: another role
- * on the same database still means that database.
+ * count as one) and port, and the same database name — and, through a Supabase pooler, the same
+ * project (the user's `.<ref>` suffix). Otherwise the user is not part of it: another role on the
+ * same database still means that database.
  */
 export function sameDatabase(a: DatabaseIdentity, b: DatabaseIdentity): boolean {
-  return hostKey(a.host) === hostKey(b.host) && a.port === b.port && a.database === b.database;
+  return hostKey(a.host) === hostKey(b.host) && a.port === b.port && a.database === b.database && poolerProject(a) === poolerProject(b);
 }
 
 export function describeIdentity(d: DatabaseIdentity): string {

@@ -57,7 +57,8 @@ describe('credentials go only where they belong', () => {
     const env = { ...base, PGHOST: u.hostname, PGPORT: u.port || '5432', PGUSER: 'postgres', PGDATABASE: db.name, PGPASSWORD: SECRET };
     await daemon(env);
     const clientEnv = { BACKUP_DIR: s.backupDir, HYBRID_BACKUP_CONFIG: s.env.HYBRID_BACKUP_CONFIG, HYBRID_BACKUP_SOCKET: s.env.HYBRID_BACKUP_SOCKET };
-    expect((await runCli(['manual'], clientEnv)).exitCode).toBe(0);
+    // the backup names its database (no password: the service holds that), as a backup must
+    expect((await runCli(['manual'], { ...clientEnv, PGHOST: u.hostname, PGPORT: u.port || '5432', PGDATABASE: db.name })).exitCode).toBe(0);
     const trap = await new PasswordTrap().start();
     try {
       for (const create of [[], ['--create']]) {

@@ -107,18 +107,34 @@ describe('the pre-change gate protects the database being changed', () => {
     const ok = await runCli(['pre-change', 'release 42', '--json'], { ...s.env, DATABASE_URL: alias.toString() });
     expect(ok.exitCode, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ kind: 'pre-change', status: 'ok', database: app.name });
-    // a caller that names no database means the service's
-    const none = await runCli(['pre-change', 'release 43', '--json'], s.env);
-    expect(none.exitCode, none.stderr).toBe(0);
+    // a caller that names no database is refused, as without a service: no silent default database
+    const noDb: Record<string, string> = { ...s.env };
+    delete noDb.DATABASE_URL;
+    const none = await runCli(['pre-change', 'release 43', '--json'], noDb);
+    expect(none.exitCode, none.stdout).toBe(2);
+    expect(JSON.parse(none.stdout).error.code).toBe('database-not-configured');
+    expect(readLedger(s.backupDir, 'select count(*) as n from backups')[0].n).toBe(before + 1);
     // the password never travels: what the service logged of the request has none
     expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).not.toMatch(/:[^@/]*@127/);
+  });
+
+  it('through a Supabase pooler, a backup meant for another project is refused: the user\'s .<ref> names the project', async () => {
+    const s = setup();
+    const pooler = 'aws-0-eu-central-1.pooler.supabase.com:5432/postgres';
+    // nothing connects: the service compares the two before it would dump anything
+    const d = await startDaemon({ ...s.env, DATABASE_URL: `postgresql://postgres.prodrefaaaaaaaaaaaaaa:secret@${pooler}` });
+    daemons.push(d);
+    const r = await runCli(['pre-change', 'release 44', '--json'], { ...s.env, DATABASE_URL: `postgresql://postgres.stagingrefbbbbbbbbbb:secret@${pooler}` });
+    expect(r.exitCode, r.stdout + r.stderr).toBe(2);
+    expect(JSON.parse(r.stdout).error).toMatchObject({ code: 'database-mismatch', message: expect.stringContaining('postgres.stagingrefbbbbbbbbbb') });
+    expect(r.stdout).not.toContain('secret');
   });
 
   it('a restore asked for another database than the service protects is refused too', async () => {
     const s = setup();
     const d = await startDaemon({ ...s.env, DATABASE_URL: app.url });
     daemons.push(d);
-    expect((await runCli(['manual'], s.env)).exitCode).toBe(0);
+    expect((await runCli(['manual'], { ...s.env, DATABASE_URL: app.url })).exitCode).toBe(0);
     const r = await runCli(['restore', 'latest', '--target', `${ADMIN_URL.replace(/\/[^/]*$/, '')}/hb_gate_never`, '--create'], { ...s.env, DATABASE_URL: other.url });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(new RegExp(`refusing restore: this command means database "${other.name}"`));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { HbError } from '../../src/domain/errors.js';
-import { libpqArgs, parseConnInfo, safeUrl } from '../../src/pg/connection.js';
+import { databaseIdentity, libpqArgs, parseConnInfo, safeUrl, sameDatabase } from '../../src/pg/connection.js';
 import { serverMajor } from '../../src/pg/server.js';
 import { redactor } from '../../src/util/redact.js';
 
@@ -42,6 +42,23 @@ describe('connection strings', () => {
     const { dbname, env } = libpqArgs(c);
     expect(dbname).not.toContain('top secret');
     expect(env.PGPASSWORD).toBe('top secret');
+  });
+});
+
+describe('which database a command means', () => {
+  const id = (url: string) => databaseIdentity(parseConnInfo(url, 'DATABASE_URL', {}));
+  it('through a Supabase pooler, the project is the user\'s .<ref>: another project on the same host, port and database is another database', () => {
+    const pooler = 'aws-0-eu-central-1.pooler.supabase.com:5432/postgres';
+    const prod = id(`postgresql://postgres.prodrefaaaaaaaaaaaaaa:pw@${pooler}`);
+    expect(sameDatabase(prod, id(`postgresql://postgres.stagingrefbbbbbbbbbb:pw@${pooler}`))).toBe(false);
+    expect(sameDatabase(prod, id(`postgresql://postgres.PRODREFAAAAAAAAAAAAAA:other@${pooler}`))).toBe(true);
+    expect(sameDatabase(prod, id(`postgresql://app_user.prodrefaaaaaaaaaaaaaa@${pooler}`))).toBe(true);
+    expect(sameDatabase(prod, id(`postgresql://postgres@${pooler}`))).toBe(false);
+  });
+  it('elsewhere another user on the same database still means it, and loopback names are one server', () => {
+    expect(sameDatabase(id('postgresql://postgres@db.example.com:5432/app'), id('postgresql://reader@db.example.com:5432/app'))).toBe(true);
+    expect(sameDatabase(id('postgresql://postgres@127.0.0.1:5432/app'), id('postgresql://postgres@localhost:5432/app'))).toBe(true);
+    expect(sameDatabase(id('postgresql://postgres@db.example.com:5432/app'), id('postgresql://postgres@db.example.com:5432/other'))).toBe(false);
   });
 });
 
