@@ -4,6 +4,7 @@ import { redact } from '../util/redact.js';
 import { now, type Prepared, type Sql } from './sql.js';
 
 interface DrillRow {
+  run_id: number | null;
   backup_id: number;
   ok: number;
   tables: number | null;
@@ -42,7 +43,7 @@ export class Drills {
   }
 
   /** Drills, newest first. */
-  list(limit = 100): Array<DrillResult & { startedAt: string; finishedAt: string | null }> {
+  list(limit = 100): Array<DrillResult & { startedAt: string; finishedAt: string | null; runId: number | null }> {
     return (this.q.list.all(limit) as DrillRow[]).map((r) => ({
       backupId: r.backup_id,
       ok: r.ok === 1,
@@ -57,6 +58,7 @@ export class Drills {
       source: r.source ?? 'local',
       startedAt: r.started_at,
       finishedAt: r.finished_at,
+      runId: r.run_id ?? null,
     }));
   }
 

@@ -339,7 +339,7 @@ export class Ledger {
   }
 
   /** Drills, newest first. */
-  listDrills(limit?: number): Array<DrillResult & { startedAt: string; finishedAt: string | null }> {
+  listDrills(limit?: number): Array<DrillResult & { startedAt: string; finishedAt: string | null; runId: number | null }> {
     return this.drills.list(limit);
   }
 

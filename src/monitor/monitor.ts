@@ -58,6 +58,22 @@ function localAge(ctx: RunContext, newest: Backup | undefined, corrupt: readonly
   return check('local-backup-age', status, `newest ok backup is ${formatDuration(now - Date.parse(newest.createdAt))} old (backup ${newest.id}, ${newest.kind}, ${formatBytes(newest.bytes)})${status === 'ok' ? '' : `; limits ${m.localWarnHours} h / ${m.localCritHours} h`}${bad ? `; ${bad}` : ''}`);
 }
 
+/**
+ * The scheduled backup's last run: critical when it failed or was interrupted. A manual or
+ * pre-change backup taken meanwhile keeps the age check green, but does not stand in for the
+ * daily one — the schedule itself is broken until a scheduled run succeeds.
+ */
+function scheduledBackup(ctx: RunContext, now: number): MonitorCheck {
+  const name = 'local-backup-schedule';
+  const last = ctx.ledger.lastRun('backup', ['schedule', 'startup']);
+  if (!last) return check(name, 'ok', 'no scheduled backup has run yet (the service runs it; the age check says when one is due)');
+  if (last.status === 'failed' || last.status === 'interrupted') {
+    return check(name, 'critical', `the scheduled backup of ${formatAge(last.startedAt, now)} ${last.status === 'failed' ? 'FAILED' : 'was interrupted'}${last.error ? `: ${last.error.message}` : ''}; it is critical until a scheduled backup succeeds`);
+  }
+  if (last.status === 'running') return check(name, 'ok', `the scheduled backup is running (started ${formatAge(last.startedAt, now)})`);
+  return check(name, 'ok', `the last scheduled backup succeeded ${formatAge(last.startedAt, now)}`);
+}
+
 /** The corrupt backups the previous recorded run reported, id → since. */
 function previouslyCorrupt(ctx: RunContext): Map<number, string> {
   const prev = ctx.ledger.listMonitors(1)[0]?.checks.find((c) => c.name === 'local-backup-checksum') as Partial<ChecksumCheck> | undefined;
@@ -208,6 +224,12 @@ function retention(ctx: RunContext, now: number): MonitorCheck {
 function drill(ctx: RunContext, now: number): MonitorCheck {
   if (!ctx.config.restoreTest.enabled) return check('restore-drill', 'off', 'the weekly restore drill is off (restoreTest.enabled: false)');
   const [last] = ctx.ledger.listDrills(1);
+  // A drill can fail before it has a result to record (no copy to fetch, no key, no backup): its
+  // run is the only trace, and it stands against the older drill's pass.
+  const run = ctx.ledger.lastRun('restore-drill');
+  if (run && (run.status === 'failed' || run.status === 'interrupted') && run.id !== last?.runId && (!last || run.startedAt >= last.startedAt)) {
+    return check('restore-drill', 'critical', `the newest restore drill (${formatAge(run.startedAt, now)}) ${run.status === 'failed' ? 'FAILED' : 'was interrupted'} before it could restore: ${run.error?.message ?? 'no reason recorded'}`);
+  }
   if (!last) return check('restore-drill', 'warning', 'no restore drill yet: run npm run backup:restore-test');
   if (!last.ok) {
     const why = last.error?.message ?? [...last.mismatches.map((m) => `${m.table} ${m.actual}/${m.expected}`), ...last.fidelity.differences].slice(0, 5).join(', ');
@@ -287,7 +309,7 @@ export async function evaluate(ctx: RunContext, now = Date.now()): Promise<Monit
   const ok = ctx.ledger.listBackups({ statuses: ['ok'] });
   const newest = ok[0];
   const corrupt = newerCorrupt(ctx, newest);
-  const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
+  const checks: MonitorCheck[] = [localAge(ctx, newest, corrupt, now), scheduledBackup(ctx, now), checksum, content(newest), await guarded(() => sizeDrop(ctx, ok, corrupt)), await guarded(() => disk(ctx, newest))];
   checks.push(await guarded(() => retention(ctx, now)), drill(ctx, now), await guarded(() => storageFiles(ctx, newest)), ...offsite(ctx, newest, now), ...supabase(ctx, now));
   return { status: worstStatus(checks.map((c) => c.status)), checks, at: new Date(now).toISOString() };
 }

@@ -241,6 +241,28 @@ describe('monitor', () => {
     expect(m.check('restore-drill').message).toMatch(/FAILED: "public"\."t" 4999\/5000/);
   });
 
+  it('a scheduled backup or drill that failed is critical, though a manual backup since keeps the age green', async () => {
+    const s = setup();
+    await healthy(s.env);
+    // what the service records when a scheduled job fails before it has anything else to record
+    const scheduledRun = (job: string, status: 'failed' | 'ok') => {
+      const l = new Database(path.join(s.backupDir, 'ledger.db'));
+      const at = new Date().toISOString();
+      l.prepare(`insert into runs (job, trigger, status, started_at, finished_at, error_code, error_message) values (?, 'schedule', ?, ?, ?, ?, ?)`).run(job, status, at, at, status === 'failed' ? 'dump-failed' : null, status === 'failed' ? 'connection refused' : null);
+      l.close();
+    };
+    scheduledRun('backup', 'failed');
+    scheduledRun('restore-drill', 'failed');
+    await manual(s.env);
+    const m = await monitor(s.env);
+    expect(m.exitCode).toBe(2);
+    expect(m.check('local-backup-age').status).toBe('ok');
+    expect(m.check('local-backup-schedule')).toMatchObject({ status: 'critical', message: expect.stringMatching(/^the scheduled backup of .* FAILED: connection refused; it is critical until a scheduled backup succeeds/) });
+    expect(m.check('restore-drill')).toMatchObject({ status: 'critical', message: expect.stringMatching(/before it could restore: connection refused/) });
+    scheduledRun('backup', 'ok');
+    expect((await monitor(s.env)).check('local-backup-schedule')).toMatchObject({ status: 'ok', message: expect.stringMatching(/^the last scheduled backup succeeded/) });
+  });
+
   it('retention: ok backups the rules would have deleted over a day ago are a warning, naming how many and the oldest', async () => {
     const s = setup();
     writeFileSync(path.join(s.dir, 'c.json'), JSON.stringify({ supabase: { requestTimeoutSeconds: 30, maxRetries: 0 }, retention: { days: 30, minKeep: 1 } }));
