@@ -49,13 +49,22 @@ function newerCorrupt(ctx: RunContext, newestOk: Backup | undefined): Backup[] {
   return ctx.ledger.listBackups({ statuses: UNUSABLE }).filter((b) => Date.parse(b.createdAt) > after);
 }
 
+/** A time this far past the clock is not the clock's jitter: a clock set back, or a row from another host's. */
+const FUTURE_SLACK_MS = 5 * 60_000;
+
 function localAge(ctx: RunContext, newest: Backup | undefined, corrupt: readonly Backup[], now: number): MonitorCheck {
   const m = ctx.config.monitor;
   const bad = corrupt.length ? `backup ${ids(corrupt)}, newer, ${corrupt.length === 1 ? 'is' : 'are'} corrupt` : '';
-  if (!newest) return check('local-backup-age', 'critical', `no ok local backup at all${bad ? ` (${bad})` : ''}: take one with npm run backup:manual`);
+  // A backup dated in the future would look fresh for as long as the skew: the age is judged by
+  // the newest one that is not, and the skew is said.
+  const future = newest && Date.parse(newest.createdAt) > now + FUTURE_SLACK_MS ? ctx.ledger.listBackups({ statuses: ['ok'] }).filter((b) => Date.parse(b.createdAt) > now + FUTURE_SLACK_MS) : [];
+  const skew = future.length ? `backup ${ids(future)} ${future.length === 1 ? 'is' : 'are'} dated in the future (${future[0]!.createdAt}: a clock set back, or a ledger rebuilt from another host's sidecars)` : '';
+  if (future.length) newest = ctx.ledger.listBackups({ statuses: ['ok'] }).find((b) => Date.parse(b.createdAt) <= now + FUTURE_SLACK_MS);
+  if (!newest) return check('local-backup-age', 'critical', `no ok local backup at all${bad ? ` (${bad})` : ''}${skew ? ` (${skew})` : ''}: take one with npm run backup:manual`);
   const h = (now - Date.parse(newest.createdAt)) / HOUR;
-  const status = h > m.localCritHours ? 'critical' : h > m.localWarnHours ? 'warning' : 'ok';
-  return check('local-backup-age', status, `newest ok backup is ${formatDuration(now - Date.parse(newest.createdAt))} old (backup ${newest.id}, ${newest.kind}, ${formatBytes(newest.bytes)})${status === 'ok' ? '' : `; limits ${m.localWarnHours} h / ${m.localCritHours} h`}${bad ? `; ${bad}` : ''}`);
+  const byAge = h > m.localCritHours ? 'critical' : h > m.localWarnHours ? 'warning' : 'ok';
+  const status = skew && byAge === 'ok' ? 'warning' : byAge;
+  return check('local-backup-age', status, `newest ok backup is ${formatDuration(now - Date.parse(newest.createdAt))} old (backup ${newest.id}, ${newest.kind}, ${formatBytes(newest.bytes)})${byAge === 'ok' ? '' : `; limits ${m.localWarnHours} h / ${m.localCritHours} h`}${bad ? `; ${bad}` : ''}${skew ? `; ${skew}` : ''}`);
 }
 
 /**

@@ -127,6 +127,12 @@ describe('monitor', () => {
     m = await monitor(s.env);
     expect(m.check('local-backup-age').status).toBe('critical');
     expect(m.exitCode).toBe(2);
+    // a backup dated in the future (a clock set back) does not pass for fresh: the age is the
+    // newest one's that is not, and the skew is said
+    const later = await manual(s.env);
+    setCreatedAt(s.backupDir, later.id, -24 * 365);
+    m = await monitor(s.env);
+    expect(m.check('local-backup-age')).toMatchObject({ status: 'critical', message: expect.stringMatching(new RegExp(`newest ok backup is 2d12h old \\(backup ${b.id}.*backup ${later.id} is dated in the future`)) });
   });
 
   it('a flipped byte in the newest file is critical, naming the checksum, on every run until a good backup is taken', async () => {
