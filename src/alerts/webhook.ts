@@ -15,7 +15,7 @@ import { redact } from '../util/redact.js';
 export type AlertSeverity = 'critical' | 'warning' | 'ok' | 'info';
 
 export interface AlertEvent {
-  event: 'backup-failed' | 'backup-missing' | 'poll-failed' | 'drill-failed' | 'offsite-failed' | 'monitor-status-changed' | 'job-failed';
+  event: 'backup-failed' | 'backup-missing' | 'poll-failed' | 'drill-failed' | 'offsite-failed' | 'monitor-status-changed' | 'monitor-new-problem' | 'job-failed';
   severity: AlertSeverity;
   /** One line: what happened. */
   summary: string;

@@ -365,6 +365,19 @@ export async function runMonitor(ctx: RunContext): Promise<MonitorDoc> {
         summary: doc.status === 'ok' ? `recovered: the monitor is OK again (was ${previous.status.toUpperCase()})` : `the monitor went from ${previous.status.toUpperCase()} to ${doc.status.toUpperCase()}: ${bad.map((c) => c.message).join('; ')}`,
         details: { from: previous.status, to: doc.status, checks: bad },
       });
+    } else if (doc.status !== 'ok') {
+      // The same status, or a first run, can still bring news: a check that was not failing now is
+      // (a checksum mismatch on top of a standing PITR breach), or a first run that is not OK.
+      const before = new Set((previous?.checks ?? []).filter((c) => c.status !== 'ok' && c.status !== 'off').map((c) => `${c.name} ${c.status}`));
+      const fresh = bad.filter((c) => !before.has(`${c.name} ${c.status}`));
+      if (fresh.length) {
+        ctx.alerts.send({
+          event: 'monitor-new-problem',
+          severity: doc.status === 'critical' ? 'critical' : 'warning',
+          summary: `the monitor is ${doc.status.toUpperCase()}${previous ? ' (as before)' : ''}, and now: ${fresh.map((c) => c.message).join('; ')}`,
+          details: { status: doc.status, firstRun: !previous, checks: fresh },
+        });
+      }
     }
     return doc;
   } catch (e) {

@@ -341,6 +341,32 @@ describe('alerts', () => {
   });
 });
 
+describe('monitor alerts beyond a change of status', () => {
+  it('a first run that is not OK, and a new problem under an unchanged CRITICAL, are POSTed', async () => {
+    const rx = await new Receiver().start();
+    try {
+      const s = setup({ ALERT_WEBHOOK_URL: rx.url });
+      const b = await healthy(s.env);
+      setCreatedAt(s.backupDir, b.id, 60);
+      await monitor(s.env); // the first run: critical
+      await monitor(s.env); // the same: nothing new
+      flipByte(b.file);
+      await monitor(s.env); // still critical, and now a checksum mismatch too
+      const events = rx.received.map((r) => r.body).filter((e) => e.event.startsWith('monitor-'));
+      expect(events.map((e) => e.event)).toEqual(['monitor-new-problem', 'monitor-new-problem']);
+      expect(events[0]).toMatchObject({ severity: 'critical', details: { status: 'critical', firstRun: true } });
+      expect(events[0].details.checks.map((c: any) => c.name)).toEqual(['local-backup-age']);
+      expect(events[1]).toMatchObject({ severity: 'critical', details: { status: 'critical', firstRun: false } });
+      // the checksum, and what follows from it (no ok backup left to look into); never the standing age
+      expect(events[1].details.checks.map((c: any) => c.name)).toEqual(expect.arrayContaining(['local-backup-checksum']));
+      expect(events[1].details.checks.map((c: any) => c.name)).not.toContain('local-backup-age');
+      expect(events[1].text).toMatch(/the monitor is CRITICAL \(as before\), and now: checksum mismatch/);
+    } finally {
+      await rx.stop();
+    }
+  });
+});
+
 describe('metrics', () => {
   it('metrics.prom parses as Prometheus text and carries the promised families; replaced atomically', async () => {
     const s = setup();
