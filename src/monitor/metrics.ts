@@ -80,11 +80,15 @@ export function renderMetrics(ledger: Ledger, now = Date.now()): string {
     e.metric('hybrid_backup_supabase_pitr_enabled', 'gauge', '1 when point-in-time recovery is on.', [[{}, snap.pitrEnabled ? 1 : 0]]);
     e.metric('hybrid_backup_supabase_pitr_latest_timestamp_seconds', 'gauge', 'The newest PITR restore point.', [[{}, seconds(snap.physical.latest)]]);
   }
-  if (poll) e.metric('hybrid_backup_supabase_poll_ok', 'gauge', '1 when the last Supabase poll succeeded.', [[{}, poll.error ? 0 : 1]]);
+  // Only a poll that looked at something can have succeeded: with the managed layer not configured there is nothing to say.
+  if (poll && (snap?.configured || poll.error)) e.metric('hybrid_backup_supabase_poll_ok', 'gauge', '1 when the last Supabase poll succeeded.', [[{}, poll.error ? 0 : 1]]);
 
   const [drill] = ledger.listDrills(1);
   if (drill) {
-    e.metric('hybrid_backup_restore_drill_ok', 'gauge', '1 when the newest restore drill passed.', [[{}, drill.ok ? 1 : 0]]);
+    // a drill run that failed before it could restore (no copy, no key) is the newest drill's outcome too
+    const run = ledger.lastRun('restore-drill');
+    const failedSince = !!run && (run.status === 'failed' || run.status === 'interrupted') && run.id !== drill.runId && run.startedAt >= drill.startedAt;
+    e.metric('hybrid_backup_restore_drill_ok', 'gauge', '1 when the newest restore drill passed.', [[{}, drill.ok && !failedSince ? 1 : 0]]);
     e.metric('hybrid_backup_restore_drill_timestamp_seconds', 'gauge', 'When the newest restore drill ran.', [[{}, seconds(drill.startedAt)]]);
     e.metric('hybrid_backup_restore_drill_rows_checked', 'gauge', 'Rows the newest restore drill counted.', [[{}, drill.rowsChecked]]);
   }

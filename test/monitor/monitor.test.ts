@@ -398,5 +398,18 @@ describe('metrics', () => {
     expect(Number(by.hybrid_backup_supabase_pitr_enabled!.metrics[0]!.value)).toBe(0);
     expect(Number(by.hybrid_backup_restore_drill_ok!.metrics[0]!.value)).toBe(1);
     expect(Number(by.hybrid_backup_newest_backup_bytes!.metrics[0]!.value)).toBeGreaterThan(0);
+    expect(Number(by.hybrid_backup_supabase_poll_ok!.metrics[0]!.value)).toBe(1);
+
+    // a drill run that failed before it could restore: the drill is not ok any more
+    const l = new Database(path.join(s.backupDir, 'ledger.db'));
+    const at = new Date().toISOString();
+    l.prepare(`insert into runs (job, trigger, status, started_at, finished_at, error_code, error_message) values ('restore-drill', 'schedule', 'failed', ?, ?, 'identity-missing', 'no key')`).run(at, at);
+    l.close();
+    // and a poll of a managed layer that is not configured says nothing of success
+    expect((await runCli(['supabase-status'], { ...s.env, SUPABASE_PROJECT_REF: '', SUPABASE_ACCESS_TOKEN: '' })).exitCode).toBe(0);
+    await monitor(s.env);
+    const after = Object.fromEntries((parsePrometheusTextFormat(readFileSync(file, 'utf8')) as typeof families).map((f) => [f.name, f]));
+    expect(Number(after.hybrid_backup_restore_drill_ok!.metrics[0]!.value)).toBe(0);
+    expect(after.hybrid_backup_supabase_poll_ok).toBeUndefined();
   });
 });
