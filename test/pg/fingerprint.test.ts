@@ -246,7 +246,7 @@ describe('catalog fingerprint', () => {
     expect(compareFingerprints(asPostgres, asSuperuser)).toEqual([]);
   });
 
-  it('fingerprints 2,000 tables in about a second: one query per category, none per object', async () => {
+  it('fingerprints 2,000 tables with one query per category, none per object', async () => {
     const db = uniqueName('fp_many');
     await run('supabase_admin', 'postgres', `CREATE DATABASE ${db} OWNER postgres`);
     try {
@@ -260,16 +260,33 @@ describe('catalog fingerprint', () => {
            END LOOP; END $$`,
         );
       }
+      // a fresh connection (cold caches, as a backup has them), its queries counted
+      const c = await connect('postgres', db);
+      let queries = 0;
+      const query = c.query.bind(c) as (...a: unknown[]) => unknown;
+      (c as unknown as { query: (...a: unknown[]) => unknown }).query = (...a: unknown[]) => {
+        queries++;
+        return query(...a);
+      };
       const started = performance.now();
-      const fp = await fingerprint(db); // a fresh connection: cold caches, as a backup has them
+      let fp: Fingerprint;
+      try {
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        fp = await readFingerprint(c, OPTS);
+        await c.query('ROLLBACK');
+      } finally {
+        await c.end();
+      }
       const ms = performance.now() - started;
       const tables = Object.keys(fp.objects).filter((k) => /^table public\.t_\d+$/.test(k));
       expect(tables).toHaveLength(2000);
       expect(fp.objects['sequence public.t_2000_id_seq value']).toBe('1 (not yet used)');
       expect(fp.objects['column public.t_7.created_at']).toBe('#3 timestamp with time zone NOT NULL DEFAULT now()');
-      console.log(`fingerprint of 2,000 tables: ${Math.round(ms)} ms, ${Object.keys(fp.objects).length} keys, ${Math.round(JSON.stringify(fp).length / 1024)} KiB of JSON`);
-      // measured 0.6–0.9 s cold on a loaded two-core machine; a query per object would take many seconds
-      expect(ms).toBeLessThan(3000);
+      console.log(`fingerprint of 2,000 tables: ${Math.round(ms)} ms, ${queries} queries, ${Object.keys(fp.objects).length} keys, ${Math.round(JSON.stringify(fp).length / 1024)} KiB of JSON`);
+      // what keeps it fast (0.6–0.9 s cold here; the time is the benchmark's to judge, not a test's):
+      // the queries do not grow with the objects: ~110 here (a query and its savepoint per category),
+      // where one per object would be over 2,000
+      expect(queries).toBeLessThan(250);
     } finally {
       await run('supabase_admin', 'postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     }
