@@ -249,12 +249,21 @@ export function selectBackups(ctx: RunContext, which: string): Backup[] {
 }
 
 /**
- * Finds a backup by id (or `latest`: the newest ok backup).
+ * Finds a backup by id (or `latest`: the newest ok backup that is not dated in the future — one
+ * stamped by a clock that ran ahead, or rebuilt from another host's sidecars, would stay "latest"
+ * for as long as the skew, and a restore would quietly take old data; it is named in the log).
  * @throws HbError `backup-not-found`, or `usage` for something that is not an id
  */
 export function resolveBackup(ctx: RunContext, which: string): Backup {
   if (which === 'latest') {
     const b = ctx.ledger.latestBackup(['ok']);
+    const horizon = Date.now() + 5 * 60_000;
+    if (b && Date.parse(b.createdAt) > horizon) {
+      const past = ctx.ledger.listBackups({ statuses: ['ok'] }).find((x) => Date.parse(x.createdAt) <= horizon);
+      ctx.log.warn(`backup ${b.id} is dated in the future (${b.createdAt}): latest is taken to be ${past ? `backup ${past.id}` : 'none'}`, { backupId: b.id });
+      if (!past) throw new HbError('backup-not-found', `the only ok backups are dated in the future (backup ${b.id}: ${b.createdAt}); check the clock`, 'restore one by its id if it is the one you mean');
+      return past;
+    }
     if (!b) throw new HbError('backup-not-found', 'there is no ok backup yet', 'take one with: npm run backup:manual');
     return b;
   }

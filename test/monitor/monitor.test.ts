@@ -133,6 +133,9 @@ describe('monitor', () => {
     setCreatedAt(s.backupDir, later.id, -24 * 365);
     m = await monitor(s.env);
     expect(m.check('local-backup-age')).toMatchObject({ status: 'critical', message: expect.stringMatching(new RegExp(`newest ok backup is 2d12h old \\(backup ${b.id}.*backup ${later.id} is dated in the future`)) });
+    // and `latest` for a restore or a drill is not the future-dated one either
+    const drill = await runCli(['restore-test', 'latest', '--json'], s.env);
+    expect(JSON.parse(drill.stdout).backupId, drill.stderr).toBe(b.id);
   });
 
   it('a flipped byte in the newest file is critical, naming the checksum, on every run until a good backup is taken', async () => {
