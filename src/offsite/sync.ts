@@ -317,7 +317,23 @@ export async function afterLocalBackup(ctx: RunContext, backup: { id: number; ki
  * the next prune). A copy in a target no longer configured stays recorded as delete-failed.
  */
 export async function deletePrunedCopies(ctx: RunContext): Promise<void> {
-  const work = ctx.ledger.copiesToDelete();
+  const all = ctx.ledger.copiesToDelete();
+  if (all.length === 0) return;
+  // A target whose uploads have been failing holds only old copies: pruning them by the local
+  // rules would empty it. Its pruned copies stay until it holds `minKeep` copies of kept backups.
+  const need = Math.max(1, ctx.config.retention.minKeep);
+  const kept = ctx.ledger.listBackups({ statuses: ['ok'] });
+  const starved = new Set<string>();
+  for (const name of new Set(all.map((w) => w.copy.target))) {
+    const held = kept.filter((b) => b.offsiteCopies.some((c) => c.target === name && c.status === 'uploaded')).length;
+    if (held < need) {
+      starved.add(name);
+      const what = `offsite "${name}" holds copies of only ${held} of the kept backups (retention.minKeep is ${ctx.config.retention.minKeep}): the copies of pruned backups there are kept until it holds enough; see why its uploads fail (hybrid-backup list, OFFSITE)`;
+      ctx.log.warn(what, { target: name });
+      ctx.alerts.send({ event: 'offsite-failed', severity: 'warning', summary: what, details: { target: name, keptCopies: held, minKeep: ctx.config.retention.minKeep } });
+    }
+  }
+  const work = all.filter((w) => !starved.has(w.copy.target));
   if (work.length === 0) return;
   const opened = await openTargets(ctx.config);
   const targets = new Map(opened.map((t) => [t.name, t]));

@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { readLedger, removeDir, runCli, tempDir } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { until } from '../helpers/wait.js';
+import { closedPort } from '../helpers/webhook-receiver.js';
 import { FakeStorage, SERVICE_KEY } from '../helpers/fake-storage.js';
 import { createDatabase, dbUrl, dropDatabase, psql, query, uniqueName } from '../helpers/pg.js';
 
@@ -138,6 +139,25 @@ describe('offsite copies', () => {
     expect(storage.objects.has(key)).toBe(false);
     expect(storage.objects.has(`${key}.meta.json`)).toBe(false);
     expect(readLedger(s.backupDir, 'select status, offsite_status from backups where id = ?', old.id)).toEqual([{ status: 'pruned', offsite_status: 'deleted' }]);
+  });
+
+  it('a target whose uploads fail keeps the copies retention would delete, until it holds minKeep newer ones', async () => {
+    const s = setup({ retention: { days: 1, minKeep: 1 } });
+    const old = await manual(s.env);
+    // the target stops taking uploads: the next backup is kept locally, its copy failed
+    const broken = await manual({ ...s.env, SUPABASE_URL: `http://127.0.0.1:${await closedPort()}` });
+    expect(readLedger(s.backupDir, 'select offsite_status from backups where id = ?', broken.id)).toEqual([{ offsite_status: 'failed' }]);
+    const l = new Database(path.join(s.backupDir, 'ledger.db'));
+    l.prepare('update backups set created_at = ? where id = ?').run(new Date(Date.now() - 5 * 86_400_000).toISOString(), old.id);
+    l.close();
+    const key = `hybrid-backups/${s.prefix}${path.basename(old.file)}`;
+    // the target answers again for the prune: only the rule keeps the copy
+    const r = await runCli(['prune', '--json'], s.env);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).deleted.map((d: { id: number }) => d.id)).toEqual([old.id]);
+    // the only copy the target holds stays
+    expect(storage.objects.has(key)).toBe(true);
+    expect(readFileSync(path.join(s.backupDir, 'backup.log'), 'utf8')).toMatch(/holds copies of only 0 of the kept backups \(retention\.minKeep is 1\): the copies of pruned backups there are kept/);
   });
 
   it('restore --from offsite downloads, checks the SHA-256 and restores, even with the local file gone', async () => {
