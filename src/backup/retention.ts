@@ -3,8 +3,9 @@
  *
  * Rules (only `ok` backups count, and only they are ever deleted):
  * - a backup older than `retention.days` (`retention.preChangeDays` for pre-change backups) is
- *   deleted unless it is one of the newest `retention.minKeep` ok backups, pinned, or the newest ok
- *   backup of one of the last `keepWeekly` weeks / `keepMonthly` months (in the configured zone);
+ *   deleted unless it is one of the newest `retention.minKeep` ok backups of its database (a dump
+ *   holding no user table does not count among them), pinned, or the newest ok backup of one of
+ *   the last `keepWeekly` weeks / `keepMonthly` months (in the configured zone);
  * - nothing is pruned while the newest finished scheduled backup failed: pruning after silent
  *   failures is how backup tools lose every backup;
  * - only files the ledger lists are touched, and only inside the backup directory.
@@ -30,6 +31,12 @@ export interface RetentionPolicy {
   keepWeekly: number;
   keepMonthly: number;
   timeZone: string;
+  /**
+   * Which database a backup is of (its server's system identifier and its name): `minKeep` holds
+   * for each, so that backups of another database — DATABASE_URL pointed elsewhere, by mistake or
+   * for a while — never push the protected one's out. Without it, by database name.
+   */
+  sourceOf?: (b: Backup) => string;
 }
 
 export interface PlannedDeletion {
@@ -91,7 +98,21 @@ export function planRetention(backups: readonly Backup[], asOf: Date, p: Retenti
   const reasons = new Map<number, string[]>(ok.map((b) => [b.id, []]));
   const why = (b: Backup, r: string) => reasons.get(b.id)!.push(r);
 
-  ok.slice(0, p.minKeep).forEach((b, i) => why(b, p.minKeep === 1 ? 'the newest ok backup' : `one of the newest ${p.minKeep} ok backups (#${i + 1})`));
+  // The newest minKeep of each database; a dump that holds no user table (an empty or a wrong
+  // database) does not count among them.
+  const bySource = new Map<string, Backup[]>();
+  for (const b of ok) {
+    const k = p.sourceOf ? p.sourceOf(b) : (b.database ?? '');
+    bySource.set(k, [...(bySource.get(k) ?? []), b]);
+  }
+  const several = bySource.size > 1;
+  for (const group of bySource.values()) {
+    const counted = group.filter((b) => b.tableCount !== 0);
+    counted.slice(0, p.minKeep).forEach((b, i) => {
+      const of = several ? ` of database "${b.database ?? '?'}"` : '';
+      why(b, p.minKeep === 1 ? `the newest ok backup${of}` : `one of the newest ${p.minKeep} ok backups${of} (#${i + 1})`);
+    });
+  }
   for (const b of ok) if (b.pinned) why(b, 'pinned');
   const gfs = (n: number, label: (iso: string) => string, step: number, what: string) => {
     if (n <= 0) return;
@@ -163,10 +184,19 @@ async function planFromDisk(ctx: RunContext, asOf: Date, policy: RetentionPolicy
   return { plan, missing: disk.missing, notes };
 }
 
+/** The configured policy, each backup's database told by its server's system identifier and its name. */
+export function retentionPolicy(ctx: RunContext): RetentionPolicy {
+  return {
+    ...ctx.config.retention,
+    timeZone: ctx.config.timezone,
+    sourceOf: (b) => `${ctx.ledger.backupSource(b.id)?.sourceSystemId ?? ''}/${b.database ?? ''}`,
+  };
+}
+
 /** Applies retention (or only plans it, with `dryRun`). Records a `prune` run unless dry. */
 export async function prune(ctx: RunContext, opts: { dryRun: boolean; asOf?: Date }): Promise<PruneOutcome> {
-  const { retention, timezone, backupDir } = ctx.config;
-  const policy: RetentionPolicy = { ...retention, timeZone: timezone };
+  const { backupDir } = ctx.config;
+  const policy = retentionPolicy(ctx);
   if (opts.dryRun) {
     const asOf = opts.asOf ?? new Date();
     assertSafeToPrune(ctx, asOf);

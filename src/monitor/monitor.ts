@@ -7,7 +7,7 @@
 import type { RunContext } from '../context.js';
 import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
-import { planRetention } from '../backup/retention.js';
+import { planRetention, retentionPolicy } from '../backup/retention.js';
 import { emptyDumpWarning } from '../backup/describe.js';
 import { checkFilesPresent, type VerifyResult, verifyOne, verifyStorageFiles } from '../backup/verify.js';
 import { RunScope } from '../jobs/runs.js';
@@ -207,7 +207,7 @@ async function disk(ctx: RunContext, newest: Backup | undefined): Promise<Monito
  * still here means prune is not doing its job. Oldest last.
  */
 function pastRetention(ctx: RunContext, now: number): Backup[] {
-  const plan = planRetention(ctx.ledger.listBackups({ statuses: ['ok'] }), new Date(now - RETENTION_GRACE), { ...ctx.config.retention, timeZone: ctx.config.timezone });
+  const plan = planRetention(ctx.ledger.listBackups({ statuses: ['ok'] }), new Date(now - RETENTION_GRACE), retentionPolicy(ctx));
   return plan.delete.map((d) => d.backup);
 }
 

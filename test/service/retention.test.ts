@@ -83,6 +83,24 @@ describe('retention', () => {
     expect((await prune(s.env)).doc.deleted).toEqual([]);
   });
 
+  it('keeps the newest minKeep of each database: backups of another (or an empty) one never push them out', async () => {
+    const s = setup({ days: 30, minKeep: 3 });
+    const ours = await backups(s.env, 4, 40);
+    // DATABASE_URL pointed at an empty database for a while: five backups of it, newer
+    const empty = await createDatabase('retempty');
+    try {
+      const theirs = await backups({ ...s.env, DATABASE_URL: empty.url }, 5, 0);
+      const r = await prune(s.env, '--dry-run');
+      expect(r.exitCode, r.stderr).toBe(0);
+      // the protected database keeps its newest three; the empty dumps count for none of them
+      expect(ids(r.doc.deleted)).toEqual([ours[0]]);
+      expect(r.doc.kept.find((b: any) => b.id === ours[3]).keptBecause.join()).toMatch(new RegExp(`newest 3 ok backups of database "${db.name}"`));
+      expect(ids(r.doc.kept)).toEqual([...ours.slice(1), ...theirs].sort((a, b) => a - b));
+    } finally {
+      await dropDatabase(empty.name);
+    }
+  });
+
   it('keeps pinned backups and pre-change backups within preChangeDays', async () => {
     const s = setup({ days: 30, preChangeDays: 90, minKeep: 1 });
     const all = await backups(s.env, 5, 40);
@@ -201,13 +219,14 @@ describe('retention', () => {
     const days: string[] = [];
     for (let d = Date.UTC(2026, 3, 1, 3); d <= Date.UTC(2026, 5, 30, 3); d += 86_400_000) days.push(new Date(d).toISOString());
     const insert = l.prepare(
-      `insert into backups (run_id, kind, description, file, bytes, sha256, compression, profile, status, created_at) values (null, 'daily', null, ?, ?, ?, 'none', 'full', 'ok', ?)`,
+      `insert into backups (run_id, kind, description, file, bytes, sha256, compression, profile, status, created_at, database, source, source_system_id, table_count) values (null, 'daily', null, ?, ?, ?, 'none', 'full', 'ok', ?, ?, ?, ?, ?)`,
     );
     const byDay = new Map<string, number>();
     for (const at of days) {
       const file = path.join(s.backupDir, `${at.replace(/[-:]/g, '').replace(/\.\d+Z/, 'Z')}_daily.sql`);
       copyFileSync(row.file as string, file);
-      byDay.set(at.slice(0, 10), Number(insert.run(file, row.bytes, row.sha256, at).lastInsertRowid));
+      // copies of the same database's backup (minKeep counts per database)
+      byDay.set(at.slice(0, 10), Number(insert.run(file, row.bytes, row.sha256, at, row.database, row.source, row.source_system_id, row.table_count).lastInsertRowid));
     }
     l.prepare('update backups set created_at = ? where id = ?').run('2026-03-01T03:00:00.000Z', first);
     l.close();
