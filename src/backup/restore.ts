@@ -220,6 +220,38 @@ export async function runPsql(ctx: RunContext, b: { file: string; compression: B
   if (!r || r.failed) throw restoreError(conn, redact(stderr.trim()), r ? `psql exited with code ${r.exitCode}` : 'psql could not start');
 }
 
+/** The target's own relations (tables, views, sequences… outside the system schemas): null when it cannot be asked. */
+async function relationCount(ctx: RunContext, conn: ConnInfo): Promise<number | null> {
+  try {
+    return await withClient(conn, { connectTimeoutSeconds: ctx.config.dump.connectTimeoutSeconds }, async (c) => {
+      const r = await c.query(`SELECT count(*)::int AS n FROM pg_catalog.pg_class k JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname !~ '^pg_temp'`);
+      return (r.rows[0] as { n: number }).n;
+    });
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A failed restore is rolled back as one transaction — unless the dump ended it itself: pg_dump
+ * wraps large objects in its own BEGIN/COMMIT, and that COMMIT ends psql's --single-transaction,
+ * so what came before it stays. Compared with the target's relations before, the error says
+ * which it was, never "nothing was restored" when something was.
+ */
+async function unlessRolledBack(ctx: RunContext, conn: ConnInfo, before: number | null, e: unknown): Promise<unknown> {
+  if (!(e instanceof HbError) || e.code !== 'restore-failed' || !e.message.includes('failed and was rolled back')) return e;
+  const after = await relationCount(ctx, conn);
+  if (before === null || after === null) {
+    return new HbError('restore-failed', e.message.replace('failed and was rolled back (nothing was restored)', 'failed (whether part of it was committed could not be checked: look at the target before using it)'), e.hint);
+  }
+  if (after === before) return e;
+  return new HbError(
+    'restore-failed',
+    e.message.replace('failed and was rolled back (nothing was restored)', `failed part-way, and part of it was COMMITTED (${after - before} relations are now in the target): the dump's own transaction around its large objects ended the single transaction`),
+    `the target holds a partial restore: drop it (or restore into a fresh database with --create), then fix the cause and restore again`,
+  );
+}
+
 /**
  * What psql's first error means, in words: a permission error says it is one (and which object,
  * which privilege); "the target already holds …" only when objects really collide.
@@ -392,7 +424,12 @@ export async function restoreBackup(ctx: RunContext, req: RestoreRequest): Promi
     const size = (await stat(file)).size;
     const t0 = Date.now();
     ctx.log.info(`restoring backup ${b.id} (${formatBytes(size)}) into ${safeUrl(conn)}`, { runId: run.id, backupId: b.id });
-    await runPsql(ctx, { file, compression: b.compression, ...(localIdentities ? { identities: localIdentities } : {}) }, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
+    const before = await relationCount(ctx, conn);
+    try {
+      await runPsql(ctx, { file, compression: b.compression, ...(localIdentities ? { identities: localIdentities } : {}) }, conn, psql.tool.path, (n) => ctx.reporter.progress({ phase: 'restore', bytes: n, total: size, elapsedMs: Date.now() - t0 }));
+    } catch (e) {
+      throw await unlessRolledBack(ctx, conn, before, e);
+    }
     const result: RestoreResult = {
       backupId: b.id,
       from,

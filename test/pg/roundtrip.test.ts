@@ -148,3 +148,34 @@ describe('restore guard without a system identifier', () => {
     }
   });
 });
+
+describe('a restore that fails after the dump committed part of it', () => {
+  it('says what was committed (pg_dump ends psql\'s single transaction around large objects), never "nothing was restored"', async () => {
+    const src = await createDatabase('lobj');
+    const role = uniqueName('hb_gone_reader');
+    const dir = tempDir('hblo');
+    const target = uniqueName('lobjt');
+    try {
+      await query(ADMIN_URL, `CREATE ROLE "${role}"`);
+      await query(src.url, `CREATE TABLE t (id int primary key, note text); INSERT INTO t VALUES (1, 'one'); SELECT lo_from_bytea(0, 'large'::bytea); GRANT SELECT ON t TO "${role}"`);
+      const env = { DATABASE_URL: src.url, BACKUP_DIR: path.join(dir, 'b') };
+      const b = await runCli(['manual', '--json'], env);
+      expect(b.exitCode, b.stderr).toBe(0);
+      // the GRANT, after the large objects' COMMIT in the dump, fails on a target without the role
+      await query(src.url, `REVOKE ALL ON t FROM "${role}"`);
+      await query(ADMIN_URL, `DROP ROLE "${role}"`);
+      const r = await runCli(['restore', 'latest', '--target', dbUrl(target), '--create', '--json'], env);
+      expect(r.exitCode).toBe(1);
+      const err = JSON.parse(r.stdout).error;
+      expect(err.code).toBe('restore-failed');
+      expect(err.message).toMatch(/failed part-way, and part of it was COMMITTED \(\d+ relations are now in the target\)/);
+      expect(err.message).not.toMatch(/nothing was restored/);
+      expect(await query(dbUrl(target), 'select count(*)::int as n from t')).toEqual([{ n: 1 }]);
+    } finally {
+      await dropDatabase(target).catch(() => {});
+      await dropDatabase(src.name);
+      await query(ADMIN_URL, `DROP ROLE IF EXISTS "${role}"`);
+      removeDir(dir);
+    }
+  });
+});
