@@ -80,10 +80,13 @@ export function monthLabel(iso: string, timeZone: string): string {
   return `${year}-${String(month).padStart(2, '0')}`;
 }
 
-/** The labels of the `n` most recent periods up to and including `asOf`'s. */
-function recentLabels(asOf: Date, n: number, label: (iso: string) => string, stepDays: number): Set<string> {
+/**
+ * The labels of the `n` most recent periods up to and including `asOf`'s, walking back a day at a
+ * time: steps of a whole period (7 × 24 h) skip one where a DST change makes a day 23 hours long.
+ */
+export function recentLabels(asOf: Date, n: number, label: (iso: string) => string, periodDays: number): Set<string> {
   const out = new Set<string>();
-  for (let i = 0; out.size < n && i < n * 40; i++) out.add(label(new Date(asOf.getTime() - i * stepDays * DAY).toISOString()));
+  for (let i = 0; out.size < n && i <= (n + 1) * periodDays * 2; i++) out.add(label(new Date(asOf.getTime() - i * DAY).toISOString()));
   return out;
 }
 
