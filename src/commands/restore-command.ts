@@ -78,7 +78,7 @@ export const restoreCommand = defineCommand({
       `  content ${plural(r.tables, 'table')}, ${plural(r.rows, 'row')}, in one transaction`,
       `  took    ${formatDuration(r.durationMs)}`,
       ...(r.fidelity === null
-        ? ['  checked row counts only: this backup recorded no data digests or catalog fingerprint (an older version took it)']
+        ? ['  NOT CHECKED against the backup: it recorded no data digests or catalog fingerprint (an older version took it); the counts above are what it recorded, not what was restored']
         : r.fidelity.differences.length === 0
           ? [`  checked the data of ${plural(r.fidelity.tablesDigested, 'table')} byte for byte${r.fidelity.objects ? ` and ${formatCount(r.fidelity.objects)} catalog objects` : ''}: as the backup recorded them`]
           : [`  DIFFERS from what the backup recorded (${r.fidelity.differences.length}):`, ...r.fidelity.differences.map((d) => `    ${d}`)]),
