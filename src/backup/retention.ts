@@ -4,8 +4,9 @@
  * Rules (only `ok` backups count, and only they are ever deleted):
  * - a backup older than `retention.days` (`retention.preChangeDays` for pre-change backups) is
  *   deleted unless it is one of the newest `retention.minKeep` ok backups of its database (a dump
- *   holding no user table does not count among them), pinned, or the newest ok backup of one of
- *   the last `keepWeekly` weeks / `keepMonthly` months (in the configured zone);
+ *   holding no user table does not count among them), the newest one a restore drill proved,
+ *   pinned, or the newest ok backup of one of the last `keepWeekly` weeks / `keepMonthly` months
+ *   (in the configured zone);
  * - nothing is pruned while the newest finished scheduled backup failed: pruning after silent
  *   failures is how backup tools lose every backup;
  * - only files the ledger lists are touched, and only inside the backup directory.
@@ -115,6 +116,10 @@ export function planRetention(backups: readonly Backup[], asOf: Date, p: Retenti
       const of = several ? ` of database "${b.database ?? '?'}"` : '';
       why(b, p.minKeep === 1 ? `the newest ok backup${of}` : `one of the newest ${p.minKeep} ok backups${of} (#${i + 1})`);
     });
+    // The newer ones are known only by their size until drilled or verified: the newest one a
+    // restore drill proved stays, whatever its age.
+    const proven = counted.find((b) => b.verifiedAt);
+    if (proven) why(proven, `the newest backup${several ? ` of database "${proven.database ?? '?'}"` : ''} a restore drill proved (${proven.verifiedAt!.slice(0, 10)})`);
   }
   for (const b of ok) if (b.pinned) why(b, 'pinned');
   const gfs = (n: number, label: (iso: string) => string, step: number, what: string) => {

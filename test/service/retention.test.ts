@@ -101,6 +101,20 @@ describe('retention', () => {
     }
   });
 
+  it('keeps the newest backup a restore drill proved, however old, beside the newest minKeep', async () => {
+    const s = setup({ days: 30, minKeep: 2 });
+    const all = await backups(s.env, 5, 40);
+    const l = ledger(s.backupDir);
+    l.prepare('update backups set verified_at = ? where id in (?, ?)').run(new Date().toISOString(), all[0], all[1]);
+    l.close();
+    const r = await prune(s.env, '--dry-run');
+    expect(r.exitCode, r.stderr).toBe(0);
+    // the two newest, and of the drilled ones the newest; the older drilled one and the rest go
+    expect(ids(r.doc.kept)).toEqual([all[1], all[3], all[4]]);
+    expect(r.doc.kept.find((b: any) => b.id === all[1]).keptBecause.join()).toMatch(/the newest backup a restore drill proved/);
+    expect(ids(r.doc.deleted)).toEqual([all[0], all[2]]);
+  });
+
   it('keeps pinned backups and pre-change backups within preChangeDays', async () => {
     const s = setup({ days: 30, preChangeDays: 90, minKeep: 1 });
     const all = await backups(s.env, 5, 40);
