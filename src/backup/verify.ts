@@ -248,6 +248,9 @@ export function selectBackups(ctx: RunContext, which: string): Backup[] {
   return [b];
 }
 
+/** A backup dated this far past the clock is not the clock's jitter: a clock set back, or a row from another host's. */
+export const FUTURE_SLACK_MS = 5 * 60_000;
+
 /**
  * Finds a backup by id (or `latest`: the newest ok backup that is not dated in the future — one
  * stamped by a clock that ran ahead, or rebuilt from another host's sidecars, would stay "latest"
@@ -257,7 +260,7 @@ export function selectBackups(ctx: RunContext, which: string): Backup[] {
 export function resolveBackup(ctx: RunContext, which: string): Backup {
   if (which === 'latest') {
     const b = ctx.ledger.latestBackup(['ok']);
-    const horizon = Date.now() + 5 * 60_000;
+    const horizon = Date.now() + FUTURE_SLACK_MS;
     if (b && Date.parse(b.createdAt) > horizon) {
       const past = ctx.ledger.listBackups({ statuses: ['ok'] }).find((x) => Date.parse(x.createdAt) <= horizon);
       ctx.log.warn(`backup ${b.id} is dated in the future (${b.createdAt}): latest is taken to be ${past ? `backup ${past.id}` : 'none'}`, { backupId: b.id });

@@ -343,6 +343,18 @@ export class Ledger {
     return this.drills.list(limit);
   }
 
+  /**
+   * The newest restore-drill run when it failed (or was interrupted) without recording a drill —
+   * before it could restore (no copy, no key) — after the newest recorded drill: that drill's
+   * outcome no longer stands. Undefined otherwise.
+   */
+  drillRunFailedSinceLastDrill(): Run | undefined {
+    const run = this.lastRun('restore-drill');
+    const [last] = this.listDrills(1);
+    if (!run || (run.status !== 'failed' && run.status !== 'interrupted')) return undefined;
+    return run.id !== last?.runId && (!last || run.startedAt >= last.startedAt) ? run : undefined;
+  }
+
   /** Scratch databases of finished or abandoned drill runs not known to be dropped. */
   scratchDatabasesToDrop(): Array<{ runId: number; database: string }> {
     return this.drills.scratchDatabasesToDrop();

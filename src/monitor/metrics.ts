@@ -86,9 +86,7 @@ export function renderMetrics(ledger: Ledger, now = Date.now()): string {
   const [drill] = ledger.listDrills(1);
   if (drill) {
     // a drill run that failed before it could restore (no copy, no key) is the newest drill's outcome too
-    const run = ledger.lastRun('restore-drill');
-    const failedSince = !!run && (run.status === 'failed' || run.status === 'interrupted') && run.id !== drill.runId && run.startedAt >= drill.startedAt;
-    e.metric('hybrid_backup_restore_drill_ok', 'gauge', '1 when the newest restore drill passed.', [[{}, drill.ok && !failedSince ? 1 : 0]]);
+    e.metric('hybrid_backup_restore_drill_ok', 'gauge', '1 when the newest restore drill passed.', [[{}, drill.ok && !ledger.drillRunFailedSinceLastDrill() ? 1 : 0]]);
     e.metric('hybrid_backup_restore_drill_timestamp_seconds', 'gauge', 'When the newest restore drill ran.', [[{}, seconds(drill.startedAt)]]);
     e.metric('hybrid_backup_restore_drill_rows_checked', 'gauge', 'Rows the newest restore drill counted.', [[{}, drill.rowsChecked]]);
   }

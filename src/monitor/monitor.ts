@@ -9,7 +9,7 @@ import { toHbError } from '../domain/errors.js';
 import { type Backup, type MonitorCheck, type MonitorDoc, worstStatus } from '../domain/types.js';
 import { planRetention, retentionPolicy } from '../backup/retention.js';
 import { emptyDumpWarning } from '../backup/describe.js';
-import { checkFilesPresent, type VerifyResult, verifyOne, verifyStorageFiles } from '../backup/verify.js';
+import { checkFilesPresent, FUTURE_SLACK_MS, type VerifyResult, verifyOne, verifyStorageFiles } from '../backup/verify.js';
 import { RunScope } from '../jobs/runs.js';
 import { freeBytes } from '../util/fs.js';
 import { formatAge, formatBytes, formatCountUpTo, formatDuration, plural } from '../util/format.js';
@@ -48,9 +48,6 @@ function newerCorrupt(ctx: RunContext, newestOk: Backup | undefined): Backup[] {
   const after = newestOk ? Date.parse(newestOk.createdAt) : -Infinity;
   return ctx.ledger.listBackups({ statuses: UNUSABLE }).filter((b) => Date.parse(b.createdAt) > after);
 }
-
-/** A time this far past the clock is not the clock's jitter: a clock set back, or a row from another host's. */
-const FUTURE_SLACK_MS = 5 * 60_000;
 
 function localAge(ctx: RunContext, newest: Backup | undefined, corrupt: readonly Backup[], now: number): MonitorCheck {
   const m = ctx.config.monitor;
@@ -235,8 +232,8 @@ function drill(ctx: RunContext, now: number): MonitorCheck {
   const [last] = ctx.ledger.listDrills(1);
   // A drill can fail before it has a result to record (no copy to fetch, no key, no backup): its
   // run is the only trace, and it stands against the older drill's pass.
-  const run = ctx.ledger.lastRun('restore-drill');
-  if (run && (run.status === 'failed' || run.status === 'interrupted') && run.id !== last?.runId && (!last || run.startedAt >= last.startedAt)) {
+  const run = ctx.ledger.drillRunFailedSinceLastDrill();
+  if (run) {
     return check('restore-drill', 'critical', `the newest restore drill (${formatAge(run.startedAt, now)}) ${run.status === 'failed' ? 'FAILED' : 'was interrupted'} before it could restore: ${run.error?.message ?? 'no reason recorded'}`);
   }
   if (!last) return check('restore-drill', 'warning', 'no restore drill yet: run npm run backup:restore-test');

@@ -47,6 +47,21 @@ async function backup(): Promise<any> {
 
 const downloads = () => source.count(/^GET \/storage\/v1\/object\/authenticated\//);
 
+/** Runs `fn` with the store file of `objectPath` (in backup `b`'s manifest) gone, and puts it back after. */
+async function withoutStoreFile<T>(b: { storage: { manifestFile: string } }, objectPath: string, fn: () => Promise<T>): Promise<T> {
+  const fs = await import('node:fs');
+  const m = JSON.parse(fs.readFileSync(b.storage.manifestFile, 'utf8'));
+  const victim = m.objects.find((o: any) => o.path === objectPath);
+  const file = path.join(backupDir, 'storage', 'objects', victim.sha256.slice(0, 2), victim.sha256);
+  const saved = fs.readFileSync(file);
+  fs.rmSync(file);
+  try {
+    return await fn();
+  } finally {
+    writeFileSync(file, saved);
+  }
+}
+
 beforeAll(async () => {
   db = await createDatabase('stfiles');
   await query(
@@ -183,21 +198,14 @@ describe('Storage files in backups, through the CLI', () => {
   });
 
   it('a drill fails naming a file the store lost', async () => {
-    const m = JSON.parse((await import('node:fs')).readFileSync(second.storage.manifestFile, 'utf8'));
-    const victim = m.objects.find((o: any) => o.path === 'alice/me.png');
-    const file = path.join(backupDir, 'storage', 'objects', victim.sha256.slice(0, 2), victim.sha256);
-    const saved = (await import('node:fs')).readFileSync(file);
-    (await import('node:fs')).rmSync(file);
-    try {
+    await withoutStoreFile(second, 'alice/me.png', async () => {
       const r = await runCli(['restore-test', String(second.id), '--json'], env());
       expect(r.exitCode, r.stderr).toBe(1);
       const doc = JSON.parse(r.stdout);
       expect(doc.ok).toBe(false);
       expect(doc.storageFiles).toMatchObject({ ok: false, missing: 1 });
       expect(doc.storageFiles.error).toContain('avatars/alice/me.png');
-    } finally {
-      writeFileSync(file, saved);
-    }
+    });
   });
 
   it('the monitor finds a file the store lost the same day: storage-files critical, naming it', async () => {
@@ -207,16 +215,9 @@ describe('Storage files in backups, through the CLI', () => {
       return JSON.parse(r.stdout).checks.find((c: any) => c.name === 'storage-files');
     };
     expect(await storageCheck()).toMatchObject({ status: 'ok', message: expect.stringContaining(`the store holds its ${FILES.length} files`) });
-    const m = JSON.parse((await import('node:fs')).readFileSync(newest.storage.manifestFile, 'utf8'));
-    const victim = m.objects.find((o: any) => o.path === 'reports/2026/q1 numbers.csv');
-    const file = path.join(backupDir, 'storage', 'objects', victim.sha256.slice(0, 2), victim.sha256);
-    const saved = (await import('node:fs')).readFileSync(file);
-    (await import('node:fs')).rmSync(file);
-    try {
+    await withoutStoreFile(newest, 'reports/2026/q1 numbers.csv', async () => {
       expect(await storageCheck()).toMatchObject({ status: 'critical', message: expect.stringMatching(new RegExp(`^backup ${newest.id}: 1 Storage file missing from the store: docs/reports/2026/q1 numbers.csv`)) });
-    } finally {
-      writeFileSync(file, saved);
-    }
+    });
     expect((await storageCheck()).status).toBe('ok');
   });
 
