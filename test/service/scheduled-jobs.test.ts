@@ -11,14 +11,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedger, removeDir, tempDir } from '../helpers/cli.js';
 import { startDaemon, stopDaemon } from '../helpers/daemon.js';
 import { dailyProject, FakeManagementApi, REF, TOKEN } from '../helpers/fake-supabase.js';
-import { FakeStorage, SERVICE_KEY } from '../helpers/fake-storage.js';
+import { SERVICE_KEY } from '../helpers/fake-storage.js';
+import { FakeStorageWithList } from '../helpers/fake-storage-list.js';
 import { ADMIN_URL, createDatabase, dropDatabase, psql, query } from '../helpers/pg.js';
 import { until } from '../helpers/wait.js';
 import { Receiver } from '../helpers/webhook-receiver.js';
 
 let db: { name: string; url: string };
 let api: FakeManagementApi;
-let storage: FakeStorage;
+// with the list endpoint: the drill after a local one drills the offsite copy, which lists the target
+let storage: FakeStorageWithList;
 let hook: Receiver;
 const dirs: string[] = [];
 
@@ -27,7 +29,7 @@ beforeAll(async () => {
   await psql(db.url, `create table t (id int primary key, v text); insert into t select g, md5(g::text) from generate_series(1, 1500) g;`);
   api = await new FakeManagementApi().start();
   api.state = dailyProject();
-  storage = await new FakeStorage().start();
+  storage = await new FakeStorageWithList().start();
   hook = await new Receiver().start();
 });
 afterAll(async () => {
@@ -75,11 +77,13 @@ describe('scheduled jobs in the service', () => {
     const jobs = ['backup', 'prune', 'restore-drill', 'supabase-poll', 'monitor'];
     const scheduledOk = () =>
       new Set(readLedger<{ job: string }>(backupDir, `select distinct job from runs where trigger = 'schedule' and status = 'ok'`).map((r) => r.job));
-    // done when every job has run ok on schedule, a drill has verified a backup, and a backup is offsite
+    // done when every job has run ok on schedule, a drill has verified a backup, a backup is offsite,
+    // and the drill after the first has drilled that offsite copy (the weekly drill alternates)
     const done = () =>
       jobs.every((j) => scheduledOk().has(j)) &&
       readLedger(backupDir, `select 1 from backups where verified_at is not null`).length > 0 &&
-      readLedger(backupDir, `select 1 from backups where offsite_status = 'uploaded'`).length > 0;
+      readLedger(backupDir, `select 1 from backups where offsite_status = 'uploaded'`).length > 0 &&
+      readLedger(backupDir, `select 1 from restore_drills where ok = 1 and source = 'offsite:supabase'`).length > 0;
     // the deadline only bounds a failure, which the expectations below then explain
     const finished = await until(done, 'every job to run ok on its schedule, a drill to verify a backup and a backup to be offsite', 150_000, 200).then(
       () => true,
@@ -92,7 +96,7 @@ describe('scheduled jobs in the service', () => {
     const failed = runs.filter((r) => r.status !== 'ok' && r.status !== 'interrupted' && !(r.job === 'restore-drill' && r.error_message === 'there is no ok backup yet'));
     expect(failed, JSON.stringify(failed) + d.output()).toEqual([]);
     for (const j of jobs) expect(scheduledOk().has(j), `${j} never ran ok on schedule:\n${d.output()}`).toBe(true);
-    expect(finished, `no drill verified a backup, or no backup went offsite, in 150 s:\n${d.output()}`).toBe(true);
+    expect(finished, `no drill verified a backup, no backup went offsite, or no drill of the offsite copy passed, in 150 s:\n${d.output()}`).toBe(true);
 
     // the scheduled backup's offsite copy: in Storage, with its checksum
     const up = readLedger<{ id: number; file: string; sha256: string; offsite_path: string }>(backupDir, `select id, file, sha256, offsite_path from backups where offsite_status = 'uploaded' order by id limit 1`)[0]!;
@@ -100,8 +104,11 @@ describe('scheduled jobs in the service', () => {
     expect(readLedger(backupDir, `select kind from backups where id = ?`, up.id)).toEqual([{ kind: 'daily' }]);
 
     // the scheduled drill: passed with the dump's own row count, and left no scratch database
-    const drill = readLedger<{ ok: number; rows_checked: number; scratch_db: string }>(backupDir, `select ok, rows_checked, scratch_db from restore_drills order by id limit 1`)[0]!;
-    expect(drill).toMatchObject({ ok: 1, rows_checked: 1500 });
+    const drill = readLedger<{ ok: number; rows_checked: number; scratch_db: string; source: string }>(backupDir, `select ok, rows_checked, scratch_db, source from restore_drills order by id limit 1`)[0]!;
+    expect(drill).toMatchObject({ ok: 1, rows_checked: 1500, source: 'local' });
+    // the next one drilled the copy in the target, downloaded from the fake Storage
+    const offsite = readLedger<{ ok: number; rows_checked: number; source: string }>(backupDir, `select ok, rows_checked, source from restore_drills where id > (select min(id) from restore_drills) order by id limit 1`)[0]!;
+    expect(offsite).toMatchObject({ ok: 1, rows_checked: 1500, source: 'offsite:supabase' });
     expect(await query(ADMIN_URL, 'select 1 from pg_database where datname = $1', [drill.scratch_db])).toEqual([]);
 
     // the scheduled poll saw the managed layer through the fake Management API
