@@ -1,7 +1,7 @@
 /**
  * An offsite target on any S3-compatible service — AWS S3, Cloudflare R2, Backblaze B2, MinIO,
- * Ceph RGW, Supabase's S3 endpoint — through the AWS SDK v3. Uploads stream through
- * `@aws-sdk/lib-storage` in parts, so memory stays bounded whatever the size; metadata travels
+ * Ceph RGW, Supabase's S3 endpoint — through the AWS SDK v3. Uploads stream in parts through a
+ * fixed set of part buffers ({@link ./s3-multipart.ts}), so memory stays bounded whatever the size; metadata travels
  * as `x-amz-meta-*`; requests are retried by the SDK's standard retry strategy; every request
  * stops with the caller's signal; a multipart upload that fails or is stopped is aborted, so no
  * part lingers and nothing appears under the key.
@@ -22,28 +22,30 @@ import {
   abortedError,
   checkKey,
   checkMetadata,
+  CountedPull,
   CountingStream,
+  isPullBody,
   type OffsiteListEntry,
   type OffsiteObjectInfo,
   OffsiteNotFoundError,
   type OffsiteTarget,
   type PutOptions,
+  type PullBody,
   throwIfAborted,
 } from './target.js';
 import { plural } from '../util/format.js';
+import { BodyError, MAX_PARTS, streamUpload } from './s3-multipart.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last) and its most parts per upload. */
 const MIN_PART = 5 * MiB;
-const MAX_PARTS = 10_000;
 /**
  * What the part buffers of one upload may hold: (queueSize + 1) × partSize stays under it when
- * it can. Measured (1 GiB to a local Ceph RGW, Node 20): 8 MiB × 2 peaks at 128–141 MB RSS for
- * the whole process, 8 MiB × 4 at 149–166 MB, 16 MiB × 2 at 168–172 MB, for the same speed —
- * lib-storage copies each part once and the garbage waits for the GC, so RSS grows by about
- * three times the part buffers.
+ * it can. The buffers are allocated once per upload and reused, so this is what an upload adds
+ * to RSS. Four parts in flight keep a local Ceph RGW busy where two left it waiting between
+ * parts (1 GiB: 3.7 s against 4.4 s, bench/RESULTS.md).
  */
-const BUFFER_BUDGET = 32 * MiB;
+const BUFFER_BUDGET = 40 * MiB;
 
 export interface S3TargetSettings {
   /** The configured name of the target, e.g. "b2-eu" (messages, the ledger). */
@@ -74,9 +76,9 @@ export interface S3TargetSettings {
    */
   partSize?: number;
   /**
-   * Parts uploaded at once; default 2; lowered (to 1) so that (queueSize + 1) × partSize stays
-   * under 32 MiB. Memory stays under 150 MB RSS up to 8 MiB parts; larger parts (bodies over
-   * 70 GiB) take about 4 × partSize more.
+   * Parts uploaded at once; default 4; lowered (to 1 at least) so that (queueSize + 1) × partSize
+   * stays under 40 MiB: the part buffers, allocated once per upload, are what an upload holds.
+   * Larger parts (bodies over 70 GiB) take 2 × partSize.
    */
   queueSize?: number;
   /** Attempts per request (the SDK's standard retry: 5xx, throttling, network errors); default 3. */
@@ -94,7 +96,7 @@ export interface S3TargetSettings {
 }
 
 /** Part size and concurrency for a body of `bytes` (undefined: unknown). */
-export function partPlan(bytes: number | undefined, partSize = 8 * MiB, queueSize = 2): { partSize: number; queueSize: number } {
+export function partPlan(bytes: number | undefined, partSize = 8 * MiB, queueSize = 4): { partSize: number; queueSize: number } {
   let size = Math.max(MIN_PART, Math.ceil(partSize / MiB) * MiB);
   // Leave headroom under S3's 10,000 parts.
   if (bytes !== undefined) size = Math.max(size, Math.ceil(bytes / (MAX_PARTS * 0.9) / MiB) * MiB);
@@ -158,12 +160,9 @@ export class S3Target implements OffsiteTarget {
 
   private constructor(
     private readonly s3: S3Module,
-    private readonly Upload: typeof import('@aws-sdk/lib-storage').Upload,
     private readonly settings: S3TargetSettings,
     private readonly config: S3ClientConfig,
     private readonly client: S3ClientType,
-    /** Bodies signed UNSIGNED-PAYLOAD (see {@link unsignedPayload}). */
-    private readonly unsigned: boolean,
   ) {
     this.name = settings.name;
     this.prefix = settings.prefix ?? '';
@@ -176,7 +175,7 @@ export class S3Target implements OffsiteTarget {
     if (prefix !== '' && (!prefix.endsWith('/') || prefix.startsWith('/'))) throw new TypeError('the S3 prefix must be empty or end in "/" (and not start with one)');
     if (!settings.bucket) throw new TypeError('the S3 bucket is missing');
     if (settings.endpoint && !/^https?:\/\//.test(settings.endpoint)) throw new TypeError('the S3 endpoint must be an http(s) URL');
-    const [s3, lib] = await Promise.all([import('@aws-sdk/client-s3'), import('@aws-sdk/lib-storage')]);
+    const s3 = await import('@aws-sdk/client-s3');
     const checksums = settings.checksums ?? (settings.endpoint ? 'when-required' : 'when-supported');
     const mode = checksums === 'when-supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED';
     const config: S3ClientConfig = {
@@ -195,7 +194,7 @@ export class S3Target implements OffsiteTarget {
     // checks), the signature need not cover the body too; over plain http it does.
     const unsigned = !settings.endpoint || settings.endpoint.startsWith('https:') || mode === 'WHEN_SUPPORTED';
     if (unsigned) unsignedPayload(client);
-    return new S3Target(s3, lib.Upload, settings, config, client, unsigned);
+    return new S3Target(s3, settings, config, client);
   }
 
   /** Closes the target's connections: call it when done with the target. */
@@ -265,20 +264,27 @@ export class S3Target implements OffsiteTarget {
     }
   }
 
-  async put(key: string, body: NodeJS.ReadableStream, opts: PutOptions): Promise<{ bytes: number }> {
+  async put(key: string, body: NodeJS.ReadableStream | PullBody, opts: PutOptions): Promise<{ bytes: number }> {
     const Key = this.objectKey(key);
     checkMetadata(opts.metadata);
-    const what = `the upload of ${this.location(key)}`;
+    const location = this.location(key);
+    const what = `the upload of ${location}`;
     const { signal } = opts;
-    const counter = new CountingStream(opts.onBytes, opts.bytes === undefined ? undefined : { bytes: opts.bytes, location: this.location(key) });
-    // A read error (a file deleted meanwhile, EIO) fails the upload, not the process.
-    const reading = pipeline(body, counter).then(
-      () => null,
-      (e: unknown) => e as Error,
-    );
+    const expected = opts.bytes === undefined ? undefined : { bytes: opts.bytes, location };
+    // What the upload reads: the body counted (and its size checked); a stream's read error (a
+    // file deleted meanwhile, EIO) fails the upload, not the process.
+    let source: CountingStream | CountedPull;
+    let release = () => {};
+    if (isPullBody(body)) {
+      source = new CountedPull(body, opts.onBytes, expected);
+    } else {
+      const counter = new CountingStream(opts.onBytes, expected);
+      pipeline(body, counter).catch(() => {});
+      source = counter;
+      release = () => counter.destroy();
+    }
     if (signal?.aborted) {
-      counter.destroy();
-      await reading;
+      release();
       throw abortedError(what, signal);
     }
     // One controller for this upload: the caller's signal, or the first failed request, stops every request.
@@ -286,34 +292,30 @@ export class S3Target implements OffsiteTarget {
     const onAbort = () => stop.abort(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
     let uploadId: string | undefined;
-    const client = this.boundClient(stop, (id) => (uploadId = id));
     const plan = partPlan(opts.bytes, this.settings.partSize, this.settings.queueSize);
-    const upload = new this.Upload({
-      client,
-      params: { Bucket: this.settings.bucket, Key, Body: counter, ContentType: opts.contentType, Metadata: opts.metadata },
-      partSize: plan.partSize,
-      queueSize: plan.queueSize,
-      // Aborted here instead, by a request the caller's (fired) signal does not stop.
-      leavePartsOnError: true,
-    });
-    stop.signal.addEventListener('abort', () => counter.destroy(), { once: true });
+    stop.signal.addEventListener('abort', release, { once: true });
     try {
-      await upload.done();
+      await streamUpload(this.s3, this.client, { Bucket: this.settings.bucket, Key, ContentType: opts.contentType, Metadata: opts.metadata }, source, {
+        ...plan,
+        stop,
+        checksums: this.config.requestChecksumCalculation === 'WHEN_SUPPORTED',
+        ...(opts.bytes !== undefined ? { sizeHint: opts.bytes } : {}),
+        onUploadId: (id) => (uploadId = id),
+      });
     } catch (e) {
       stop.abort(e);
-      counter.destroy();
+      release();
       if (uploadId) await this.abortMultipart(Key, uploadId);
       if (signal?.aborted) throw abortedError(what, signal);
-      const readError = await reading;
-      if (readError instanceof HbError) throw readError;
-      if (readError && !/premature close|aborted/i.test(readError.message)) {
-        throw new HbError('offsite-failed', `cannot read what was to be uploaded to ${this.location(key)}: ${readError.message}`, undefined, { cause: readError });
+      if (e instanceof BodyError) {
+        if (e.cause instanceof HbError) throw e.cause;
+        throw new HbError('offsite-failed', `cannot read what was to be uploaded to ${location}: ${e.message}`, undefined, { cause: e.cause });
       }
       throw this.fail('upload', key, e, signal);
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
-    const sent = counter.bytes;
+    const sent = source.bytes;
     const stored = await this.stat(key, signal);
     if (!stored) throw new HbError('offsite-mismatch', `the upload of ${this.location(key)} reported success but the object is not there`, 'it is retried at the next run');
     if (stored.bytes !== sent) {
@@ -321,48 +323,6 @@ export class S3Target implements OffsiteTarget {
       throw new HbError('offsite-mismatch', `${this.location(key)} holds ${stored.bytes} bytes, ${sent} were sent; the copy was removed`, 'it is retried at the next run');
     }
     return { bytes: stored.bytes };
-  }
-
-  /**
-   * A client for one upload: its requests stop when `stop` fires (lib-storage passes no signal
-   * of its own), the first request that fails for good fires it (so the other parts stop), and
-   * the multipart upload's id is reported. It shares the main client's connections.
-   */
-  private boundClient(stop: AbortController, onUploadId: (id: string) => void): S3ClientType {
-    type Handler = {
-      handle(request: unknown, options?: { abortSignal?: AbortSignal }): Promise<unknown>;
-      updateHttpClientConfig(key: never, value: never): void;
-      httpHandlerConfigs(): unknown;
-      metadata?: unknown;
-    };
-    const base = this.client.config.requestHandler as unknown as Handler;
-    const bound: Handler & { destroy(): void } = {
-      handle: (request, options) => base.handle(request, { ...options, abortSignal: stop.signal }),
-      updateHttpClientConfig: (key, value) => base.updateHttpClientConfig(key, value),
-      httpHandlerConfigs: () => base.httpHandlerConfigs(),
-      metadata: base.metadata,
-      // The connections are the main client's: close() ends them.
-      destroy: () => {},
-    };
-    const client = new this.s3.S3Client({ ...this.config, requestHandler: bound as never });
-    if (this.unsigned) unsignedPayload(client);
-    client.middlewareStack.add(
-      (next, context) => async (args) => {
-        try {
-          const out = await next(args);
-          if (context.commandName === 'CreateMultipartUploadCommand') {
-            const id = (out.output as { UploadId?: string }).UploadId;
-            if (id) onUploadId(id);
-          }
-          return out;
-        } catch (e) {
-          stop.abort(e);
-          throw e;
-        }
-      },
-      { step: 'initialize', name: 'hbStopOnFailure' },
-    );
-    return client;
   }
 
   /** Aborts a multipart upload (its parts are deleted), with its own time limit: the caller's signal may have fired. */
@@ -525,7 +485,7 @@ function lowerKeys(m: Record<string, string>): Record<string, string> {
 
 /**
  * Object bodies (PutObject, UploadPart) are signed as `UNSIGNED-PAYLOAD`, as `curl --aws-sigv4`
- * does: otherwise the signer reads every part (lib-storage hands it buffers) once more for its
+ * does: otherwise the signer reads every part once more for its
  * SHA-256 before sending it. Used only where the body's integrity in transit is kept otherwise —
  * TLS, or the SDK's CRC32 checksums — never over plain http without them.
  */

@@ -27,11 +27,14 @@ import {
   checkKey,
   checkMetadata,
   CountingStream,
+  isPullBody,
   type OffsiteListEntry,
   type OffsiteObjectInfo,
   OffsiteNotFoundError,
   type OffsiteTarget,
   type PutOptions,
+  pullBodyStream,
+  type PullBody,
 } from './target.js';
 
 /** The characters Supabase Storage keeps in a name as they are (storage-api's isValidKey, less `*` and `?`). */
@@ -142,14 +145,14 @@ export class SupabaseTarget implements OffsiteTarget {
     }
   }
 
-  async put(key: string, body: NodeJS.ReadableStream, opts: PutOptions): Promise<{ bytes: number }> {
+  async put(key: string, body: NodeJS.ReadableStream | PullBody, opts: PutOptions): Promise<{ bytes: number }> {
     const objectPath = this.objectPath(key);
     checkMetadata(opts.metadata);
     const location = this.location(key);
     const { signal } = opts;
     const counter = new CountingStream(opts.onBytes, opts.bytes === undefined ? undefined : { bytes: opts.bytes, location });
     // A read error (a file deleted meanwhile, EIO) fails the request body, not the process.
-    const reading = pipeline(body, counter).then(
+    const reading = pipeline(isPullBody(body) ? pullBodyStream(body) : body, counter).then(
       () => null,
       (e: unknown) => e as Error,
     );

@@ -6,13 +6,11 @@
  * A failure here is recorded (an `offsite-upload` run, the copy's state per target), logged and
  * alerted, and never fails the local backup.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { type RunContext, silentReporter } from '../context.js';
-import { AGE_FORMAT, createEncryptStream, encryptedSize } from '../crypto/age.js';
+import { AGE_FORMAT, encryptedSize } from '../crypto/age.js';
+import { FileCopyBody } from './copy-body.js';
 import { HbError, toHbError } from '../domain/errors.js';
 import type { Backup, TargetCopy } from '../domain/types.js';
 import { SIDECAR_SUFFIX } from '../dump/naming.js';
@@ -180,38 +178,6 @@ export async function sidecarOf(ctx: RunContext, b: Backup): Promise<Sidecar> {
 }
 
 /**
- * Hashes what passes through. With `expect`, it holds back the last chunk until the end, and
- * fails the stream there instead of passing it when the digest differs: a body of announced size
- * then never completes, so the target never stores a file that is not the backup.
- */
-class HashTap extends Transform {
-  readonly hash: Hash = createHash('sha256');
-  bytes = 0;
-  private held: Buffer | null = null;
-  constructor(private readonly expect?: { sha256: string; bytes: number; file: string }) {
-    super({ highWaterMark: 1 << 20 });
-  }
-  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    if (!this.expect) return cb(null, chunk);
-    const prev = this.held;
-    this.held = chunk;
-    cb(null, prev ?? undefined);
-  }
-  digest(): string {
-    return this.hash.copy().digest('hex');
-  }
-  override _flush(cb: TransformCallback): void {
-    const e = this.expect;
-    if (e && (this.bytes !== e.bytes || this.digest() !== e.sha256)) {
-      return cb(new HbError('checksum-mismatch', `${e.file} no longer matches its recorded SHA-256 (${this.bytes} bytes read); it was not kept offsite`, 'the local file is damaged: run `hybrid-backup verify all`; take a new backup'));
-    }
-    cb(null, this.held ?? undefined);
-  }
-}
-
-/**
  * Streams one backup to one target — read, checked against its recorded SHA-256 as it is read,
  * encrypted when recipients are configured, hashed as stored — then its Storage files and their
  * manifest (when it has some), then its recovery kit. The copy is complete only once all are stored.
@@ -242,15 +208,9 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
   const recipients = ctx.config.encryption.ageRecipients;
   const encrypt = encryptsOnTheWay(ctx, b);
   const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.config.offsite.timeoutMinutes * 60_000)]);
-  const read = new HashTap({ sha256: b.sha256!, bytes: b.bytes, file: b.file });
-  const stored = new HashTap();
+  const body = new FileCopyBody(b.file, { sha256: b.sha256!, bytes: b.bytes }, encrypt ? recipients : null);
   const bytes = encrypt ? encryptedSize(b.bytes, recipients.length) : b.bytes;
   const t0 = Date.now();
-  // Any stage failing ends the body with that error, so the put fails and stores nothing; the put
-  // giving up destroys the body, and with it every stage.
-  const flow = pipeline([createReadStream(b.file, { highWaterMark: 1 << 20 }), read, ...(encrypt ? [createEncryptStream(recipients)] : []), stored]);
-  flow.catch(() => {});
-  const body: Readable = stored;
   let put: { bytes: number };
   try {
     put = await target.put(key, body, {
@@ -262,10 +222,8 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
       signal,
       onBytes: (n) => ctx.reporter.progress({ phase: 'upload', bytes: n, total: bytes, elapsedMs: Date.now() - t0 }),
     });
-  } catch (e) {
-    // The read check's error is the real one when it is what ended the body.
-    const readErr = read.errored as Error | null;
-    throw readErr instanceof HbError ? readErr : e;
+  } finally {
+    await body.close();
   }
   const localEnc = sidecar.encryption ?? null;
   const copy: CopyDescription = {
@@ -273,7 +231,7 @@ async function uploadOne(ctx: RunContext, target: OffsiteTarget, b: Backup, key:
     key,
     location: target.location(key),
     bytes: put.bytes,
-    sha256: stored.digest(),
+    sha256: body.digest(),
     encryption: encrypt ? { format: AGE_FORMAT, recipients: [...recipients] } : localEnc ? { format: AGE_FORMAT, recipients: localEnc.recipients } : null,
     plainBytes: localEnc ? (sidecar.plainBytes ?? 0) : b.bytes,
     plainSha256: localEnc ? (sidecar.plainSha256 ?? '') : b.sha256!,

@@ -15,7 +15,7 @@
  *   a `TimeoutError` for `AbortSignal.timeout`). No message or hint ever holds a credential.
  * - Nothing is kept between calls but the connection settings: no module-level state.
  */
-import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { HbError } from '../domain/errors.js';
 
 export type OffsiteTargetType = 'supabase-storage' | 's3';
@@ -57,6 +57,36 @@ export interface PutOptions {
   onBytes?: (n: number) => void;
 }
 
+/**
+ * A body the target pulls into buffers of its own, instead of a stream: `read(into)` writes the
+ * next bytes at the start of `into` and resolves with how many (at least one while there are more;
+ * 0 at the end, and on every call after it). A failure rejects the read, and the put with it.
+ * Where a target keeps part buffers (S3), the bytes go straight into them: no stream between,
+ * no buffer allocated per chunk.
+ */
+export interface PullBody {
+  read(into: Buffer): Promise<number>;
+}
+
+export function isPullBody(body: NodeJS.ReadableStream | PullBody): body is PullBody {
+  return typeof (body as PullBody).read === 'function' && typeof (body as NodeJS.ReadableStream).pipe !== 'function';
+}
+
+/** A pulled body as a stream, for targets that send streams (1 MiB buffers). */
+export function pullBodyStream(body: PullBody): Readable {
+  return Readable.from(
+    (async function* () {
+      for (;;) {
+        const buf = Buffer.allocUnsafe(1 << 20);
+        const n = await body.read(buf);
+        if (n === 0) return;
+        yield buf.subarray(0, n);
+      }
+    })(),
+    { objectMode: false },
+  );
+}
+
 export interface OffsiteTarget {
   /** The configured name, e.g. "supabase", "b2-eu": for messages, the ledger and the CLI. */
   readonly name: string;
@@ -76,12 +106,15 @@ export interface OffsiteTarget {
   ensureReady(signal?: AbortSignal): Promise<void>;
 
   /**
-   * Streams `body` to `key`, replacing what was there, and resolves with the stored size once
-   * the object is complete and visible (confirmed by reading it back). Memory stays bounded
-   * whatever the size: large bodies go in parts (S3 multipart). On any failure no new object is
-   * left under the key (an older one under the same key stays); the body is destroyed.
+   * Streams `body` (a stream, or a {@link PullBody}) to `key`, replacing what was there, and
+   * resolves with the stored size once the object is complete and visible (confirmed by reading
+   * it back). Memory stays bounded whatever the size: large bodies go in parts (S3 multipart). On
+   * any failure no new object is left under the key (an older one under the same key stays); a
+   * stream body is destroyed, a pulled one is not read further. A pulled body's own failure is
+   * the put's: an HbError as it is, another error as `offsite-failed` saying the body could not
+   * be read.
    */
-  put(key: string, body: NodeJS.ReadableStream, opts: PutOptions): Promise<{ bytes: number }>;
+  put(key: string, body: NodeJS.ReadableStream | PullBody, opts: PutOptions): Promise<{ bytes: number }>;
 
   /** Size, metadata and time of the object, or null when there is none. */
   stat(key: string, signal?: AbortSignal): Promise<OffsiteObjectInfo | null>;
@@ -151,6 +184,12 @@ export function throwIfAborted(what: string, signal: AbortSignal | undefined): v
   if (signal?.aborted) throw abortedError(what, signal);
 }
 
+/** `offsite-mismatch`: a body of `bytes` where `expected.bytes` were announced. */
+function sizeMismatch(bytes: number, expected: { bytes: number; location: string }): HbError {
+  const n = (x: number) => `${x} byte${x === 1 ? '' : 's'}`;
+  return new HbError('offsite-mismatch', `the body for ${expected.location} has ${bytes < expected.bytes ? 'only' : 'more than'} ${n(bytes)}, not the ${n(expected.bytes)} announced`, 'the local file changed while it was read: it is retried at the next run');
+}
+
 /**
  * Counts what passes through, reporting the running total (the body of a put). Given the size
  * the body must have, it fails the stream (with `offsite-mismatch`) as soon as the body is
@@ -165,18 +204,31 @@ export class CountingStream extends Transform {
   ) {
     super({ highWaterMark: 1 << 20 });
   }
-  private mismatch(): HbError {
-    const e = this.expected!;
-    const n = (x: number) => `${x} byte${x === 1 ? '' : 's'}`;
-    return new HbError('offsite-mismatch', `the body for ${e.location} has ${this.bytes < e.bytes ? 'only' : 'more than'} ${n(this.bytes)}, not the ${n(e.bytes)} announced`, 'the local file changed while it was read: it is retried at the next run');
-  }
   override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
-    if (this.expected && this.bytes > this.expected.bytes) return cb(this.mismatch());
+    if (this.expected && this.bytes > this.expected.bytes) return cb(sizeMismatch(this.bytes, this.expected));
     this.onBytes?.(this.bytes);
     cb(null, chunk);
   }
   override _flush(cb: TransformCallback): void {
-    cb(this.expected && this.bytes !== this.expected.bytes ? this.mismatch() : null);
+    cb(this.expected && this.bytes !== this.expected.bytes ? sizeMismatch(this.bytes, this.expected) : null);
+  }
+}
+
+/** {@link CountingStream} for a pulled body: the same counts, reports and `offsite-mismatch`. */
+export class CountedPull implements PullBody {
+  bytes = 0;
+  constructor(
+    private readonly body: PullBody,
+    private readonly onBytes?: (n: number) => void,
+    private readonly expected?: { bytes: number; location: string },
+  ) {}
+  async read(into: Buffer): Promise<number> {
+    const n = await this.body.read(into);
+    this.bytes += n;
+    const e = this.expected;
+    if (e && (this.bytes > e.bytes || (n === 0 && this.bytes !== e.bytes))) throw sizeMismatch(this.bytes, e);
+    if (n > 0) this.onBytes?.(this.bytes);
+    return n;
   }
 }

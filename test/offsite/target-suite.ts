@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { HbError } from '../../src/domain/errors.js';
-import type { OffsiteTarget } from '../../src/offsite/target.js';
+import type { OffsiteTarget, PullBody } from '../../src/offsite/target.js';
 
 export interface TargetUnderTest {
   /** A target on a folder no other test uses. */
@@ -70,6 +70,32 @@ class Generated extends Readable {
   digest(): string {
     return this.hash.digest('hex');
   }
+}
+
+/** `data` as a pulled body, giving at most `step` bytes a read. */
+function pulled(data: Buffer, step: number): PullBody {
+  let off = 0;
+  return {
+    read: async (into) => {
+      const n = data.copy(into, 0, off, Math.min(data.length, off + step));
+      off += n;
+      return n;
+    },
+  };
+}
+
+/** A pulled body that gives `bytes` random bytes, then rejects with `error`. */
+function failing(bytes: number, error: Error): PullBody {
+  let off = 0;
+  return {
+    read: async (into) => {
+      if (off >= bytes) throw error;
+      const n = Math.min(into.length, bytes - off, MiB);
+      randomBytes(n).copy(into);
+      off += n;
+      return n;
+    },
+  };
 }
 
 async function drain(s: NodeJS.ReadableStream): Promise<Buffer> {
@@ -366,6 +392,32 @@ export function describeTarget(name: string, make: () => Promise<TargetUnderTest
         const long = await rejection(target.put('mm/long.bin', bodyOf(randomBytes(6 * MiB)), { contentType: 'application/octet-stream', metadata: {}, bytes: 100 }));
         expect(long.code).toBe('offsite-mismatch');
         expect(await keys(target, 'mm/')).toEqual([]);
+      }),
+    );
+
+    it(
+      'a pulled body: the same object as a stream of its bytes, small or in parts; a wrong size or a failing read stores nothing',
+      withTarget(async ({ target }) => {
+        for (const size of [0, 100, 12 * MiB + 7]) {
+          const data = randomBytes(size);
+          // Reads of odd sizes, never more than asked, as a body may give them.
+          const put = await target.put(`pb/${size}.bin`, pulled(data, 300_001), { contentType: 'application/octet-stream', metadata: { n: String(size) }, bytes: size });
+          expect(put.bytes).toBe(size);
+          expect(await target.stat(`pb/${size}.bin`)).toMatchObject({ bytes: size, metadata: { n: String(size) } });
+          expect(sha(await drain(await target.get(`pb/${size}.bin`)))).toBe(sha(data));
+        }
+        const short = await rejection(target.put('pb/short.bin', pulled(randomBytes(50), 64), { contentType: 'application/octet-stream', metadata: {}, bytes: 100 }));
+        expect(short.code).toBe('offsite-mismatch');
+        expect(short.message).toMatch(/has only 50 bytes, not the 100 bytes announced/);
+        const long = await rejection(target.put('pb/long.bin', pulled(randomBytes(6 * MiB), MiB), { contentType: 'application/octet-stream', metadata: {}, bytes: 100 }));
+        expect(long.code).toBe('offsite-mismatch');
+        // The body's own HbError is the put's; any other failure says the body could not be read.
+        const own = new HbError('checksum-mismatch', 'the file no longer matches its record');
+        expect(await rejection(target.put('pb/own.bin', failing(7 * MiB, own), { contentType: 'application/octet-stream', metadata: {}, bytes: 8 * MiB }))).toBe(own);
+        const eio = await rejection(target.put('pb/eio.bin', failing(7 * MiB, Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })), { contentType: 'application/octet-stream', metadata: {}, bytes: 8 * MiB }));
+        expect(eio.code).toBe('offsite-failed');
+        expect(eio.message).toMatch(/cannot read what was to be uploaded to .*pb\/eio\.bin: EIO/);
+        expect((await keys(target, 'pb/')).sort()).toEqual(['pb/0.bin', 'pb/100.bin', `pb/${12 * MiB + 7}.bin`].sort());
       }),
     );
 

@@ -125,14 +125,14 @@ describeTarget('supabase-storage (fake Storage API)', async () => {
 });
 
 describe('S3Target only', () => {
-  it('sizes parts for a bounded memory: 8 MiB × 2 by default, larger parts one at a time past 9,000 parts', () => {
-    expect(partPlan(undefined)).toEqual({ partSize: 8 * MiB, queueSize: 2 });
-    expect(partPlan(1024 * MiB)).toEqual({ partSize: 8 * MiB, queueSize: 2 });
-    expect(partPlan(70 * 1024 * MiB)).toEqual({ partSize: 8 * MiB, queueSize: 2 });
-    expect(partPlan(100 * 1024 * MiB)).toEqual({ partSize: 12 * MiB, queueSize: 1 });
+  it('sizes parts for a bounded memory: 8 MiB × 4 by default, larger parts fewer at a time past 9,000 parts', () => {
+    expect(partPlan(undefined)).toEqual({ partSize: 8 * MiB, queueSize: 4 });
+    expect(partPlan(1024 * MiB)).toEqual({ partSize: 8 * MiB, queueSize: 4 });
+    expect(partPlan(70 * 1024 * MiB)).toEqual({ partSize: 8 * MiB, queueSize: 4 });
+    expect(partPlan(100 * 1024 * MiB)).toEqual({ partSize: 12 * MiB, queueSize: 2 });
     expect(partPlan(400 * 1024 * MiB)).toEqual({ partSize: 46 * MiB, queueSize: 1 });
-    expect(partPlan(undefined, 1)).toEqual({ partSize: 5 * MiB, queueSize: 2 });
-    expect(partPlan(undefined, 5 * MiB, 8)).toEqual({ partSize: 5 * MiB, queueSize: 5 });
+    expect(partPlan(undefined, 1)).toEqual({ partSize: 5 * MiB, queueSize: 4 });
+    expect(partPlan(undefined, 5 * MiB, 8)).toEqual({ partSize: 5 * MiB, queueSize: 7 });
     for (const bytes of [1, 80 * 1024 * MiB, 200 * 1024 * MiB]) {
       const p = partPlan(bytes);
       expect(Math.ceil(bytes / p.partSize)).toBeLessThanOrEqual(9_000);

@@ -1,0 +1,275 @@
+/**
+ * Streamed S3 uploads through a fixed set of part buffers: `queueSize + 1` buffers of `partSize`
+ * bytes, allocated for the upload; each is sent as a part (UploadPart, a replayable Buffer, so the
+ * SDK's retries resend it) and refilled as soon as its request has succeeded. A body that fits in
+ * one part goes as one PutObject. A stream body is copied once into the buffers; a pulled body
+ * ({@link PullBody}) writes into them itself.
+ *
+ * Why not `@aws-sdk/lib-storage`'s Upload: it joins the stream's chunks into a new buffer for
+ * every part, which in a 1 GiB upload was 128 fresh 8 MiB buffers, a copy of every byte and the
+ * garbage collector's work on them, and RSS that grew with the garbage rather than the parts
+ * (bench/RESULTS.md, "offsite upload"). Here an upload's memory is its buffers, whatever the size.
+ *
+ * Contract: resolves once the object is complete under the key. On any failure (a part, the
+ * body, the caller's `stop`) it stops every request and rejects with the first error — a failure
+ * of the body itself as {@link BodyError} — and the caller aborts the multipart upload (its id came
+ * through `onUploadId`) with a signal of its own, so nothing appears under the key.
+ */
+import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
+import type { Readable } from 'node:stream';
+import type { PullBody } from './target.js';
+
+type S3Module = typeof import('@aws-sdk/client-s3');
+
+/** S3's most parts per upload. */
+export const MAX_PARTS = 10_000;
+
+export interface StreamUploadParams {
+  Bucket: string;
+  Key: string;
+  ContentType: string;
+  Metadata: Record<string, string>;
+}
+
+export interface StreamUploadOptions {
+  partSize: number;
+  /** Parts sent at once; one more buffer is being filled meanwhile. */
+  queueSize: number;
+  /** Stops every request; fired by the caller, and here on the first failure. */
+  stop: AbortController;
+  /** The SDK's flexible checksums are on: ask for CRC32 parts, as lib-storage does. */
+  checksums: boolean;
+  /** The body's announced size, when known: a small pulled body gets a buffer of its own size. */
+  sizeHint?: number;
+  /** Called with the multipart upload's id once it exists (for the caller's own abort). */
+  onUploadId?: (id: string) => void;
+}
+
+/** The body failed (its read rejected, or the stream errored): `cause` is its error. */
+export class BodyError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause));
+  }
+}
+
+const CHECKSUM_FIELDS = ['ChecksumCRC32', 'ChecksumCRC32C', 'ChecksumCRC64NVME', 'ChecksumSHA1', 'ChecksumSHA256'] as const;
+
+/** The parts of one upload: buffers, requests in flight, the multipart upload itself. */
+class Parts {
+  private readonly free: Buffer[] = [];
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly done: CompletedPart[] = [];
+  private uploadId: string | undefined;
+  private count = 0;
+  private failure: { error: unknown } | null = null;
+  private readonly signal: AbortSignal;
+
+  constructor(
+    private readonly s3: S3Module,
+    private readonly client: S3Client,
+    private readonly params: StreamUploadParams,
+    private readonly opts: StreamUploadOptions,
+  ) {
+    this.signal = opts.stop.signal;
+  }
+
+  /** A buffer to fill: a free one, or a new one while fewer than queueSize + 1 exist. */
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(this.opts.partSize);
+  }
+
+  /** Throws the first failure, or the stop's reason. */
+  check(): void {
+    if (this.failure) throw this.failure.error;
+    if (this.signal.aborted) throw this.signal.reason;
+  }
+
+  fail(e: unknown): void {
+    this.failure ??= { error: e };
+    this.opts.stop.abort(e);
+  }
+
+  /** Sends `buf[0, len)` as the next part; resolves once fewer than queueSize parts are in flight. */
+  async send(buf: Buffer, len: number): Promise<void> {
+    if (!this.uploadId) await this.create();
+    this.check();
+    const n = ++this.count;
+    if (n > MAX_PARTS) throw new Error(`the body needs more than ${MAX_PARTS} parts of ${this.opts.partSize} bytes`);
+    const p: Promise<void> = this.part(buf, len, n).then(
+      () => void this.free.push(buf),
+      (e: unknown) => this.fail(e),
+    );
+    const tracked = p.finally(() => this.inflight.delete(tracked));
+    this.inflight.add(tracked);
+    while (this.inflight.size >= this.opts.queueSize && !this.failure) await Promise.race(this.inflight);
+    this.check();
+  }
+
+  /** The whole body in one request (it fits in a part). */
+  async putWhole(data: Buffer): Promise<void> {
+    await this.client.send(new this.s3.PutObjectCommand({ ...this.params, Body: data, ContentLength: data.length }), { abortSignal: this.signal });
+  }
+
+  /** Waits for every part, then completes the upload. */
+  async complete(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.race(this.inflight);
+    this.check();
+    this.done.sort((a, b) => a.PartNumber! - b.PartNumber!);
+    const { Bucket, Key } = this.params;
+    await this.client.send(new this.s3.CompleteMultipartUploadCommand({ Bucket, Key, UploadId: this.uploadId, MultipartUpload: { Parts: this.done } }), { abortSignal: this.signal });
+  }
+
+  private async create(): Promise<void> {
+    const { s3, opts } = this;
+    const out = await this.client.send(new s3.CreateMultipartUploadCommand({ ...this.params, ...(opts.checksums ? { ChecksumAlgorithm: s3.ChecksumAlgorithm.CRC32 } : {}) }), { abortSignal: this.signal });
+    if (!out.UploadId) throw new Error('the service started a multipart upload without an UploadId');
+    this.uploadId = out.UploadId;
+    opts.onUploadId?.(out.UploadId);
+  }
+
+  private async part(buf: Buffer, len: number, n: number): Promise<void> {
+    const { Bucket, Key } = this.params;
+    const out = await this.client.send(new this.s3.UploadPartCommand({ Bucket, Key, UploadId: this.uploadId, PartNumber: n, Body: buf.subarray(0, len), ContentLength: len }), { abortSignal: this.signal });
+    if (!out.ETag) throw new Error(`part ${n} was stored without an ETag in the answer`);
+    const part: CompletedPart = { PartNumber: n, ETag: out.ETag };
+    for (const f of CHECKSUM_FIELDS) if (out[f]) part[f] = out[f];
+    this.done.push(part);
+  }
+}
+
+/**
+ * Uploads `body` to `params.Key`. See the module's contract.
+ */
+export async function streamUpload(s3: S3Module, client: S3Client, params: StreamUploadParams, body: Readable | PullBody, opts: StreamUploadOptions): Promise<void> {
+  const parts = new Parts(s3, client, params, opts);
+  if ('pipe' in body) return fromStream(parts, body, opts);
+  return fromPull(parts, body, opts);
+}
+
+/**
+ * A pulled body, straight into the part buffers. A full buffer is sent once the body has more:
+ * the last part is never empty, and a body of at most one part is one PutObject.
+ */
+async function fromPull(parts: Parts, body: PullBody, opts: StreamUploadOptions): Promise<void> {
+  const read = async (into: Buffer): Promise<number> => {
+    try {
+      return await body.read(into);
+    } catch (e) {
+      throw new BodyError(e);
+    }
+  };
+  /** Fills `buf` from the body: how much, and whether the body ended. */
+  const fill = async (buf: Buffer): Promise<{ used: number; ended: boolean }> => {
+    let used = 0;
+    while (used < buf.length) {
+      parts.check();
+      const n = await read(buf.subarray(used));
+      if (n === 0) return { used, ended: true };
+      used += n;
+    }
+    return { used, ended: false };
+  };
+  // The first buffer: of the body's own size (and one byte more, to see it end) when it is small.
+  const hint = opts.sizeHint;
+  const first = hint !== undefined && hint < opts.partSize ? Buffer.allocUnsafe(hint + 1) : parts.take();
+  let f = await fill(first);
+  if (f.ended) return parts.putWhole(first.subarray(0, f.used));
+  let buf = first;
+  for (;;) {
+    const next = parts.take();
+    // The next buffer starts filling only once this part is on its way (or queued).
+    await parts.send(buf, f.used);
+    f = await fill(next);
+    buf = next;
+    if (f.ended) break;
+  }
+  if (f.used > 0) await parts.send(buf, f.used);
+  await parts.complete();
+}
+
+/** A stream body, copied into the part buffers as its chunks come. */
+async function fromStream(parts: Parts, body: Readable, opts: StreamUploadOptions): Promise<void> {
+  const { partSize } = opts;
+  // Before the first part is full: the chunks as they came (copied), so a small body costs its
+  // own size, not a part buffer.
+  let head: Buffer[] | null = [];
+  let headBytes = 0;
+  let current: Buffer | null = null;
+  let used = 0;
+
+  /** Takes one chunk of the body; a promise when it had to wait for a part to be sent. */
+  const accept = (chunk: Buffer): Promise<void> | void => {
+    parts.check();
+    let off = 0;
+    if (head) {
+      if (headBytes + chunk.length <= partSize) {
+        head.push(Buffer.from(chunk));
+        headBytes += chunk.length;
+        return;
+      }
+      // More than one part: from here on, through the part buffers.
+      current = parts.take();
+      for (const h of head) used += h.copy(current, used);
+      head = null;
+    }
+    // The common case, a chunk that fits in the buffer being filled, stays synchronous.
+    if (used + chunk.length <= partSize) {
+      used += chunk.copy(current!, used);
+      return;
+    }
+    return (async () => {
+      while (off < chunk.length) {
+        // A full buffer goes only once more data follows it: the last part is never empty.
+        if (used === partSize) {
+          await parts.send(current!, used);
+          current = parts.take();
+          used = 0;
+        }
+        const n = chunk.copy(current!, used, off);
+        used += n;
+        off += n;
+      }
+    })();
+  };
+
+  // 'data' events rather than an async iterator: the iterator's read() joins whatever the body
+  // has buffered into a new buffer, a copy and an allocation per call.
+  const signal = opts.stop.signal;
+  await new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const done = (e?: unknown) => {
+      if (settled) return;
+      settled = true;
+      signal.removeEventListener('abort', stopped);
+      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
+      if (e !== undefined) reject(e);
+      else resolve();
+    };
+    const stopped = () => done(signal.reason);
+    const onEnd = () => done();
+    const onError = (e: unknown) => done(new BodyError(e));
+    // Destroyed without an error (by the caller): not the whole body.
+    const onClose = () => done(new BodyError(new Error('the body was closed before its end')));
+    const onData = (chunk: Buffer) => {
+      let waiting: Promise<void> | void;
+      try {
+        waiting = accept(chunk);
+      } catch (e) {
+        return done(e);
+      }
+      if (!waiting) return;
+      body.pause();
+      waiting.then(
+        () => body.resume(),
+        (e: unknown) => done(e),
+      );
+    };
+    if (signal.aborted) return stopped();
+    signal.addEventListener('abort', stopped, { once: true });
+    body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
+  });
+  parts.check();
+  if (head) return parts.putWhole(Buffer.concat(head, headBytes));
+  await parts.send(current!, used);
+  await parts.complete();
+}
