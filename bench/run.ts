@@ -24,7 +24,8 @@
  * BENCH_SIZE_MB (table data to generate, default 1024), BENCH_PAIRS (default 3),
  * BENCH_KEEP_DB=1 keeps (and reuses) the generated database; BENCH_DRILL_SIZE_MB (the drill suite's
  * table data, default 1.25 × BENCH_SIZE_MB, so its backup is ≥ 1 GiB); BENCH_BACKUPS (default 10000),
- * BENCH_REQUESTS (default 500), BENCH_IDLE_SECONDS (default 60) for the service suite.
+ * BENCH_REQUESTS (default 500), BENCH_IDLE_SECONDS (default 60) for the service suite;
+ * BENCH_OFFSITE=upload (or local) runs only the upload (or the encryption.local) half of the offsite suite.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -113,6 +114,27 @@ function childrenCpu(): number {
   const stat = readFileSync('/proc/self/stat', 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+/**
+ * CPU seconds used so far by the running processes whose command name matches `name` (a server
+ * the bench started and that is still running, which childrenCpu() does not count until it is
+ * reaped): radosgw and ceph-osd for the S3 server.
+ */
+function processCpu(name: RegExp): number {
+  let total = 0;
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (!name.test(readFileSync(`/proc/${pid}/comm`, 'utf8').trim())) continue;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(f[11]) + Number(f[12])) / 100;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return total;
 }
 
 /**
@@ -708,10 +730,13 @@ async function offsiteSuite(): Promise<string> {
   const upEnv = env('up', { offsite: { targets: [target] }, encryption: { ageRecipients: [recipient] } });
   const results: Record<string, number[]> = { plain: [], encrypted: [], upload: [], curl: [] };
   const rss: Record<string, number[]> = { plain: [], encrypted: [], upload: [] };
+  // CPU seconds of the client and of the S3 server (radosgw, ceph-osd) during each upload
+  const cpu: Record<string, { client: number[]; server: number[] }> = { upload: { client: [], server: [] }, curl: { client: [], server: [] } };
+  const S3_PROCESSES = /^(radosgw|ceph-osd)$/;
   const s3url = (key: string) => `${rgw.endpoint}/${bucket}/${key}`;
   const curl = (args: string[]) => ['-fsS', '-o', '/dev/null', '--aws-sigv4', `aws:amz:${rgw.region}:s3`, '--user', `${rgw.accessKeyId}:${rgw.secretAccessKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', ...args];
   try {
-    for (let i = 0; i < PAIRS; i++) {
+    for (let i = 0; i < (process.env.BENCH_OFFSITE === 'upload' ? 0 : PAIRS); i++) {
       for (const key of i % 2 === 0 ? ['plain', 'encrypted'] : ['encrypted', 'plain']) {
         const e = key === 'plain' ? plainEnv : encEnv;
         const r = await timed('node', [CLI, 'manual', 'bench'], { env: e, rss: true });
@@ -723,30 +748,38 @@ async function offsiteSuite(): Promise<string> {
     }
     // The upload: one plain backup (offsite copies off while it is taken), then offsite-sync
     // encrypting it to the S3 target, against curl sending a file of the encrypted size.
-    const take = await execa('node', [CLI, 'manual', 'bench', '--json'], { env: { ...upEnv, HYBRID_BACKUP_CONFIG: path.join(work, 'plain.json') } });
-    const b = JSON.parse(take.stdout) as { id: number; file: string };
-    const { encryptedSize } = await import('../src/crypto/age.js');
-    const size = encryptedSize(Number((await import('node:fs')).statSync(b.file).size), 1);
-    const blob = path.join(work, 'same-size.bin');
-    await execa('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', String(size), blob]);
-    for (let i = 0; i < PAIRS; i++) {
-      for (const key of i % 2 === 0 ? ['upload', 'curl'] : ['curl', 'upload']) {
-        if (key === 'upload') {
-          const l = Ledger.open(upEnv.BACKUP_DIR!);
-          l.setCopy(b.id, 's3', { status: 'failed', key: `${path.basename(b.file)}.age`, location: '', error: 'bench: upload again' });
-          l.close();
-          const r = await timed('node', [CLI, 'offsite-sync'], { env: upEnv, rss: true });
-          results.upload!.push(r.ms);
-          rss.upload!.push(r.peakRss);
-          console.error(`  pair ${i + 1}: upload    ${sec(r.ms)}  peak RSS ${mb(r.peakRss)}`);
-          await execa('curl', curl(['-X', 'DELETE', s3url(`${path.basename(b.file)}.age`)]));
-        } else {
-          const r = await timed('curl', curl(['-T', blob, s3url('curl.bin')]));
-          results.curl!.push(r.ms);
-          console.error(`  pair ${i + 1}: curl -T   ${sec(r.ms)}`);
-          await execa('curl', curl(['-X', 'DELETE', s3url('curl.bin')]));
+    if (process.env.BENCH_OFFSITE !== 'local') {
+      const take = await execa('node', [CLI, 'manual', 'bench', '--json'], { env: { ...upEnv, HYBRID_BACKUP_CONFIG: path.join(work, 'plain.json') } });
+      const b = JSON.parse(take.stdout) as { id: number; file: string };
+      const { encryptedSize } = await import('../src/crypto/age.js');
+      const size = encryptedSize(Number((await import('node:fs')).statSync(b.file).size), 1);
+      const blob = path.join(work, 'same-size.bin');
+      await execa('sh', ['-c', 'head -c "$1" /dev/urandom > "$2"', 'sh', String(size), blob]);
+      for (let i = 0; i < PAIRS; i++) {
+        for (const key of i % 2 === 0 ? ['upload', 'curl'] : ['curl', 'upload']) {
+          if (key === 'upload') {
+            const l = Ledger.open(upEnv.BACKUP_DIR!);
+            l.setCopy(b.id, 's3', { status: 'failed', key: `${path.basename(b.file)}.age`, location: '', error: 'bench: upload again' });
+            l.close();
+            const s0 = processCpu(S3_PROCESSES);
+            const r = await timed('node', [CLI, 'offsite-sync'], { env: upEnv, rss: true });
+            cpu.upload!.server.push(processCpu(S3_PROCESSES) - s0);
+            cpu.upload!.client.push(r.cpu);
+            results.upload!.push(r.ms);
+            rss.upload!.push(r.peakRss);
+            console.error(`  pair ${i + 1}: upload    ${sec(r.ms)}  peak RSS ${mb(r.peakRss)}`);
+            await execa('curl', curl(['-X', 'DELETE', s3url(`${path.basename(b.file)}.age`)]));
+          } else {
+            const s0 = processCpu(S3_PROCESSES);
+            const r = await timed('curl', curl(['-T', blob, s3url('curl.bin')]));
+            cpu.curl!.server.push(processCpu(S3_PROCESSES) - s0);
+            cpu.curl!.client.push(r.cpu);
+            results.curl!.push(r.ms);
+            console.error(`  pair ${i + 1}: curl -T   ${sec(r.ms)}`);
+            await execa('curl', curl(['-X', 'DELETE', s3url('curl.bin')]));
+          }
+          await rgw.reclaim();
         }
-        await rgw.reclaim();
       }
     }
   } finally {
@@ -765,6 +798,7 @@ async function offsiteSuite(): Promise<string> {
     `| backup with encryption.local | ${sec(m.encrypted!)} | ${sec(m.plain!)} (the same backup, plain) | ${(m.encrypted! / m.plain!).toFixed(3)} | ≤ 1.10, ${verdict(m.encrypted! / m.plain! <= 1.1)} |`,
     `| upload of the encrypted backup to S3 (offsite-sync: read, check, encrypt, multipart, size check, kit) | ${sec(m.upload!)} | ${sec(m.curl!)} (\`curl -T\` of as many bytes, one signed PUT) | ${(m.upload! / m.curl!).toFixed(3)} | ≤ 1.2, ${verdict(m.upload! / m.curl! <= 1.2)} |`,
     `| peak RSS: plain backup / encrypted backup / upload | ${mb(peak('plain'))} / ${mb(peak('encrypted'))} / ${mb(peak('upload'))} | | | ≤ 150 MB, ${verdict(Math.max(peak('encrypted'), peak('upload')) <= 150 * 1024 * 1024)} |`,
+    `| CPU-seconds of an upload, client + S3 server (medians) | ${median(cpu.upload!.client).toFixed(2)} + ${median(cpu.upload!.server).toFixed(2)} | ${median(cpu.curl!.client).toFixed(2)} + ${median(cpu.curl!.server).toFixed(2)} (curl) | | (context: ${os.cpus().length} cores) |`,
     '',
     `raw (ms): ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}; peak RSS (MB): ${JSON.stringify(Object.fromEntries(Object.entries(rss).map(([k, v]) => [k, v.map((x) => Math.round(x / 1024 / 1024))])))}`,
   ].join('\n');
