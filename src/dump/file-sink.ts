@@ -18,49 +18,7 @@
  */
 import fs from 'node:fs';
 import { Writable } from 'node:stream';
-
-const EARLY_SYNC_EVERY = 64 * 1024 * 1024;
-
-/**
- * Early writeback of a file being written, and its final fsync. A writeback error from a
- * background fdatasync is kept: Linux reports such an error once per descriptor, so the final
- * fsync could succeed after it, and it must fail the file instead.
- */
-export class Writeback {
-  private syncedAt = 0;
-  /** The background fdatasync in flight, if any. */
-  private syncing: Promise<void> | null = null;
-  /** The first writeback error, if any. */
-  error: Error | null = null;
-
-  constructor(private readonly fd: number) {}
-
-  /** The file now holds `bytes`: every 64 MiB more, a background fdatasync starts. */
-  wrote(bytes: number): void {
-    if (bytes - this.syncedAt < EARLY_SYNC_EVERY || this.syncing) return;
-    this.syncedAt = bytes;
-    this.syncing = new Promise<void>((resolve) =>
-      fs.fdatasync(this.fd, (e) => {
-        if (e) this.error ??= e;
-        resolve();
-      }),
-    ).then(() => {
-      this.syncing = null;
-    });
-  }
-
-  /** Resolves when no background fdatasync is in flight (never close the descriptor under one). */
-  settled(): Promise<void> {
-    return this.syncing ?? Promise.resolve();
-  }
-
-  /** fsync, after any background sync; rejects with the first writeback error. */
-  async sync(): Promise<void> {
-    await this.settled();
-    await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
-    if (this.error) throw this.error;
-  }
-}
+import { Writeback } from '../util/writeback.js';
 
 export class FileSink extends Writable {
   private fd: number | null;

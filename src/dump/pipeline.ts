@@ -25,7 +25,8 @@ import { loadExeca } from '../util/lazy.js';
 import { redact } from '../util/redact.js';
 import { CopyScanner, type TableDigest } from './copy-scanner.js';
 import { FileFollower } from './file-follower.js';
-import { FileSink, Writeback } from './file-sink.js';
+import { Writeback } from '../util/writeback.js';
+import { FileSink } from './file-sink.js';
 import { ParallelGzip } from './gzip-parallel.js';
 import { StreamTail, TAIL_BYTES } from './stream-tail.js';
 

@@ -1,0 +1,55 @@
+/**
+ * Early writeback of a file being written: a background fdatasync every so many bytes, so the
+ * disk writes while the writer goes on and the final fsync has little left to do. Used by the
+ * dump's file sink (and when pg_dump writes the file itself) and by the Storage file store.
+ */
+import fs from 'node:fs';
+
+/**
+ * Early writeback of a file being written, and its final fsync. A writeback error from a
+ * background fdatasync is kept: Linux reports such an error once per descriptor, so the final
+ * fsync could succeed after it, and it must fail the file instead.
+ */
+export class Writeback {
+  private syncedAt = 0;
+  /** Bytes between two background syncs: 64 MiB unless given. */
+  private readonly every: number;
+  /** The background fdatasync in flight, if any. */
+  private syncing: Promise<void> | null = null;
+  /** The first writeback error, if any. */
+  error: Error | null = null;
+
+  constructor(
+    private readonly fd: number,
+    every = 64 * 1024 * 1024,
+  ) {
+    this.every = every;
+  }
+
+  /** The file now holds `bytes`: every `every` bytes more, a background fdatasync starts. */
+  wrote(bytes: number): void {
+    if (bytes - this.syncedAt < this.every || this.syncing) return;
+    this.syncedAt = bytes;
+    this.syncing = new Promise<void>((resolve) =>
+      fs.fdatasync(this.fd, (e) => {
+        if (e) this.error ??= e;
+        resolve();
+      }),
+    ).then(() => {
+      this.syncing = null;
+    });
+  }
+
+  /** Resolves when no background fdatasync is in flight (never close the descriptor under one). */
+  settled(): Promise<void> {
+    return this.syncing ?? Promise.resolve();
+  }
+
+  /** fsync, after any background sync; rejects with the first writeback error. */
+  async sync(): Promise<void> {
+    await this.settled();
+    await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+    if (this.error) throw this.error;
+  }
+}
+
