@@ -25,20 +25,35 @@ import { type Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HbError } from '../domain/errors.js';
 import { ensurePrivateDir, fsyncDir, removeStaleTempFiles } from '../util/fs.js';
-import { abortedError, writeError } from './errors.js';
+import { FileHasher } from '../util/file-hasher.js';
+import { Writeback } from '../util/writeback.js';
+import { abortedError, STORAGE_CODES, writeError } from './errors.js';
 import { DigestStream, VerifiedStream } from './streams.js';
 
 const SHA256 = /^[0-9a-f]{64}$/;
 const SHARD = /^[0-9a-f]{2}$/;
 const READ_CHUNK = 1 << 20;
+/** Bytes a file being stored is written between two background fdatasyncs. */
+const EARLY_SYNC_EVERY = 8 << 20;
+/** Bytes (or buffers, well under the system's IOV_MAX) gathered into one write. */
+const WRITE_BATCH = 1 << 20;
+const MAX_IOV = 256;
+/** A file larger than this is hashed from disk on a worker thread, not as it comes. */
+const READ_BACK_FROM = 4 << 20;
 
 /** A sink that drops what it is given (re-hashing reads files only for their digest). */
 const discard = () => new Writable({ write: (_c, _e, cb) => cb() });
 
 /**
- * Hashes, counts and writes into an open file, and fsyncs it at the end (before 'finish'). Chunks
- * that queue while a write is under way go out in one writev. Given the size the bytes must have,
- * it fails as soon as more arrive, so a wrong body is never written whole.
+ * Hashes, counts and writes into an open file, and fsyncs it at the end (before 'finish').
+ * Chunks go out together, in writes of about {@link WRITE_BATCH} bytes (a download's 64 KiB
+ * chunks one by one were 16,384 writes a GiB, each a trip through the thread pool). Given the
+ * size the bytes must have, it fails as soon as more arrive, so a wrong body is never written
+ * whole.
+ *
+ * A file is hashed as it comes while it is small; past {@link READ_BACK_FROM} bytes it is hashed
+ * from disk after the fsync instead, on a worker thread ({@link FileHasher}): {@link digest} is
+ * then null.
  *
  * Not fh.createWriteStream: a stream made with autoClose false keeps a reference on the handle
  * that makes its close() wait forever, and with autoClose true the handle is gone before it can
@@ -48,13 +63,20 @@ class HashingFileSink extends Writable {
   bytes = 0;
   /** The disk's error, when writing failed (a source's error is not one). */
   failed: unknown = null;
-  private readonly hash: Hash = createHash('sha256');
+  /** Null once the file is too large to be hashed here. */
+  private hash: Hash | null = createHash('sha256');
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
+
+  /** A background fdatasync every 8 MiB: the disk writes while the body still downloads. */
+  readonly writeback: Writeback;
 
   constructor(
     private readonly fh: fs.FileHandle,
     private readonly opts: { expectedBytes?: number | undefined; what: string; onBytes?: ((delta: number) => void) | undefined },
   ) {
     super({ highWaterMark: READ_CHUNK });
+    this.writeback = new Writeback(fh.fd, EARLY_SYNC_EVERY);
   }
 
   private take(chunk: Buffer): Error | null {
@@ -63,32 +85,57 @@ class HashingFileSink extends Writable {
     if (expectedBytes !== undefined && this.bytes > expectedBytes) {
       return new HbError('checksum-mismatch', `${this.opts.what} has more than the ${expectedBytes} bytes expected; it was not stored`);
     }
-    this.hash.update(chunk);
+    if (this.hash) {
+      if (this.bytes > READ_BACK_FROM) this.hash = null;
+      else this.hash.update(chunk);
+    }
     this.opts.onBytes?.(chunk.length);
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
     return null;
   }
 
   override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
     const bad = this.take(chunk);
     if (bad) return cb(bad);
-    this.writeAll([chunk]).then(() => cb(), (e: Error) => cb((this.failed = e) as Error));
+    this.flush(cb, false);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (e?: Error | null) => void): void {
-    const bufs = chunks.map((c) => c.chunk);
-    for (const b of bufs) {
-      const bad = this.take(b);
+    for (const c of chunks) {
+      const bad = this.take(c.chunk);
       if (bad) return cb(bad);
     }
-    this.writeAll(bufs).then(() => cb(), (e: Error) => cb((this.failed = e) as Error));
+    this.flush(cb, false);
+  }
+
+  /** Writes the batch once it is large enough (or, at the end, whatever it holds). */
+  private flush(cb: (e?: Error | null) => void, all: boolean): void {
+    if (this.batch.length === 0 || (!all && this.batchBytes < WRITE_BATCH && this.batch.length < MAX_IOV)) return cb();
+    const bufs = this.batch;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.writeAll(bufs).then(
+      () => {
+        // A background sync's earlier failure fails the file.
+        if (this.writeback.error) return cb((this.failed = this.writeback.error) as Error);
+        this.writeback.wrote(this.bytes);
+        cb();
+      },
+      (e: Error) => cb((this.failed = e) as Error),
+    );
   }
 
   override _final(cb: (e?: Error | null) => void): void {
-    this.fh.sync().then(() => cb(), (e: Error) => cb((this.failed = e) as Error));
+    this.flush((e) => {
+      if (e) return cb(e);
+      this.writeback.sync().then(() => cb(), (f: Error) => cb((this.failed = f) as Error));
+    }, true);
   }
 
-  digest(): string {
-    return this.hash.digest('hex');
+  /** The SHA-256 of the bytes, when the file was small enough to be hashed as it came; else null. */
+  digest(): string | null {
+    return this.hash ? this.hash.digest('hex') : null;
   }
 
   private async writeAll(bufs: Buffer[]): Promise<void> {
@@ -142,6 +189,9 @@ export class StorageStore {
   private readonly shards = new Set<string>();
   /** Directories changed since the last {@link sync}. */
   private readonly dirty = new Set<string>();
+
+  /** Hashes large files beside the event loop (its thread ends when idle). */
+  private readonly hasher = new FileHasher();
 
   private constructor(
     /** `BACKUP_DIR/storage`. */
@@ -242,7 +292,7 @@ export class StorageStore {
     const tmp = path.join(this.objectsDir, `.put-${randomBytes(6).toString('hex')}.${process.pid}.${Date.now()}.tmp`);
     try {
       const sink = await this.writeTemp(tmp, body, { expectedBytes: opts.expectedBytes, what, onBytes: opts.onBytes }, opts.signal);
-      const sha256 = sink.digest();
+      const sha256 = sink.digest() ?? (await this.readBack(tmp, sink.bytes, opts.signal));
       if (opts.expectedBytes !== undefined && sink.bytes !== opts.expectedBytes) {
         throw new HbError('checksum-mismatch', `${what} has ${sink.bytes} bytes, not the ${opts.expectedBytes} expected; it was not stored`);
       }
@@ -258,6 +308,19 @@ export class StorageStore {
     }
   }
 
+  /** The SHA-256 of a large file just written and fsynced, read back from disk on the hasher's thread. */
+  private async readBack(tmp: string, bytes: number, signal: AbortSignal | undefined): Promise<string> {
+    let r: { sha256: string; bytes: number };
+    try {
+      r = await this.hasher.hash(tmp);
+    } catch (e) {
+      throw writeError(tmp, e);
+    }
+    if (signal?.aborted) throw signal.reason;
+    if (r.bytes !== bytes) throw new HbError(STORAGE_CODES.writeFailed, `${tmp} holds ${r.bytes} bytes after ${bytes} were written and synced`, 'check the disk and the file system of BACKUP_DIR');
+    return r.sha256;
+  }
+
   /** Writes the body into `tmp` (created new, 0600, never through a link), hashing it, and fsyncs it. */
   private async writeTemp(tmp: string, body: Readable | AsyncIterable<Uint8Array>, o: ConstructorParameters<typeof HashingFileSink>[1], signal: AbortSignal | undefined): Promise<HashingFileSink> {
     let fh: fs.FileHandle;
@@ -266,8 +329,9 @@ export class StorageStore {
     } catch (e) {
       throw writeError(tmp, e);
     }
+    let sink: HashingFileSink | undefined;
     try {
-      const sink = new HashingFileSink(fh, o);
+      sink = new HashingFileSink(fh, o);
       // A write error is the disk's; a read error is the source's, passed on as it is.
       try {
         await pipeline(body, sink, signal ? { signal } : {});
@@ -276,6 +340,8 @@ export class StorageStore {
       }
       return sink;
     } finally {
+      // Never closed under a background fdatasync (its descriptor could be reused meanwhile).
+      await sink?.writeback.settled();
       await fh.close().catch(() => {});
     }
   }

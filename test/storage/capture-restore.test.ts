@@ -5,7 +5,7 @@
  * between listing and fetching); restore into an empty project, resumed; retention of the store.
  */
 import { randomBytes } from 'node:crypto';
-import { lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -373,6 +373,29 @@ describe('StorageStore', () => {
       const ok = await s.put(Readable.from([Buffer.from('abc')]));
       expect(ok).toEqual({ sha256: 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad', bytes: 3, added: true });
       expect((await s.put(Readable.from([Buffer.from('abc')]))).added).toBe(false);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
+  it('a large file (hashed back from disk on the hasher thread) is named by its SHA-256 and checked like a small one', async () => {
+    const d = mkdtempSync(path.join(os.tmpdir(), 'hb-storage-big-'));
+    try {
+      const s = await StorageStore.open(d);
+      const { Readable } = await import('node:stream');
+      const { createHash, randomBytes } = await import('node:crypto');
+      // Sizes either side of where hashing moves off the event loop (4 MiB), in odd-sized chunks.
+      for (const size of [4 * MB, 4 * MB + 1, 9 * MB + 333]) {
+        const data = randomBytes(size);
+        const sha = createHash('sha256').update(data).digest('hex');
+        const chunks = () => Readable.from((function* () { for (let i = 0; i < data.length; i += 70_001) yield data.subarray(i, i + 70_001); })());
+        await expect(s.put(chunks(), { expectedSha256: '0'.repeat(64), what: 'big' })).rejects.toMatchObject({ code: 'checksum-mismatch' });
+        await expect(s.put(chunks(), { expectedBytes: size - 1, what: 'big' })).rejects.toMatchObject({ code: 'checksum-mismatch' });
+        expect(await s.put(chunks(), { expectedSha256: sha, expectedBytes: size })).toEqual({ sha256: sha, bytes: size, added: true });
+        expect(createHash('sha256').update(readFileSync(s.pathOf(sha))).digest('hex')).toBe(sha);
+      }
+      // Nothing but the three files: no temporary file left by the refused ones.
+      expect(readdirSync(s.objectsDir).flatMap((shard) => readdirSync(path.join(s.objectsDir, shard)))).toHaveLength(3);
     } finally {
       rmSync(d, { recursive: true, force: true });
     }
