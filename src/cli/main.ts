@@ -200,7 +200,7 @@ export async function execute(name: string, rawArgs: unknown, g: GlobalOptions):
 function common(c: Commander): Commander {
   return c
     .option('--json', 'print exactly one JSON document on stdout')
-    .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
+    .option('--config <file>', 'configuration file (default: HYBRID_BACKUP_CONFIG, else the first of /etc/hybrid-backup/hybrid-backup.json, the install directory\'s config/ and the working directory\'s config/ that exists; see: hybrid-backup config)')
     .option('-v, --verbose', 'log progress details to stderr')
     .option('--direct', 'run in this process even when a service answers on the control socket');
 }
@@ -237,7 +237,7 @@ export function buildProgram(run: (name: string, args: unknown, g: GlobalOptions
   program
     .command('daemon')
     .description('run the resident service in the foreground: schedules, retention, and the control socket (npm start)')
-    .option('--config <file>', 'configuration file (default config/hybrid-backup.json, or HYBRID_BACKUP_CONFIG)')
+    .option('--config <file>', 'configuration file (default: HYBRID_BACKUP_CONFIG, else the first of /etc/hybrid-backup/hybrid-backup.json, the install directory\'s config/ and the working directory\'s config/ that exists; see: hybrid-backup config)')
     .option('--json', 'log to stderr as one JSON object per line, and print a start-up error as {error}')
     .action(async (o: { config?: string; json?: boolean }) => {
       const { runDaemon } = await import('../service/daemon.js');
