@@ -396,7 +396,7 @@ export function describeTarget(name: string, make: () => Promise<TargetUnderTest
     );
 
     it(
-      'a pulled body: the same object as a stream of its bytes, small or in parts; a wrong size or a failing read stores nothing',
+      'a pulled body: the same object as a stream of its bytes, small or in parts; a wrong size, a failing read or an abort stores nothing',
       withTarget(async ({ target }) => {
         for (const size of [0, 100, 12 * MiB + 7]) {
           const data = randomBytes(size);
@@ -417,6 +417,18 @@ export function describeTarget(name: string, make: () => Promise<TargetUnderTest
         const eio = await rejection(target.put('pb/eio.bin', failing(7 * MiB, Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' })), { contentType: 'application/octet-stream', metadata: {}, bytes: 8 * MiB }));
         expect(eio.code).toBe('offsite-failed');
         expect(eio.message).toMatch(/cannot read what was to be uploaded to .*pb\/eio\.bin: EIO/);
+        // Stopped mid-way (the caller's signal fires after 7 MiB were read): aborted, nothing stored.
+        const stop = new AbortController();
+        const body = pulled(randomBytes(12 * MiB), MiB);
+        let readSoFar = 0;
+        const watched: PullBody = {
+          read: async (into) => {
+            const n = await body.read(into);
+            if ((readSoFar += n) >= 7 * MiB) stop.abort();
+            return n;
+          },
+        };
+        expect((await rejection(target.put('pb/stopped.bin', watched, { contentType: 'application/octet-stream', metadata: {}, bytes: 12 * MiB, signal: stop.signal }))).code).toBe('aborted');
         expect((await keys(target, 'pb/')).sort()).toEqual(['pb/0.bin', 'pb/100.bin', `pb/${12 * MiB + 7}.bin`].sort());
       }),
     );
