@@ -89,19 +89,21 @@ class Parts {
     this.opts.stop.abort(e);
   }
 
-  /** Sends `buf[0, len)` as the next part; resolves once fewer than queueSize parts are in flight. */
+  /** Sends `buf[0, len)` as the next part; resolves once at most queueSize parts are in flight. */
   async send(buf: Buffer, len: number): Promise<void> {
     if (!this.uploadId) await this.create();
     this.check();
     const n = ++this.count;
     if (n > MAX_PARTS) throw new Error(`the body needs more than ${MAX_PARTS} parts of ${this.opts.partSize} bytes`);
     const p: Promise<void> = this.part(buf, len, n).then(
-      () => void this.free.push(buf),
+      // Only a part-sized buffer is filled again (a small body's own buffer is not one).
+      () => void (buf.length === this.opts.partSize && this.free.push(buf)),
       (e: unknown) => this.fail(e),
     );
     const tracked = p.finally(() => this.inflight.delete(tracked));
     this.inflight.add(tracked);
-    while (this.inflight.size >= this.opts.queueSize && !this.failure) await Promise.race(this.inflight);
+    // queueSize parts in flight while the next buffer fills: queueSize + 1 buffers in all.
+    while (this.inflight.size > this.opts.queueSize && !this.failure) await Promise.race(this.inflight);
     this.check();
   }
 
@@ -176,11 +178,10 @@ async function fromPull(parts: Parts, body: PullBody, opts: StreamUploadOptions)
   if (f.ended) return parts.putWhole(first.subarray(0, f.used));
   let buf = first;
   for (;;) {
-    const next = parts.take();
-    // The next buffer starts filling only once this part is on its way (or queued).
+    // The next buffer is taken, and fills, once this part is on its way: queueSize + 1 buffers.
     await parts.send(buf, f.used);
-    f = await fill(next);
-    buf = next;
+    buf = parts.take();
+    f = await fill(buf);
     if (f.ended) break;
   }
   if (f.used > 0) await parts.send(buf, f.used);
@@ -233,10 +234,15 @@ async function fromStream(parts: Parts, body: Readable, opts: StreamUploadOption
   };
 
   // 'data' events rather than an async iterator: the iterator's read() joins whatever the body
-  // has buffered into a new buffer, a copy and an allocation per call.
+  // has buffered into a new buffer, a copy and an allocation per call. A chunk that has to wait
+  // for a part to go pauses the body; but a paused stream may still deliver its 'end' (and a
+  // chunk it had already read), so chunks are taken strictly in order, one at a time, and the end
+  // counts only once every chunk before it was taken.
   const signal = opts.stop.signal;
   await new Promise<void>((resolve, reject) => {
     let settled = false;
+    /** The chunks still being taken, in order (null: none). */
+    let tail: Promise<void> | null = null;
     const done = (e?: unknown) => {
       if (settled) return;
       settled = true;
@@ -246,11 +252,37 @@ async function fromStream(parts: Parts, body: Readable, opts: StreamUploadOption
       else resolve();
     };
     const stopped = () => done(signal.reason);
-    const onEnd = () => done();
     const onError = (e: unknown) => done(new BodyError(e));
-    // Destroyed without an error (by the caller): not the whole body.
-    const onClose = () => done(new BodyError(new Error('the body was closed before its end')));
+    let ended = false;
+    // Destroyed without an error (by the caller) before its end: not the whole body. (After its
+    // end, 'close' follows while the last chunks may still be being taken.)
+    const onClose = () => ended || done(new BodyError(new Error('the body was closed before its end')));
+    const onEnd = () => {
+      ended = true;
+      const t = tail;
+      if (!t) return done();
+      t.then(
+        () => done(),
+        (e: unknown) => done(e),
+      );
+    };
+    /** Waits for `t`, the last chunk being taken; once it is taken and no other came after it, reads on. */
+    const watch = (t: Promise<void>) => {
+      t.then(
+        () => {
+          if (tail !== t) return;
+          tail = null;
+          if (!settled) body.resume();
+        },
+        (e: unknown) => done(e),
+      );
+    };
     const onData = (chunk: Buffer) => {
+      if (settled) return;
+      if (tail) {
+        tail = tail.then(() => accept(chunk));
+        return watch(tail);
+      }
       let waiting: Promise<void> | void;
       try {
         waiting = accept(chunk);
@@ -259,10 +291,8 @@ async function fromStream(parts: Parts, body: Readable, opts: StreamUploadOption
       }
       if (!waiting) return;
       body.pause();
-      waiting.then(
-        () => body.resume(),
-        (e: unknown) => done(e),
-      );
+      tail = waiting;
+      watch(tail);
     };
     if (signal.aborted) return stopped();
     signal.addEventListener('abort', stopped, { once: true });
