@@ -37,6 +37,10 @@ export class FileCopyBody implements PullBody {
   private readonly stage: Buffer | null;
   private sealedLast = false;
   private closed = false;
+  /** The file being opened, once the first read asked for it. */
+  private opening: Promise<FileHandle> | null = null;
+  /** The first failure: every read after it fails with it too (nothing unchecked goes out). */
+  private failed: unknown = null;
   /** Bytes handed out so far. */
   bytes = 0;
 
@@ -59,17 +63,29 @@ export class FileCopyBody implements PullBody {
     return this.storedHash.copy().digest('hex');
   }
 
-  /** Closes the file (safe to call twice; a read after it rejects). */
+  /** Closes the file, also one still being opened (safe to call twice; a read after it rejects). */
   async close(): Promise<void> {
     this.closed = true;
-    const fh = this.fh;
+    const opening = this.opening;
     this.fh = null;
-    await fh?.close();
+    const fh = await opening?.catch(() => null);
+    await fh?.close().catch(() => {});
   }
 
   async read(into: Buffer): Promise<number> {
+    if (this.failed) throw this.failed;
     if (this.closed) throw new Error(`the copy body of ${this.file} was closed`);
-    this.fh ??= await open(this.file, 'r');
+    try {
+      this.fh ??= await (this.opening ??= open(this.file, 'r'));
+      if (this.closed) throw new Error(`the copy body of ${this.file} was closed`);
+      return await this.fill(into);
+    } catch (e) {
+      this.failed ??= e;
+      throw e;
+    }
+  }
+
+  private async fill(into: Buffer): Promise<number> {
     let w = 0;
     while (w < into.length) {
       if (this.pending) {
@@ -117,8 +133,6 @@ export class FileCopyBody implements PullBody {
       }
       n += r.bytesRead;
     }
-    this.blockLen = n;
-    this.blockPos = 0;
     this.readBytes += n;
     if (n > 0) this.plainHash.update(this.block.subarray(0, n));
     if (this.readBytes > this.expect.bytes) throw this.mismatch();
@@ -132,6 +146,9 @@ export class FileCopyBody implements PullBody {
       this.eof = true;
     }
     if (this.eof && (this.readBytes !== this.expect.bytes || this.plainHash.copy().digest('hex') !== this.expect.sha256)) throw this.mismatch();
+    // Only a block that passed the checks is handed out.
+    this.blockLen = n;
+    this.blockPos = 0;
   }
 
   private mismatch(): HbError {

@@ -98,6 +98,8 @@ describe('FileCopyBody', () => {
         expect((e as HbError).message).toContain(f);
         // Everything before the file's last block, at most: never a whole copy.
         expect(handed, c.what).toBeLessThanOrEqual(2 * BLOCK + (recipients ? 1000 + 32 * 16 : 0));
+        // And a read after the failure fails the same way: the unchecked block never goes out.
+        await expect(body.read(Buffer.alloc(256 * 1024))).rejects.toBe(e);
       }
     }
   });
