@@ -119,7 +119,8 @@ class HashingFileSink extends Writable {
       () => {
         // A background sync's earlier failure fails the file.
         if (this.writeback.error) return cb((this.failed = this.writeback.error) as Error);
-        this.writeback.wrote(this.bytes);
+        // None just before the final fsync, nor once the stream is torn down.
+        if (!all && !this.destroyed) this.writeback.wrote(this.bytes);
         cb();
       },
       (e: Error) => cb((this.failed = e) as Error),
@@ -292,10 +293,10 @@ export class StorageStore {
     const tmp = path.join(this.objectsDir, `.put-${randomBytes(6).toString('hex')}.${process.pid}.${Date.now()}.tmp`);
     try {
       const sink = await this.writeTemp(tmp, body, { expectedBytes: opts.expectedBytes, what, onBytes: opts.onBytes }, opts.signal);
-      const sha256 = sink.digest() ?? (await this.readBack(tmp, sink.bytes, opts.signal));
       if (opts.expectedBytes !== undefined && sink.bytes !== opts.expectedBytes) {
         throw new HbError('checksum-mismatch', `${what} has ${sink.bytes} bytes, not the ${opts.expectedBytes} expected; it was not stored`);
       }
+      const sha256 = sink.digest() ?? (await this.readBack(tmp, sink.bytes, opts.signal));
       if (opts.expectedSha256 !== undefined && sha256 !== opts.expectedSha256) {
         throw new HbError('checksum-mismatch', `${what} has sha256 ${sha256}, not the ${opts.expectedSha256} expected; it was not stored`);
       }
@@ -340,7 +341,7 @@ export class StorageStore {
       }
       return sink;
     } finally {
-      // Never closed under a background fdatasync (its descriptor could be reused meanwhile).
+      // Never closed under a sync, background or final (its descriptor could be reused meanwhile).
       await sink?.writeback.settled();
       await fh.close().catch(() => {});
     }

@@ -18,6 +18,10 @@ export class Writeback {
   private syncing: Promise<void> | null = null;
   /** The first writeback error, if any. */
   error: Error | null = null;
+  /** The final fsync, once asked for. */
+  private final: Promise<void> | null = null;
+  /** The descriptor is about to be closed: no background sync starts any more. */
+  private closing = false;
 
   constructor(
     private readonly fd: number,
@@ -26,9 +30,9 @@ export class Writeback {
     this.every = every;
   }
 
-  /** The file now holds `bytes`: every `every` bytes more, a background fdatasync starts. */
+  /** The file now holds `bytes`: every `every` bytes more, a background fdatasync starts (none once the file is being closed). */
   wrote(bytes: number): void {
-    if (bytes - this.syncedAt < this.every || this.syncing) return;
+    if (this.closing || bytes - this.syncedAt < this.every || this.syncing) return;
     this.syncedAt = bytes;
     this.syncing = new Promise<void>((resolve) =>
       fs.fdatasync(this.fd, (e) => {
@@ -40,16 +44,23 @@ export class Writeback {
     });
   }
 
-  /** Resolves when no background fdatasync is in flight (never close the descriptor under one). */
-  settled(): Promise<void> {
-    return this.syncing ?? Promise.resolve();
+  /**
+   * Resolves when no sync is in flight, background or final, and starts no more: call it before
+   * closing the descriptor (never close it under a sync: its number could be reused meanwhile).
+   */
+  async settled(): Promise<void> {
+    this.closing = true;
+    await this.syncing;
+    await this.final?.catch(() => {});
   }
 
   /** fsync, after any background sync; rejects with the first writeback error. */
-  async sync(): Promise<void> {
-    await this.settled();
-    await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
-    if (this.error) throw this.error;
+  sync(): Promise<void> {
+    this.final = (async () => {
+      await this.syncing;
+      await new Promise<void>((resolve, reject) => fs.fsync(this.fd, (e) => (e ? reject(e) : resolve())));
+      if (this.error) throw this.error;
+    })();
+    return this.final;
   }
 }
-
