@@ -553,9 +553,16 @@ async function dumpStreamed(spec: DumpSpec): Promise<DumpOutput> {
     throw new HbError('dump-write-failed', `cannot create ${spec.partialPath}: ${(e as Error).message}`, 'check that the backup directory is writable and not full');
   }
   const head = new PassThrough({ highWaterMark: 1 << 20 });
-  const stages: Transform[] = gzip || encrypt ? [new Tap(inspect)] : [];
-  if (gzip) stages.push(new ParallelGzip({ level: spec.gzipLevel }));
-  if (encrypt) stages.push(new Tap((c) => (plainHash!.update(c), (plainBytes += c.length))), createEncryptStream(spec.encryptTo!));
+  const plainTap = (c: Buffer) => (plainHash!.update(c), (plainBytes += c.length));
+  const stages: Transform[] = [];
+  if (gzip) {
+    stages.push(new Tap(inspect), new ParallelGzip({ level: spec.gzipLevel }));
+    if (encrypt) stages.push(new Tap(plainTap));
+  } else if (encrypt) {
+    // The SQL is the file inside the age file: one tap inspects it and hashes it.
+    stages.push(new Tap((c) => (inspect(c), plainTap(c))));
+  }
+  if (encrypt) stages.push(createEncryptStream(spec.encryptTo!));
   let writeError: unknown = null;
   const flow = pipeline([head, ...stages, sink], spec.signal ? { signal: spec.signal } : {}).catch((e: unknown) => {
     writeError = e;
