@@ -60,6 +60,8 @@ class Parts {
   private readonly inflight = new Set<Promise<void>>();
   private readonly done: CompletedPart[] = [];
   private uploadId: string | undefined;
+  /** The CreateMultipartUpload in flight or done, once asked for. */
+  creating: Promise<void> | null = null;
   private count = 0;
   private failure: { error: unknown } | null = null;
   private readonly signal: AbortSignal;
@@ -91,7 +93,7 @@ class Parts {
 
   /** Sends `buf[0, len)` as the next part; resolves once at most queueSize parts are in flight. */
   async send(buf: Buffer, len: number): Promise<void> {
-    if (!this.uploadId) await this.create();
+    if (!this.uploadId) await (this.creating ??= this.create());
     this.check();
     const n = ++this.count;
     if (n > MAX_PARTS) throw new Error(`the body needs more than ${MAX_PARTS} parts of ${this.opts.partSize} bytes`);
@@ -123,7 +125,10 @@ class Parts {
 
   private async create(): Promise<void> {
     const { s3, opts } = this;
-    const out = await this.client.send(new s3.CreateMultipartUploadCommand({ ...this.params, ...(opts.checksums ? { ChecksumAlgorithm: s3.ChecksumAlgorithm.CRC32 } : {}) }), { abortSignal: this.signal });
+    // Not stopped by the signal: a request cut after the service created the upload would leave
+    // it unknown here, never aborted. It is one short request (the SDK's time limits bound it);
+    // the stop is looked at once the id is known (send() checks it next).
+    const out = await this.client.send(new s3.CreateMultipartUploadCommand({ ...this.params, ...(opts.checksums ? { ChecksumAlgorithm: s3.ChecksumAlgorithm.CRC32 } : {}) }));
     if (!out.UploadId) throw new Error('the service started a multipart upload without an UploadId');
     this.uploadId = out.UploadId;
     opts.onUploadId?.(out.UploadId);
@@ -144,8 +149,14 @@ class Parts {
  */
 export async function streamUpload(s3: S3Module, client: S3Client, params: StreamUploadParams, body: Readable | PullBody, opts: StreamUploadOptions): Promise<void> {
   const parts = new Parts(s3, client, params, opts);
-  if ('pipe' in body) return fromStream(parts, body, opts);
-  return fromPull(parts, body, opts);
+  try {
+    await ('pipe' in body ? fromStream(parts, body, opts) : fromPull(parts, body, opts));
+  } catch (e) {
+    // An upload being created when the rest failed is reported (onUploadId) before this rejects,
+    // so the caller can abort it.
+    await parts.creating?.catch(() => {});
+    throw e;
+  }
 }
 
 /**
