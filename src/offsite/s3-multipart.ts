@@ -2,8 +2,8 @@
  * Streamed S3 uploads through a fixed set of part buffers: `queueSize + 1` buffers of `partSize`
  * bytes, allocated for the upload; each is sent as a part (UploadPart, a replayable Buffer, so the
  * SDK's retries resend it) and refilled as soon as its request has succeeded. A body that fits in
- * one part goes as one PutObject. A stream body is copied once into the buffers; a pulled body
- * ({@link PullBody}) writes into them itself.
+ * one part goes as one PutObject. A pulled body ({@link PullBody}) writes into the buffers itself;
+ * a stream's chunks are copied into them, once.
  *
  * Why not `@aws-sdk/lib-storage`'s Upload: it joins the stream's chunks into a new buffer for
  * every part, which in a 1 GiB upload was 128 fresh 8 MiB buffers, a copy of every byte and the
@@ -17,7 +17,7 @@
  */
 import type { CompletedPart, S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
-import type { PullBody } from './target.js';
+import { isPullBody, type PullBody, streamPullBody } from './target.js';
 
 type S3Module = typeof import('@aws-sdk/client-s3');
 
@@ -39,7 +39,7 @@ export interface StreamUploadOptions {
   stop: AbortController;
   /** The SDK's flexible checksums are on: ask for CRC32 parts, as lib-storage does. */
   checksums: boolean;
-  /** The body's announced size, when known: a small pulled body gets a buffer of its own size. */
+  /** The body's announced size, when known: a small body gets a buffer of its own size, not a part's. */
   sizeHint?: number;
   /** Called with the multipart upload's id once it exists (for the caller's own abort). */
   onUploadId?: (id: string) => void;
@@ -150,7 +150,7 @@ class Parts {
 export async function streamUpload(s3: S3Module, client: S3Client, params: StreamUploadParams, body: Readable | PullBody, opts: StreamUploadOptions): Promise<void> {
   const parts = new Parts(s3, client, params, opts);
   try {
-    await ('pipe' in body ? fromStream(parts, body, opts) : fromPull(parts, body, opts));
+    await fromPull(parts, isPullBody(body) ? body : streamPullBody(body), opts);
   } catch (e) {
     // An upload being created when the rest failed is reported (onUploadId) before this rejects,
     // so the caller can abort it.
@@ -196,121 +196,5 @@ async function fromPull(parts: Parts, body: PullBody, opts: StreamUploadOptions)
     if (f.ended) break;
   }
   if (f.used > 0) await parts.send(buf, f.used);
-  await parts.complete();
-}
-
-/** A stream body, copied into the part buffers as its chunks come. */
-async function fromStream(parts: Parts, body: Readable, opts: StreamUploadOptions): Promise<void> {
-  const { partSize } = opts;
-  // Before the first part is full: the chunks as they came (copied), so a small body costs its
-  // own size, not a part buffer.
-  let head: Buffer[] | null = [];
-  let headBytes = 0;
-  let current: Buffer | null = null;
-  let used = 0;
-
-  /** Takes one chunk of the body; a promise when it had to wait for a part to be sent. */
-  const accept = (chunk: Buffer): Promise<void> | void => {
-    parts.check();
-    let off = 0;
-    if (head) {
-      if (headBytes + chunk.length <= partSize) {
-        head.push(Buffer.from(chunk));
-        headBytes += chunk.length;
-        return;
-      }
-      // More than one part: from here on, through the part buffers.
-      current = parts.take();
-      for (const h of head) used += h.copy(current, used);
-      head = null;
-    }
-    // The common case, a chunk that fits in the buffer being filled, stays synchronous.
-    if (used + chunk.length <= partSize) {
-      used += chunk.copy(current!, used);
-      return;
-    }
-    return (async () => {
-      while (off < chunk.length) {
-        // A full buffer goes only once more data follows it: the last part is never empty.
-        if (used === partSize) {
-          await parts.send(current!, used);
-          current = parts.take();
-          used = 0;
-        }
-        const n = chunk.copy(current!, used, off);
-        used += n;
-        off += n;
-      }
-    })();
-  };
-
-  // 'data' events rather than an async iterator: the iterator's read() joins whatever the body
-  // has buffered into a new buffer, a copy and an allocation per call. A chunk that has to wait
-  // for a part to go pauses the body; but a paused stream may still deliver its 'end' (and a
-  // chunk it had already read), so chunks are taken strictly in order, one at a time, and the end
-  // counts only once every chunk before it was taken.
-  const signal = opts.stop.signal;
-  await new Promise<void>((resolve, reject) => {
-    let settled = false;
-    /** The chunks still being taken, in order (null: none). */
-    let tail: Promise<void> | null = null;
-    const done = (e?: unknown) => {
-      if (settled) return;
-      settled = true;
-      signal.removeEventListener('abort', stopped);
-      body.off('data', onData).off('end', onEnd).off('error', onError).off('close', onClose);
-      if (e !== undefined) reject(e);
-      else resolve();
-    };
-    const stopped = () => done(signal.reason);
-    const onError = (e: unknown) => done(new BodyError(e));
-    let ended = false;
-    // Destroyed without an error (by the caller) before its end: not the whole body. (After its
-    // end, 'close' follows while the last chunks may still be being taken.)
-    const onClose = () => ended || done(new BodyError(new Error('the body was closed before its end')));
-    const onEnd = () => {
-      ended = true;
-      const t = tail;
-      if (!t) return done();
-      t.then(
-        () => done(),
-        (e: unknown) => done(e),
-      );
-    };
-    /** Waits for `t`, the last chunk being taken; once it is taken and no other came after it, reads on. */
-    const watch = (t: Promise<void>) => {
-      t.then(
-        () => {
-          if (tail !== t) return;
-          tail = null;
-          if (!settled) body.resume();
-        },
-        (e: unknown) => done(e),
-      );
-    };
-    const onData = (chunk: Buffer) => {
-      if (settled) return;
-      if (tail) {
-        tail = tail.then(() => accept(chunk));
-        return watch(tail);
-      }
-      let waiting: Promise<void> | void;
-      try {
-        waiting = accept(chunk);
-      } catch (e) {
-        return done(e);
-      }
-      if (!waiting) return;
-      body.pause();
-      tail = waiting;
-      watch(tail);
-    };
-    if (signal.aborted) return stopped();
-    signal.addEventListener('abort', stopped, { once: true });
-    body.on('data', onData).on('end', onEnd).on('error', onError).on('close', onClose);
-  });
-  parts.check();
-  if (head) return parts.putWhole(Buffer.concat(head, headBytes));
-  await parts.send(current!, used);
   await parts.complete();
 }

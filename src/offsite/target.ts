@@ -72,6 +72,33 @@ export function isPullBody(body: NodeJS.ReadableStream | PullBody): body is Pull
   return typeof (body as PullBody).read === 'function' && typeof (body as NodeJS.ReadableStream).pipe !== 'function';
 }
 
+/**
+ * A stream as a pulled body: each read copies what it can of the stream's next chunk into the
+ * buffer given (a chunk larger than the buffer goes in several reads), in order; 0 once the
+ * stream has ended. The stream's error, or its destruction before the end, rejects the read.
+ */
+export function streamPullBody(body: NodeJS.ReadableStream): PullBody {
+  const chunks = body[Symbol.asyncIterator]();
+  let rest: Buffer = Buffer.alloc(0);
+  let ended = false;
+  return {
+    read: async (into) => {
+      while (rest.length === 0) {
+        if (ended) return 0;
+        const next = await chunks.next();
+        if (next.done) {
+          ended = true;
+          return 0;
+        }
+        rest = next.value as Buffer;
+      }
+      const n = rest.copy(into);
+      rest = rest.subarray(n);
+      return n;
+    },
+  };
+}
+
 /** A pulled body as a stream, for targets that send streams (1 MiB buffers). */
 export function pullBodyStream(body: PullBody): Readable {
   return Readable.from(
