@@ -41,9 +41,9 @@ const MiB = 1024 * 1024;
 const MIN_PART = 5 * MiB;
 /**
  * What the part buffers of one upload may hold: (queueSize + 1) × partSize stays under it when
- * it can. The buffers are allocated once per upload and reused, so this is what an upload adds
- * to RSS. Four parts in flight keep a local Ceph RGW busy where two left it waiting between
- * parts (1 GiB: 3.7 s against 4.4 s, bench/RESULTS.md).
+ * it can. The buffers are allocated once per upload and reused. Four parts in flight hide a
+ * remote service's latency between parts; against the local Ceph RGW of the bench, 1 to 4 made no
+ * difference in time (bench/RESULTS.md, 2026-12-08).
  */
 const BUFFER_BUDGET = 40 * MiB;
 
@@ -317,10 +317,10 @@ export class S3Target implements OffsiteTarget {
     }
     const sent = source.bytes;
     const stored = await this.stat(key, signal);
-    if (!stored) throw new HbError('offsite-mismatch', `the upload of ${this.location(key)} reported success but the object is not there`, 'it is retried at the next run');
+    if (!stored) throw new HbError('offsite-mismatch', `${what} reported success but the object is not there`, 'it is retried at the next run');
     if (stored.bytes !== sent) {
       await this.remove([key]).catch(() => {});
-      throw new HbError('offsite-mismatch', `${this.location(key)} holds ${stored.bytes} bytes, ${sent} were sent; the copy was removed`, 'it is retried at the next run');
+      throw new HbError('offsite-mismatch', `${location} holds ${stored.bytes} bytes, ${sent} were sent; the copy was removed`, 'it is retried at the next run');
     }
     return { bytes: stored.bytes };
   }
