@@ -23,7 +23,6 @@ import type { PullBody } from './target.js';
 const BLOCK = 16 * AGE_CHUNK_SIZE;
 
 export class FileCopyBody implements PullBody {
-  private fh: FileHandle | null = null;
   private readonly block = Buffer.allocUnsafe(BLOCK);
   private blockLen = 0;
   private blockPos = 0;
@@ -37,7 +36,7 @@ export class FileCopyBody implements PullBody {
   private readonly stage: Buffer | null;
   private sealedLast = false;
   private closed = false;
-  /** The file being opened, once the first read asked for it. */
+  /** The file, opened by the first read. */
   private opening: Promise<FileHandle> | null = null;
   /** The first failure: every read after it fails with it too (nothing unchecked goes out). */
   private failed: unknown = null;
@@ -66,9 +65,7 @@ export class FileCopyBody implements PullBody {
   /** Closes the file, also one still being opened (safe to call twice; a read after it rejects). */
   async close(): Promise<void> {
     this.closed = true;
-    const opening = this.opening;
-    this.fh = null;
-    const fh = await opening?.catch(() => null);
+    const fh = await this.opening?.catch(() => null);
     await fh?.close().catch(() => {});
   }
 
@@ -76,16 +73,16 @@ export class FileCopyBody implements PullBody {
     if (this.failed) throw this.failed;
     if (this.closed) throw new Error(`the copy body of ${this.file} was closed`);
     try {
-      this.fh ??= await (this.opening ??= open(this.file, 'r'));
+      const fh = await (this.opening ??= open(this.file, 'r'));
       if (this.closed) throw new Error(`the copy body of ${this.file} was closed`);
-      return await this.fill(into);
+      return await this.fill(into, fh);
     } catch (e) {
       this.failed ??= e;
       throw e;
     }
   }
 
-  private async fill(into: Buffer): Promise<number> {
+  private async fill(into: Buffer, fh: FileHandle): Promise<number> {
     let w = 0;
     while (w < into.length) {
       if (this.pending) {
@@ -94,7 +91,7 @@ export class FileCopyBody implements PullBody {
         this.pending = n < this.pending.length ? this.pending.subarray(n) : null;
         continue;
       }
-      if (this.blockPos === this.blockLen && !this.eof) await this.refill();
+      if (this.blockPos === this.blockLen && !this.eof) await this.refill(fh);
       const left = this.blockLen - this.blockPos;
       if (!this.sealer) {
         if (left === 0) break;
@@ -123,10 +120,10 @@ export class FileCopyBody implements PullBody {
   }
 
   /** Reads the next block; at the end of the file, checks it whole against its record first. */
-  private async refill(): Promise<void> {
+  private async refill(fh: FileHandle): Promise<void> {
     let n = 0;
     while (n < BLOCK) {
-      const r = await this.fh!.read(this.block, n, BLOCK - n, null);
+      const r = await fh.read(this.block, n, BLOCK - n, null);
       if (r.bytesRead === 0) {
         this.eof = true;
         break;
@@ -138,7 +135,7 @@ export class FileCopyBody implements PullBody {
     if (this.readBytes > this.expect.bytes) throw this.mismatch();
     // The record's size reached: make sure the file ends here before any of this block goes out.
     if (!this.eof && this.readBytes === this.expect.bytes) {
-      const probe = await this.fh!.read(Buffer.alloc(1), 0, 1, null);
+      const probe = await fh.read(Buffer.alloc(1), 0, 1, null);
       if (probe.bytesRead > 0) {
         this.readBytes += probe.bytesRead;
         throw this.mismatch();
