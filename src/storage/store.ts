@@ -119,8 +119,8 @@ class HashingFileSink extends Writable {
       () => {
         // A background sync's earlier failure fails the file.
         if (this.writeback.error) return cb((this.failed = this.writeback.error) as Error);
-        // None just before the final fsync, nor once the stream is torn down.
-        if (!all && !this.destroyed) this.writeback.wrote(this.bytes);
+        // None just before the final fsync (nor, by Writeback's own rule, once it is settling).
+        if (!all) this.writeback.wrote(this.bytes);
         cb();
       },
       (e: Error) => cb((this.failed = e) as Error),

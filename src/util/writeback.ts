@@ -1,19 +1,16 @@
 /**
- * Early writeback of a file being written: a background fdatasync every so many bytes, so the
- * disk writes while the writer goes on and the final fsync has little left to do. Used by the
- * dump's file sink (and when pg_dump writes the file itself) and by the Storage file store.
+ * Early writeback of a file being written, and its final fsync: a background fdatasync every so
+ * many bytes, so the disk writes while the writer goes on and the final fsync has little left to
+ * do. Used by the dump's file sink (and when pg_dump writes the file itself) and by the Storage
+ * file store.
+ *
+ * A writeback error from a background fdatasync is kept: Linux reports such an error once per
+ * descriptor, so the final fsync could succeed after it, and it must fail the file instead.
  */
 import fs from 'node:fs';
 
-/**
- * Early writeback of a file being written, and its final fsync. A writeback error from a
- * background fdatasync is kept: Linux reports such an error once per descriptor, so the final
- * fsync could succeed after it, and it must fail the file instead.
- */
 export class Writeback {
   private syncedAt = 0;
-  /** Bytes between two background syncs: 64 MiB unless given. */
-  private readonly every: number;
   /** The background fdatasync in flight, if any. */
   private syncing: Promise<void> | null = null;
   /** The first writeback error, if any. */
@@ -25,10 +22,9 @@ export class Writeback {
 
   constructor(
     private readonly fd: number,
-    every = 64 * 1024 * 1024,
-  ) {
-    this.every = every;
-  }
+    /** Bytes between two background syncs. */
+    private readonly every = 64 * 1024 * 1024,
+  ) {}
 
   /** The file now holds `bytes`: every `every` bytes more, a background fdatasync starts (none once the file is being closed). */
   wrote(bytes: number): void {
