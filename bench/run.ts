@@ -110,9 +110,14 @@ async function buildDatabase(name: string, sizeMb: number): Promise<number> {
 }
 
 /** CPU seconds used by this process's waited-for children and their descendants (cutime + cstime). */
+/** The fields of /proc/<pid>/stat after the command name (utime is [11], stime [12]). */
+function statFields(pid: string): string[] {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
 function childrenCpu(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const f = statFields('self');
   return (Number(f[13]) + Number(f[14])) / 100;
 }
 
@@ -127,8 +132,7 @@ function processCpu(name: RegExp): number {
     if (!/^\d+$/.test(pid)) continue;
     try {
       if (!name.test(readFileSync(`/proc/${pid}/comm`, 'utf8').trim())) continue;
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const f = statFields(pid);
       total += (Number(f[11]) + Number(f[12])) / 100;
     } catch {
       // exited meanwhile
@@ -732,7 +736,15 @@ async function offsiteSuite(): Promise<string> {
   const rss: Record<string, number[]> = { plain: [], encrypted: [], upload: [] };
   // CPU seconds of the client and of the S3 server (radosgw, ceph-osd) during each upload
   const cpu: Record<string, { client: number[]; server: number[] }> = { upload: { client: [], server: [] }, curl: { client: [], server: [] } };
-  const S3_PROCESSES = /^(radosgw|ceph-osd)$/;
+  const S3_SERVER = /^(radosgw|ceph-osd)$/;
+  /** Runs one upload, keeping its client's CPU and the S3 server's. */
+  const onServer = async <T extends { cpu: number }>(kind: 'upload' | 'curl', run: () => Promise<T>): Promise<T> => {
+    const s0 = processCpu(S3_SERVER);
+    const r = await run();
+    cpu[kind]!.server.push(processCpu(S3_SERVER) - s0);
+    cpu[kind]!.client.push(r.cpu);
+    return r;
+  };
   const s3url = (key: string) => `${rgw.endpoint}/${bucket}/${key}`;
   const curl = (args: string[]) => ['-fsS', '-o', '/dev/null', '--aws-sigv4', `aws:amz:${rgw.region}:s3`, '--user', `${rgw.accessKeyId}:${rgw.secretAccessKey}`, '-H', 'x-amz-content-sha256: UNSIGNED-PAYLOAD', ...args];
   try {
@@ -767,19 +779,13 @@ async function offsiteSuite(): Promise<string> {
             const l = Ledger.open(upEnv.BACKUP_DIR!);
             l.setCopy(b.id, 's3', { status: 'failed', key: `${path.basename(b.file)}.age`, location: '', error: 'bench: upload again' });
             l.close();
-            const s0 = processCpu(S3_PROCESSES);
-            const r = await timed('node', [CLI, 'offsite-sync'], { env: upEnv, rss: true });
-            cpu.upload!.server.push(processCpu(S3_PROCESSES) - s0);
-            cpu.upload!.client.push(r.cpu);
+            const r = await onServer('upload', () => timed('node', [CLI, 'offsite-sync'], { env: upEnv, rss: true }));
             results.upload!.push(r.ms);
             rss.upload!.push(r.peakRss);
             console.error(`  pair ${i + 1}: upload    ${sec(r.ms)}  peak RSS ${mb(r.peakRss)}`);
             await execa('curl', curl(['-X', 'DELETE', s3url(`${path.basename(b.file)}.age`)]));
           } else {
-            const s0 = processCpu(S3_PROCESSES);
-            const r = await timed('curl', curl(['-T', blob, s3url('curl.bin')]));
-            cpu.curl!.server.push(processCpu(S3_PROCESSES) - s0);
-            cpu.curl!.client.push(r.cpu);
+            const r = await onServer('curl', () => timed('curl', curl(['-T', blob, s3url('curl.bin')])));
             results.curl!.push(r.ms);
             console.error(`  pair ${i + 1}: curl -T   ${sec(r.ms)}`);
             await execa('curl', curl(['-X', 'DELETE', s3url('curl.bin')]));
