@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import type { StorageCounts } from '../domain/types.js';
 import { HbError } from '../domain/errors.js';
+import { formatBytes, plural } from '../util/format.js';
 import { atomicWriteFile } from '../util/fs.js';
 
 export const MANIFEST_FORMAT = 'hybrid-backup-storage/1';
@@ -174,19 +175,15 @@ export function summarize(m: Manifest): ManifestSummary {
 }
 
 /** 1234567 → "1,234,567" (toLocaleString loads Intl: ~100 ms the first time). */
-function thousands(n: number): string {
-  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-}
-
 /**
  * One plain sentence on the manifest's completeness, for list, the monitor and the report:
- * `files complete: 1,204 objects, 3.1 GB in 4 buckets` or `files INCOMPLETE: 2 objects could not be
+ * `files complete: 1,204 objects, 3.10 GB in 4 buckets` or `files INCOMPLETE: 2 objects could not be
  * captured (gone 1, error 1); 1 row of the dump has no file`.
  */
 export function describeCompleteness(m: Manifest): string {
   const s = summarize(m);
-  const size = s.bytes >= 1e9 ? `${(s.bytes / 1e9).toFixed(1)} GB` : s.bytes >= 1e6 ? `${(s.bytes / 1e6).toFixed(1)} MB` : `${s.bytes} bytes`;
-  const what = `${thousands(s.objects)} object${s.objects === 1 ? '' : 's'}, ${size} in ${s.buckets} bucket${s.buckets === 1 ? '' : 's'}`;
+  // The same units as every other size the program shows (list's FILES column among them).
+  const what = `${plural(s.objects, 'object')}, ${formatBytes(s.bytes)} in ${plural(s.buckets, 'bucket')}`;
   const extra = s.filesWithoutRows ? `; ${s.filesWithoutRows} file${s.filesWithoutRows === 1 ? '' : 's'} without a row in the dump` : '';
   if (m.complete) return `files complete: ${what}${extra}`;
   const parts: string[] = [];
