@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { emptyDumpWarning, validateDescription } from '../backup/describe.js';
 import { HbError } from '../domain/errors.js';
-import type { Backup } from '../domain/types.js';
+import type { Backup, OffsiteCopy } from '../domain/types.js';
 import { formatBytes, formatDuration, formatTime, plural, printable } from '../util/format.js';
 import { defineCommand, type RenderView } from './command.js';
 
@@ -38,7 +38,10 @@ function renderBackup(b: BackupDoc, view: RenderView): string {
     `  created  ${formatTime(b.createdAt, view.timeZone)}, took ${formatDuration(b.durationMs)}`,
     `  content  ${plural(b.tableCount, 'table')}, ${plural(b.rowCount, 'row')} from ${b.database ?? '?'} (PostgreSQL ${b.serverVersion ?? '?'})`,
   ];
-  if (b.offsite) lines.push(`  offsite  ${b.offsite.status === 'uploaded' ? `copied to ${b.offsite.location}` : `${b.offsite.status}: ${b.offsite.error ?? ''} (retried at the next run)`}`);
+  if (b.storage) lines.push(`  files    ${b.storage.summary}`);
+  // Every target's copy, each in its own state (the summary `offsite` names only the worst one).
+  const copies: Array<OffsiteCopy & { encrypted?: boolean }> = b.offsiteCopies.length > 0 ? b.offsiteCopies : b.offsite ? [b.offsite] : [];
+  for (const c of copies) lines.push(`  offsite  ${c.status === 'uploaded' ? `copied to ${c.location}${c.encrypted ? ' (encrypted)' : ''}` : `${c.status}: ${c.error ?? ''} (retried at the next run)`}`);
   for (const w of b.warnings ?? []) lines.push(`  WARNING  ${w}`);
   return lines.join('\n');
 }
