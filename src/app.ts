@@ -2,6 +2,7 @@
  * The composition root: builds every component from a configuration and hands each its
  * dependencies. No module-level state beyond the redactor's secret list.
  */
+import { setMaxListeners } from 'node:events';
 import path from 'node:path';
 import { Alerter } from './alerts/webhook.js';
 import type { Config } from './config/schema.js';
@@ -25,6 +26,9 @@ export interface AppOptions {
   /** For commands that only look (the monitor): when the disk is full, read a copy of the ledger. */
   readOnlyOnFullDisk?: boolean;
 }
+
+/** Listeners a command's signal may have at once before Node warns of a leak. */
+const CONTEXT_SIGNAL_LISTENERS = 256;
 
 export class App {
   private closing: Promise<void> | undefined;
@@ -111,13 +115,18 @@ export class App {
   }
 
   context(trigger: RunTrigger, opts: { reporter?: Reporter; signal?: AbortSignal; config?: Config; service?: ServiceView } = {}): RunContext {
+    const signal = opts.signal ?? new AbortController().signal;
+    // One signal stops a whole command, whose concurrent requests and file writes each listen to
+    // it while they run (a restore of Storage files keeps dozens going): Node's warning at 10
+    // listeners, "possible memory leak", would be a false alarm on the operator's terminal.
+    setMaxListeners(CONTEXT_SIGNAL_LISTENERS, signal);
     return {
       config: opts.config ?? this.config,
       ledger: this.ledger,
       logs: this.logs,
       log: this.logs.channel('backup'),
       trigger,
-      signal: opts.signal ?? new AbortController().signal,
+      signal,
       reporter: opts.reporter ?? silentReporter,
       backupSlot: this.backupSlot,
       offsiteSlot: this.offsiteSlot,
